@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bnlab._channels import as_channel, channel_dot, channel_sum, values_per_channel
+from bnlab._channels import as_channel, channel_dot, channel_sum, row_blocks, values_per_channel
 from bnlab._validation import (
     check_batch_input,
     check_channel_vector,
@@ -131,14 +131,18 @@ def batchnorm_forward(
     std = np.sqrt(var + x.dtype.type(eps))
     # Step 5: its reciprocal, so that step 6 multiplies instead of divides.
     inv = 1.0 / std
-    # Step 6: normalize.
-    xhat = xc * inv
-    # Step 7: scale and shift, which can undo steps 1-6 (gamma = std, beta = mu gives back x).
-    out = np.multiply(xhat, as_channel(gamma, x.ndim))
-    out += as_channel(beta, x.ndim)
+    # Steps 6 and 7, block by block: normalize, then scale and shift. gamma and beta can undo steps 1-6
+    # (gamma = std, beta = mu gives back x).
+    xhat = np.empty_like(x)
+    out = np.empty_like(x)
+    gamma_c, beta_c = as_channel(gamma, x.ndim), as_channel(beta, x.ndim)
+    for rows in row_blocks(x):
+        np.multiply(xc[rows], inv, out=xhat[rows])  # Step 6: xhat = xc * inv
+        np.multiply(xhat[rows], gamma_c, out=out[rows])  # Step 7: out = gamma * xhat + beta
+        out[rows] += beta_c
 
     cache = BatchNormCache(x=x, mu=mu, xc=xc, var=var, std=std, inv=inv, xhat=xhat,
-                           gamma=as_channel(gamma, x.ndim), eps=eps)
+                           gamma=gamma_c, eps=eps)
     return out, cache
 
 
@@ -196,7 +200,7 @@ def batchnorm_backward_fused(
         \qquad \frac{\partial L}{\partial \beta} = \sum \delta,
 
     where :math:`\delta` is ``dout``. It is evaluated as ``dx = a*dout + b*xhat + c`` with per-channel
-    coefficients, so the batch is traversed only a handful of times.
+    coefficients a, b, c, block by block, so the batch crosses main memory about three times (two sums, then dx).
 
     Args and returns as :func:`batchnorm_backward`.
     """
@@ -210,10 +214,14 @@ def batchnorm_backward_fused(
     b = -a * as_channel(dgamma, x.ndim) / m
     c = -a * as_channel(dbeta, x.ndim) / m
 
-    dx = np.multiply(dout, a)
-    scratch = np.multiply(xhat, b)
-    dx += scratch
-    dx += c
+    dx = np.empty_like(dout)
+    scratch = np.empty_like(dout[row_blocks(dout)[0]])
+    for rows in row_blocks(dout):  # all three terms per block while it is in cache
+        block, part = dx[rows], scratch[: dx[rows].shape[0]]
+        np.multiply(dout[rows], a, out=block)
+        np.multiply(xhat[rows], b, out=part)
+        block += part
+        block += c
     return dx, dgamma, dbeta
 
 
@@ -250,8 +258,11 @@ def batchnorm_inference(
 
     scale = (gamma / np.sqrt(running_var + eps)).astype(x.dtype)
     shift = (beta - running_mean * scale).astype(x.dtype)
-    out = np.multiply(x, as_channel(scale, x.ndim))
-    out += as_channel(shift, x.ndim)
+    scale, shift = as_channel(scale, x.ndim), as_channel(shift, x.ndim)
+    out = np.empty_like(x)
+    for rows in row_blocks(x):
+        np.multiply(x[rows], scale, out=out[rows])
+        out[rows] += shift
     return out
 
 
