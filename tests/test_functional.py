@@ -88,10 +88,14 @@ def test_gamma_and_beta_can_undo_the_normalization(rng):
     np.testing.assert_allclose(out, x, rtol=1e-12, atol=1e-12)
 
 
-def test_float32_statistics_stay_accurate_far_from_zero():
-    """200,000 float32 rows offset by 1000: the output must still have mean 0 and std 1 per channel."""
+@pytest.mark.parametrize("rows", [200_000, 1_000_000])
+def test_float32_statistics_stay_accurate_far_from_zero(rows):
+    """float32 rows offset by 1000: the output must still have mean 0 and std 1 per channel.
+
+    torch 2.13's CPU kernel returns std 0.11 (1 thread) or 0.26 (2 threads) at a million rows.
+    """
     rng = np.random.default_rng(7)
-    x = (rng.standard_normal((200_000, 3)) + 1000.0).astype(np.float32)
+    x = (rng.standard_normal((rows, 3)) + 1000.0).astype(np.float32)
     out, _ = batchnorm_forward(x, np.ones(3, np.float32), np.zeros(3, np.float32))
     std = out.astype(np.float64).std(axis=0)
     mean = out.astype(np.float64).mean(axis=0)

@@ -1,0 +1,21 @@
+"""Figures for the lectures. Every function computes what it draws from bnlab code and returns the Figure."""
+
+from bnlab.plots.forward import (
+    plot_eps_effect,
+    plot_normalization_stages,
+    plot_unbiased_variance_error,
+    plot_variance_precision,
+)
+from bnlab.plots.gradients import plot_gradient_check_vs_step, plot_jacobian, plot_timings
+from bnlab.plots.graph import draw_batchnorm_graph
+
+__all__ = [
+    "draw_batchnorm_graph",
+    "plot_eps_effect",
+    "plot_gradient_check_vs_step",
+    "plot_jacobian",
+    "plot_normalization_stages",
+    "plot_timings",
+    "plot_unbiased_variance_error",
+    "plot_variance_precision",
+]

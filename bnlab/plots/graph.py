@@ -1,0 +1,65 @@
+"""The computational graph of training-mode batch norm, drawn with the local derivative on every edge."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+
+# node: (x, y, label); the names are the ones bnlab.functional uses.
+NODES = {
+    "x": (0.0, 0.0, r"$x$"),
+    "mu": (1.8, 1.4, r"$\mu=\frac{1}{m}\sum x$"),
+    "xc": (3.6, 0.0, r"$x_c = x-\mu$"),
+    "sq": (5.0, 1.4, r"$x_c^2$"),
+    "var": (7.2, 1.4, r"$\sigma^2=\frac{1}{m}\sum x_c^2$"),
+    "std": (9.6, 1.4, r"$s=\sqrt{\sigma^2+\epsilon}$"),
+    "inv": (11.6, 1.4, r"$r = 1/s$"),
+    "xhat": (11.6, 0.0, r"$\hat x = x_c\, r$"),
+    "out": (14.2, 0.0, r"$y=\gamma\hat x+\beta$"),
+    "gamma": (13.5, -1.3, r"$\gamma$"),
+    "beta": (14.9, -1.3, r"$\beta$"),
+}
+# (from, to, local derivative d to / d from)
+EDGES = [
+    ("x", "xc", r"$1$"),
+    ("x", "mu", r"$\frac{1}{m}$"),
+    ("mu", "xc", r"$-1$"),
+    ("xc", "sq", r"$2x_c$"),
+    ("sq", "var", r"$\frac{1}{m}$"),
+    ("var", "std", r"$\frac{1}{2s}$"),
+    ("std", "inv", r"$-\frac{1}{s^2}$"),
+    ("inv", "xhat", r"$x_c$"),
+    ("xc", "xhat", r"$r$"),
+    ("xhat", "out", r"$\gamma$"),
+    ("gamma", "out", r"$\hat x$"),
+    ("beta", "out", r"$1$"),
+]
+
+
+def draw_batchnorm_graph() -> Figure:
+    """Forward runs left to right; the backward multiplies the edge labels right to left and sums at forks."""
+    fig, ax = plt.subplots(figsize=(12, 3.4))
+    boxes = dict(boxstyle="round,pad=0.35", fc="#eef4fb", ec="#4a78a8")
+    artists = {}
+    for name, (x, y, label) in NODES.items():
+        style = dict(boxes, fc="#fbf3e6", ec="#b07a2a") if name in ("gamma", "beta") else boxes
+        artists[name] = ax.text(x, y, label, ha="center", va="center", fontsize=11, bbox=style, zorder=3)
+    fig.canvas.draw()  # lay the boxes out so the arrows can be clipped to their outlines
+    for start, end, derivative in EDGES:
+        (x0, y0, _), (x1, y1, _) = NODES[start], NODES[end]
+        ax.annotate("", xy=(x1, y1), xytext=(x0, y0), zorder=5,
+                    arrowprops=dict(arrowstyle="-|>", color="#555", lw=1.2, shrinkA=1, shrinkB=1,
+                                    patchA=artists[start].get_bbox_patch(), patchB=artists[end].get_bbox_patch()))
+        if x0 == x1:  # vertical edge: label to its right
+            position, align = ((x0 + 0.15, (y0 + y1) / 2)), "left"
+        elif y0 == y1:  # horizontal edge: label above
+            position, align = ((x0 + x1) / 2, y0 + 0.12), "center"
+        else:  # diagonal edge: label beside its middle
+            position, align = ((x0 + x1) / 2 - 0.25, (y0 + y1) / 2), "right"
+        ax.text(*position, derivative, ha=align, va="bottom" if y0 == y1 else "center", fontsize=11,
+                color="#a03030", zorder=4)
+    ax.set_xlim(-0.6, 15.8)
+    ax.set_ylim(-1.7, 1.9)
+    ax.axis("off")
+    ax.set_title("Batch norm as a computational graph (one channel); red: local derivative on each edge")
+    return fig

@@ -1,0 +1,70 @@
+"""Lecture notebooks: in step with their sources, executed, clean, and checkable by nbval."""
+
+import json
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+from notebooks import notebook_from_source  # noqa: E402
+
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+SOURCES = sorted((ROOT / "notebooks" / "src").glob("*.py"))
+
+
+def test_there_are_lectures():
+    assert NOTEBOOKS, "no lecture notebooks found"
+
+
+def test_every_source_has_its_notebook_and_back():
+    assert [p.stem for p in NOTEBOOKS] == [p.stem for p in SOURCES]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_cells_equal_its_source(path):
+    stored = nbformat.read(path, as_version=4)
+    built = notebook_from_source(ROOT / "notebooks" / "src" / f"{path.stem}.py")
+    assert [(c.cell_type, c.source) for c in stored.cells] == [(c.cell_type, c.source) for c in built.cells], \
+        f"{path.name} is out of date: run .venv/bin/python tools/notebooks.py build {path.stem[:2]}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_executed_clean_and_stateless(path):
+    raw = json.loads(path.read_text())
+    nb = nbformat.reads(path.read_text(), as_version=4)
+    nbformat.validate(nb)
+    assert "widgets" not in raw["metadata"], "widget state is stored: strip it (tools/notebooks.py does)"
+    assert raw["metadata"]["kernelspec"]["name"] == "python3"
+    code_cells = [c for c in nb.cells if c.cell_type == "code"]
+    assert [c.execution_count for c in code_cells] == list(range(1, len(code_cells) + 1)), \
+        "cells were not executed once, top to bottom"
+    for cell in code_cells:
+        for output in cell.outputs:
+            assert output.output_type != "error", f"stored error output: {output.get('ename')}"
+            assert not (output.output_type == "stream" and output.name == "stderr"), \
+                f"stored stderr output (a warning?): {output.text[:200]!r}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_has_at_least_two_checked_cells_with_output(path):
+    nb = nbformat.read(path, as_version=4)
+    checked = [c for c in nb.cells if c.cell_type == "code" and "NBVAL_CHECK_OUTPUT" in c.source]
+    assert len(checked) >= 2
+    for cell in checked:
+        assert cell.outputs, f"checked cell has no output: {cell.source[:80]!r}"
+        assert not any("image/png" in o.get("data", {}) for o in cell.outputs), "checked cells must print text"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_reads_like_a_chapter(path):
+    nb = nbformat.read(path, as_version=4)
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# Lecture")
+    for heading in ("Learning goals", "Prerequisites", "## Summary", "## Questions"):
+        assert heading in text, f"missing {heading!r}"
+    assert "$" in text, "no LaTeX at all"
+    figures = sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert figures >= 1, "a lecture shows at least one figure"
