@@ -133,12 +133,13 @@ class GhostBatchNorm1d(_GhostBatchNormMixin, BatchNorm1d):
 
     Args:
         num_features: C. ghost_batch_size: examples per normalization batch (N must be a multiple of it in
-        training). eps, momentum, affine, track_running_stats, device, dtype: as :class:`BatchNorm1d`.
+        training). eps, momentum, affine, track_running_stats, device, dtype, bias: as :class:`BatchNorm1d`.
     """
 
     def __init__(self, num_features: int, ghost_batch_size: int, eps: float = 1e-5, momentum: float | None = 0.1,
-                 affine: bool = True, track_running_stats: bool = True, device=None, dtype=None) -> None:
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
+                 affine: bool = True, track_running_stats: bool = True, device=None, dtype=None, *,
+                 bias: bool = True) -> None:
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias)
         self.ghost_batch_size = _check_ghost_batch_size(ghost_batch_size)
 
 
@@ -149,6 +150,7 @@ class GhostBatchNorm2d(_GhostBatchNormMixin, BatchNorm2d):
     """
 
     def __init__(self, num_features: int, ghost_batch_size: int, eps: float = 1e-5, momentum: float | None = 0.1,
-                 affine: bool = True, track_running_stats: bool = True, device=None, dtype=None) -> None:
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
+                 affine: bool = True, track_running_stats: bool = True, device=None, dtype=None, *,
+                 bias: bool = True) -> None:
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias)
         self.ghost_batch_size = _check_ghost_batch_size(ghost_batch_size)

@@ -43,6 +43,7 @@ class BatchNormBase(nn.Module):
         track_running_stats: keep ``running_mean`` (init 0), ``running_var`` (init 1) and
             ``num_batches_tracked`` (init 0) for eval mode.
         device, dtype: where and in which dtype to create parameters and buffers (as torch's factory kwargs).
+        bias: keyword-only, as in torch 2.13: with ``affine=True`` and ``bias=False`` only ``weight`` is learnt.
 
     Subclasses implement :meth:`_check_input_dim`; ghost batch norm also overrides :meth:`_check_batch` and
     :meth:`_normalize`.
@@ -59,6 +60,8 @@ class BatchNormBase(nn.Module):
         track_running_stats: bool = True,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        *,
+        bias: bool = True,
     ) -> None:
         super().__init__()
         factory = {"device": device, "dtype": dtype}
@@ -69,7 +72,10 @@ class BatchNormBase(nn.Module):
         self.track_running_stats = bool(track_running_stats)
         if self.affine:
             self.weight = nn.Parameter(torch.empty(self.num_features, **factory))
-            self.bias = nn.Parameter(torch.empty(self.num_features, **factory))
+            if bias:
+                self.bias = nn.Parameter(torch.empty(self.num_features, **factory))
+            else:
+                self.register_parameter("bias", None)
         else:
             self.register_parameter("weight", None)
             self.register_parameter("bias", None)
@@ -96,7 +102,8 @@ class BatchNormBase(nn.Module):
         self.reset_running_stats()
         if self.affine:
             nn.init.ones_(self.weight)
-            nn.init.zeros_(self.bias)
+            if self.bias is not None:
+                nn.init.zeros_(self.bias)
 
     def _check_input_dim(self, x: torch.Tensor) -> None:
         raise NotImplementedError
@@ -135,7 +142,7 @@ class BatchNormBase(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
-                f"track_running_stats={self.track_running_stats}")
+                f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}")
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
