@@ -17,19 +17,9 @@ pin_threads(1)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from bnlab.functional import batchnorm_backward, batchnorm_backward_fused, batchnorm_forward  # noqa: E402
-from bnlab.timing import median_ms, time_batchnorm_implementations  # noqa: E402
+from bnlab.timing import time_batchnorm_implementations  # noqa: E402
 
 SHAPES = [(256, 1024), (64, 64, 32, 32)]
-
-
-def backward_only_ms(shape: tuple[int, ...], repeats: int) -> tuple[float, float]:
-    rng = np.random.default_rng(1)
-    x = rng.standard_normal(shape).astype(np.float32)
-    dout = rng.standard_normal(shape).astype(np.float32)
-    _, cache = batchnorm_forward(x, np.ones(shape[1], np.float32), np.zeros(shape[1], np.float32))
-    return (median_ms(lambda: batchnorm_backward(dout, cache), repeats),
-            median_ms(lambda: batchnorm_backward_fused(dout, cache), repeats))
 
 
 def main() -> None:
@@ -46,7 +36,8 @@ def main() -> None:
         torch.set_num_threads(2)
         two = time_batchnorm_implementations(shape, repeats)
         staged, fused = one["numpy staged"], one["numpy fused"]
-        bwd_staged, bwd_fused = backward_only_ms(shape, repeats)
+        backward = time_batchnorm_implementations(shape, repeats, backward_only=True)
+        bwd_staged, bwd_fused = backward["numpy staged"], backward["numpy fused"]
         print(f"{str(shape):>18} | {staged:15.2f} {fused:7.2f} {one['torch native']:8.2f} "
               f"{two['torch native']:8.2f} | {bwd_staged:11.2f} {bwd_fused:7.2f} | {staged / fused:12.2f} "
               f"{bwd_staged / bwd_fused:7.2f} {fused / one['torch native']:9.2f} {fused / two['torch native']:9.2f}")

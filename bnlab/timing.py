@@ -28,11 +28,15 @@ def median_ms(fn: Callable[[], object], repeats: int = 20, warmup: int = 3) -> f
     return 1e3 * statistics.median(times)
 
 
-def time_batchnorm_implementations(shape: tuple[int, ...], repeats: int = 10, seed: int = 0) -> dict[str, float]:
-    """Median ms of one float32 forward + backward for the staged and fused numpy versions and torch's kernel.
+def time_batchnorm_implementations(
+    shape: tuple[int, ...], repeats: int = 10, seed: int = 0, backward_only: bool = False
+) -> dict[str, float]:
+    """Median ms of float32 training-mode batch norm: numpy staged, numpy fused, and torch's native kernel.
 
-    Returns ``{"numpy staged": ms, "numpy fused": ms, "torch native": ms}`` measured in this call, with torch
-    at whatever thread count is set (``bnlab.notebook.setup`` pins it to 1).
+    With ``backward_only`` the forward runs once outside the timed region and only the backward is timed
+    (torch's via ``autograd.grad`` on a retained graph); otherwise each timed call is forward + backward.
+    Returns ``{"numpy staged": ms, "numpy fused": ms, "torch native": ms}``, torch at whatever thread count is
+    set (``bnlab.notebook.setup`` pins it to 1).
     """
     import torch
     import torch.nn.functional as F
@@ -44,19 +48,19 @@ def time_batchnorm_implementations(shape: tuple[int, ...], repeats: int = 10, se
     dout = rng.standard_normal(shape).astype(np.float32)
     gamma = rng.uniform(0.5, 2.0, shape[1]).astype(np.float32)
     beta = rng.standard_normal(shape[1]).astype(np.float32)
+    xt, gt, bt = (torch.from_numpy(a.copy()).requires_grad_() for a in (x, gamma, beta))
+    dt = torch.from_numpy(dout)
+    _, cache = batchnorm_forward(x, gamma, beta)
+    graph = F.batch_norm(xt, None, None, gt, bt, training=True)
 
     def numpy_step(backward):
-        def step():
-            _, cache = batchnorm_forward(x, gamma, beta)
-            return backward(dout, cache)
-        return step
-
-    xt, gt, bt = (torch.from_numpy(a).requires_grad_() for a in (x, gamma, beta))
-    dt = torch.from_numpy(dout)
+        if backward_only:
+            return lambda: backward(dout, cache)
+        return lambda: backward(dout, batchnorm_forward(x, gamma, beta)[1])
 
     def torch_step():
-        out = F.batch_norm(xt, None, None, gt, bt, training=True)
-        return torch.autograd.grad(out, (xt, gt, bt), dt)
+        out = graph if backward_only else F.batch_norm(xt, None, None, gt, bt, training=True)
+        return torch.autograd.grad(out, (xt, gt, bt), dt, retain_graph=backward_only)
 
     return {
         "numpy staged": median_ms(numpy_step(batchnorm_backward), repeats),

@@ -1,4 +1,4 @@
-"""The normalization step done right, and done in the ways learners often get wrong, for side-by-side demos.
+"""Batch norm done right, and done in the ways learners often get wrong, for side-by-side demos.
 
 :func:`normalize` computes ``xhat`` per channel (axis 1) with switches for the classic mistakes: eps outside the
 square root, the unbiased variance in the training forward, and single-pass statistics. With every switch off
@@ -12,7 +12,8 @@ import numpy as np
 from bnlab._channels import as_channel, reduction_axes
 from bnlab._validation import check_batch_input, check_eps
 
-__all__ = ["normalize", "one_pass_variance", "two_pass_variance"]
+__all__ = ["backward_with_constant_statistics", "normalize", "one_pass_variance", "output_std_far_from_zero",
+           "two_pass_variance"]
 
 
 def two_pass_variance(x: np.ndarray, ddof: int = 0) -> np.ndarray:
@@ -84,3 +85,16 @@ def output_std_far_from_zero(rows: int = 1_000_000, offset: float = 1000.0, seed
     ours, _ = batchnorm_forward(x, np.ones(1, np.float32), np.zeros(1, np.float32))
     theirs = F.batch_norm(torch.from_numpy(x), None, None, training=True).numpy()
     return {"bnlab": float(ours.astype(np.float64).std()), "torch CPU kernel": float(theirs.astype(np.float64).std())}
+
+
+def backward_with_constant_statistics(dout: np.ndarray, cache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A classic wrong backward: treats the batch mean and variance as constants.
+
+    It differentiates only ``out = gamma * (x - mu) * inv + beta`` through its first factor, giving
+    ``dx = dout * gamma * inv`` and losing the two branches through mu and var. dgamma and dbeta are right.
+    Takes the cache of :func:`bnlab.functional.batchnorm_forward`; returns ``(dx, dgamma, dbeta)``.
+    """
+    from bnlab.functional import batchnorm_backward_fused
+
+    _, dgamma, dbeta = batchnorm_backward_fused(dout, cache)
+    return dout * cache.gamma * cache.inv, dgamma, dbeta

@@ -8,6 +8,7 @@ from matplotlib.figure import Figure
 
 from bnlab.functional import batchnorm_backward, batchnorm_forward
 from bnlab.gradcheck import numerical_gradient, rel_error
+from bnlab.jacobian import channel_jacobian
 
 
 def plot_gradient_check_vs_step(steps: np.ndarray | None = None, shape: tuple[int, int] = (5, 3),
@@ -41,14 +42,8 @@ def plot_gradient_check_vs_step(steps: np.ndarray | None = None, shape: tuple[in
 
 def plot_jacobian(x: np.ndarray, gamma: float = 1.0, eps: float = 1e-5) -> Figure:
     """Heat map of the Jacobian d out / d x of one channel holding the values ``x`` (m,), entries annotated."""
-    column = np.asarray(x, dtype=np.float64).reshape(-1, 1)
-    m = column.shape[0]
-    jacobian = np.empty((m, m))
-    _, cache = batchnorm_forward(column, np.array([gamma]), np.zeros(1), eps)
-    for j in range(m):  # column j: gradient of out_j, i.e. the backward of a one-hot upstream gradient
-        dout = np.zeros_like(column)
-        dout[j] = 1.0
-        jacobian[j] = batchnorm_backward(dout, cache)[0][:, 0]
+    jacobian = channel_jacobian(x, gamma, eps)
+    m = jacobian.shape[0]
     fig, ax = plt.subplots(figsize=(4.2, 3.6))
     limit = np.abs(jacobian).max()
     image = ax.imshow(jacobian, cmap="RdBu_r", vmin=-limit, vmax=limit)
@@ -65,15 +60,15 @@ def plot_jacobian(x: np.ndarray, gamma: float = 1.0, eps: float = 1e-5) -> Figur
     return fig
 
 
-def plot_timings(timings: dict[str, float], shape: tuple[int, ...]) -> Figure:
-    """Horizontal bars of forward + backward milliseconds per implementation."""
+def plot_timings(timings: dict[str, float], shape: tuple[int, ...], what: str = "forward + backward") -> Figure:
+    """Horizontal bars of milliseconds per implementation; ``what`` names the timed work in the axis label."""
     fig, ax = plt.subplots(figsize=(7, 2.4))
     names = list(timings)
     ax.barh(names, [timings[n] for n in names], color=["#a8c4e0", "#4a78a8", "#b07a2a"][: len(names)])
     for i, name in enumerate(names):
         ax.text(timings[name], i, f" {timings[name]:.2f} ms", va="center")
     ax.invert_yaxis()
-    ax.set_xlabel("forward + backward time (ms, median, one thread)")
+    ax.set_xlabel(f"{what} time (ms, median, one thread)")
     ax.set_title(f"float32 batch of shape {shape}")
     ax.set_xlim(0, max(timings.values()) * 1.3)
     return fig
