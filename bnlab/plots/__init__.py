@@ -8,13 +8,17 @@ from bnlab.plots.forward import (
 )
 from bnlab.plots.gradients import plot_gradient_check_vs_step, plot_jacobian, plot_timings
 from bnlab.plots.graph import draw_batchnorm_graph
+from bnlab.plots.training import plot_gradient_norms, plot_layer_percentiles, plot_test_accuracy
 
 __all__ = [
     "draw_batchnorm_graph",
     "plot_eps_effect",
     "plot_gradient_check_vs_step",
+    "plot_gradient_norms",
     "plot_jacobian",
+    "plot_layer_percentiles",
     "plot_normalization_stages",
+    "plot_test_accuracy",
     "plot_timings",
     "plot_unbiased_variance_error",
     "plot_variance_precision",
