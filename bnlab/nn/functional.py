@@ -14,7 +14,8 @@ of lecture 4, the same formula as :func:`bnlab.functional.batchnorm_backward_fus
     dx = \frac{\gamma}{m\sqrt{\sigma^2+\epsilon}}\Big(m\,dy - \sum dy - \hat x \sum dy\,\hat x\Big),\qquad
     d\gamma = \sum dy\,\hat x,\qquad d\beta = \sum dy,
 
-evaluated as ``dx = a*dy + b*xc + c`` with per-channel coefficients (``xc = x - mean``).
+evaluated as ``dx = scale*dy + coef*xc + shift`` with per-channel coefficients (``xc = x - mean``,
+``scale = gamma / sqrt(var + eps)``): two passes over the batch.
 
 Statistics use two passes: the mean first, then the sum of squares of the centred input ``xc``. The one-pass
 E[x^2] - E[x]^2 cancels catastrophically in float32 once |mean| is large compared with the spread.
@@ -26,14 +27,15 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from bnlab.nn._checks import check_batch_norm_arguments
-from bnlab.nn._reductions import channel_dot, channel_rows, channel_sum, channel_sum_of_squares
+from bnlab.nn._reductions import (
+    channel_dot,
+    channel_layout,
+    channel_shape,
+    channel_sum,
+    channel_sum_of_squares,
+)
 
 __all__ = ["BatchNormFunction", "batch_norm"]
-
-
-def _as_rows(vector: torch.Tensor) -> torch.Tensor:
-    """(C,) -> (1, C, 1), to broadcast against a (N, C, L) batch."""
-    return vector.view(1, -1, 1)
 
 
 @torch.no_grad()
@@ -42,8 +44,8 @@ def _update_running_stats(
     momentum: float,
 ) -> None:
     """running = (1 - momentum) * running + momentum * batch_stat, in place (PyTorch's convention)."""
-    running_mean.mul_(1.0 - momentum).add_(mean, alpha=momentum)
-    running_var.mul_(1.0 - momentum).add_(unbiased_var, alpha=momentum)
+    running_mean.mul_(1.0 - momentum).add_(mean.view(-1), alpha=momentum)
+    running_var.mul_(1.0 - momentum).add_(unbiased_var.view(-1), alpha=momentum)
 
 
 class BatchNormFunction(torch.autograd.Function):
@@ -52,79 +54,84 @@ class BatchNormFunction(torch.autograd.Function):
     ``BatchNormFunction.apply(x, running_mean, running_var, weight, bias, training, momentum, eps)``, arguments
     as :func:`batch_norm` (which checks them; ``apply`` does not). Returns the normalized batch, shape of x.
     Gradients flow to x, weight and bias; the running statistics are buffers and get none.
+
+    Inside, x is used as (N, C) or as a (N, C, L) view, and every per-channel quantity keeps shape (1, C) or
+    (1, C, 1) so it broadcasts directly (see :mod:`bnlab.nn._reductions`). Names follow the numpy course code:
+    ``xc`` (centred input), ``invstd`` = 1 / sqrt(var + eps), ``scale`` = gamma * invstd.
     """
 
     @staticmethod
     def forward(ctx, x, running_mean, running_var, weight, bias, training, momentum, eps):  # noqa: D102
-        rows = channel_rows(x)  # (N, C, L)
+        rows, dims = channel_layout(x)
+        shape = channel_shape(rows)
+        out = torch.empty_like(rows)
         if training:
-            m = rows.shape[0] * rows.shape[2]
-            mean = channel_sum(rows).div_(m)
-            xc = rows - _as_rows(mean)  # saved for backward: the centred input, not x
-            sum_sq = channel_sum_of_squares(xc)
-            invstd = torch.rsqrt(sum_sq / m + eps)  # biased variance inside: divide by m
+            m = rows.numel() // rows.shape[1]  # values per channel
+            mean = rows.sum(dims, keepdim=True).div_(m)  # pass 1
+            xc = rows - mean  # pass 2; kept for backward instead of x
+            # Pass 3, the two-pass variance (no E[x^2] - E[x]^2); out's buffer may hold the squares meanwhile.
+            sum_sq = channel_sum_of_squares(xc, dims, scratch=out)
+            invstd = torch.rsqrt(sum_sq.div(m).add_(eps))  # biased variance (divide by m) inside
             if running_mean is not None:
-                _update_running_stats(running_mean, running_var, mean, sum_sq / (m - 1), momentum)
-            scale = invstd if weight is None else weight * invstd
-            centre = xc
+                _update_running_stats(running_mean, running_var, mean, sum_sq.div_(m - 1), momentum)  # unbiased
+            centred = xc
+            shift = None if bias is None else bias.view(shape)
         else:
-            invstd = torch.rsqrt(running_var + eps)
-            scale = invstd if weight is None else weight * invstd
-            centre = rows
-            # Fold the running mean into the shift: out = x * scale + (bias - running_mean * scale).
-            shift = -running_mean * scale if bias is None else torch.addcmul(bias, running_mean, scale, value=-1)
-            bias = shift
+            invstd = torch.rsqrt(running_var.view(shape) + eps)
+            centred = rows  # the running mean is folded into the shift below
             xc = None
-
-        if bias is None:
-            out = torch.mul(centre, _as_rows(scale))
+        scale = invstd if weight is None else weight.view(shape) * invstd
+        if not training:  # out = x * scale + (bias - running_mean * scale)
+            shift = torch.mul(running_mean.view(shape), scale).neg_()
+            if bias is not None:
+                shift.add_(bias.view(shape))
+        if shift is None:  # last pass
+            torch.mul(centred, scale, out=out)
         else:
-            out = torch.addcmul(_as_rows(bias), centre, _as_rows(scale))
+            torch.addcmul(shift, centred, scale, out=out)
 
         ctx.training = training
-        ctx.has_weight = weight is not None
         if training:
-            ctx.save_for_backward(xc, invstd, weight)
+            ctx.save_for_backward(xc, invstd, scale)
         else:
-            ctx.save_for_backward(x, invstd, weight, running_mean)
+            ctx.save_for_backward(rows, invstd, scale, running_mean)
         return out.view(x.shape)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):  # noqa: D102
         need_x, need_weight, need_bias = ctx.needs_input_grad[0], ctx.needs_input_grad[3], ctx.needs_input_grad[4]
-        dy = channel_rows(grad_out)  # (N, C, L)
+        dy, dims = channel_layout(grad_out)
         grad_x = grad_weight = grad_bias = None
 
         if ctx.training:
-            xc, invstd, weight = ctx.saved_tensors
-            m = dy.shape[0] * dy.shape[2]
+            xc, invstd, scale = ctx.saved_tensors
+            m = dy.numel() // dy.shape[1]
             dx = torch.empty_like(dy) if need_x else None
-            sum_dy = channel_sum(dy)  # dbeta
-            # sum(dy * xhat) = invstd * sum(dy * xc); the product goes into dx's buffer, overwritten below.
-            sum_dy_xhat = channel_dot(dy, xc, scratch=dx).mul_(invstd)  # dgamma
+            sum_dy = channel_sum(dy, dims)  # = dbeta
+            # sum(dy * xhat) = invstd * sum(dy * xc); the product is written into dx's buffer, overwritten below.
+            sum_dy_xhat = channel_dot(dy, xc, dims, scratch=dx).mul_(invstd)  # = dgamma
             if need_x:
-                a = invstd if weight is None else weight * invstd  # gamma / sqrt(var + eps)
-                # dx = a * (dy - mean(dy) - xhat * mean(dy * xhat)), with xhat = xc * invstd:
-                coef_xc = a * invstd * sum_dy_xhat / (-m)
-                shift = a * sum_dy / (-m)
-                torch.addcmul(_as_rows(shift), dy, _as_rows(a), out=dx)
-                dx.addcmul_(xc, _as_rows(coef_xc))
+                # dx = scale * (dy - sum(dy)/m - xhat * sum(dy*xhat)/m), xhat = xc * invstd, as
+                # dx = scale*dy + shift + coef*xc with per-channel shift and coef: two passes over the batch.
+                shift = torch.mul(sum_dy, scale).mul_(-1.0 / m)
+                coef = torch.mul(sum_dy_xhat, invstd).mul_(scale)
+                torch.addcmul(shift, dy, scale, out=dx)
+                dx.addcmul_(xc, coef, value=-1.0 / m)
                 grad_x = dx.view(grad_out.shape)
-        else:
-            x, invstd, weight, running_mean = ctx.saved_tensors
-            sum_dy = channel_sum(dy) if need_bias else None
-            if need_x:  # a fixed affine map: dx = dy * gamma / sqrt(running_var + eps)
-                a = invstd if weight is None else weight * invstd
-                grad_x = torch.mul(dy, _as_rows(a)).view(grad_out.shape)
-            sum_dy_xhat = None
+        else:  # a fixed affine map per channel: dx = dy * scale
+            rows, invstd, scale, running_mean = ctx.saved_tensors
+            sum_dy = channel_sum(dy, dims) if need_bias else None
+            if need_x:
+                grad_x = torch.mul(dy, scale).view(grad_out.shape)
             if need_weight:  # xhat = (x - running_mean) * invstd
-                sum_dy_xhat = channel_dot(dy, channel_rows(x) - _as_rows(running_mean)).mul_(invstd)
+                xc = rows - running_mean.view(invstd.shape)
+                sum_dy_xhat = channel_dot(dy, xc, dims).mul_(invstd)
 
-        if ctx.has_weight and need_weight:
-            grad_weight = sum_dy_xhat
+        if need_weight:
+            grad_weight = sum_dy_xhat.view(-1)
         if need_bias:
-            grad_bias = sum_dy
+            grad_bias = sum_dy.view(-1)
         return grad_x, None, None, grad_weight, grad_bias, None, None, None
 
 
