@@ -7,8 +7,9 @@ broadcast against the batch without further reshaping: on a small batch every ex
 as much as the arithmetic.
 
 Timings on the course's 2-core CPU, float32 (64, 64, 32, 32) at one thread: ``t.sum((0, 2))`` 1.5 ms, a
-row-wise ``vector_norm`` 1.9 ms, but ``(t * t).sum((0, 2))`` 4.7 ms because the product is written out first.
-Hence the sum of squares goes through ``vector_norm`` of each contiguous row when rows are long.
+row-wise ``vector_norm`` 1.9 ms, but ``(t * t).sum((0, 2))`` 4.7 ms because the product is written out first
+(into a fresh tensor, which also page-faults). Hence the sum of squares goes through ``vector_norm`` of each
+contiguous row when rows are long, and squares in place otherwise.
 """
 
 from __future__ import annotations
@@ -36,23 +37,14 @@ def channel_sum(t: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
     return t.sum(dims, keepdim=True)
 
 
-def channel_sum_of_squares(t: torch.Tensor, dims: tuple[int, ...],
-                           scratch: torch.Tensor | None = None) -> torch.Tensor:
-    """Per-channel sum of ``t**2``, shape (1, C) or (1, C, 1). ``scratch``: as in :func:`channel_dot`."""
+def channel_sum_of_squares_(t: torch.Tensor, dims: tuple[int, ...]) -> tuple[torch.Tensor, bool]:
+    """Per-channel sum of ``t**2``, shape (1, C) or (1, C, 1), and whether ``t`` is still intact.
+
+    Long contiguous rows: a row-wise ``vector_norm`` reads ``t`` once and leaves it as it is. Otherwise ``t`` is
+    squared **in place** (trailing underscore, as in torch) and summed, so no temporary batch is allocated.
+    """
     if t.dim() == 3 and t.shape[2] >= _MIN_ROW_LENGTH_FOR_NORM and t.is_contiguous():
         n, c, length = t.shape
-        row_norms = torch.linalg.vector_norm(t.view(n * c, length), dim=1)  # one read, no temporary batch
-        return row_norms.square_().view(n, c).sum(0).view(1, c, 1)
-    return channel_dot(t, t, dims, scratch)
-
-
-def channel_dot(a: torch.Tensor, b: torch.Tensor, dims: tuple[int, ...],
-                scratch: torch.Tensor | None = None) -> torch.Tensor:
-    """Per-channel sum of ``a * b``, shape (1, C) or (1, C, 1).
-
-    ``scratch`` (shape of ``a``) receives the elementwise product, so a caller that needs a buffer of that
-    size right afterwards can lend it and save an allocation: a fresh batch-sized tensor page-faults on first
-    touch, which costs about as much as a pass over it.
-    """
-    product = torch.mul(a, b, out=scratch) if scratch is not None else a * b
-    return product.sum(dims, keepdim=True)
+        row_norms = torch.linalg.vector_norm(t.view(n * c, length), dim=1)
+        return row_norms.square_().view(n, c).sum(0).view(1, c, 1), True
+    return t.square_().sum(dims, keepdim=True), False

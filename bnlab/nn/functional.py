@@ -14,11 +14,16 @@ of lecture 4, the same formula as :func:`bnlab.functional.batchnorm_backward_fus
     dx = \frac{\gamma}{m\sqrt{\sigma^2+\epsilon}}\Big(m\,dy - \sum dy - \hat x \sum dy\,\hat x\Big),\qquad
     d\gamma = \sum dy\,\hat x,\qquad d\beta = \sum dy,
 
-evaluated as ``dx = scale*dy + coef*xc + shift`` with per-channel coefficients (``xc = x - mean``,
-``scale = gamma / sqrt(var + eps)``): two passes over the batch.
+evaluated as ``dx = scale*dy + coef*x + shift`` with per-channel coefficients
+(``scale = gamma / sqrt(var + eps)``): two passes over the batch once the two sums are known.
 
-Statistics use two passes: the mean first, then the sum of squares of the centred input ``xc``. The one-pass
-E[x^2] - E[x]^2 cancels catastrophically in float32 once |mean| is large compared with the spread.
+Statistics use two passes: the mean first, then the sum of squares of the centred input ``xc = x - mean``. The
+one-pass E[x^2] - E[x]^2 cancels catastrophically in float32 once |mean| is large compared with the spread.
+
+Memory: like torch, only x and per-channel vectors are saved for backward (``xc`` is recomputed there into
+dx's buffer), and each direction allocates one batch-sized tensor, its result. On the course machines a
+fresh batch-sized tensor page-faults on first touch at about the cost of a pass over it, so temporaries are
+avoided: ``xc`` lives in the output's buffer during the forward, and in dx's during the backward.
 """
 
 from __future__ import annotations
@@ -28,11 +33,10 @@ from torch.autograd.function import once_differentiable
 
 from bnlab.nn._checks import check_batch_norm_arguments
 from bnlab.nn._reductions import (
-    channel_dot,
     channel_layout,
     channel_shape,
     channel_sum,
-    channel_sum_of_squares,
+    channel_sum_of_squares_,
 )
 
 __all__ = ["BatchNormFunction", "batch_norm"]
@@ -68,65 +72,62 @@ class BatchNormFunction(torch.autograd.Function):
         if training:
             m = rows.numel() // rows.shape[1]  # values per channel
             mean = rows.sum(dims, keepdim=True).div_(m)  # pass 1
-            xc = rows - mean  # pass 2; kept for backward instead of x
-            # Pass 3, the two-pass variance (no E[x^2] - E[x]^2); out's buffer may hold the squares meanwhile.
-            sum_sq = channel_sum_of_squares(xc, dims, scratch=out)
-            invstd = torch.rsqrt(sum_sq.div(m).add_(eps))  # biased variance (divide by m) inside
+            xc = torch.sub(rows, mean, out=out)  # pass 2: the centred input, in out's buffer for now
+            # Pass 3, the second pass of the variance: long rows keep xc, short ones square it in place.
+            sum_sq, xc_kept = channel_sum_of_squares_(xc, dims)
+            var = sum_sq.div_(m)  # biased: divide by m
             if running_mean is not None:
-                _update_running_stats(running_mean, running_var, mean, sum_sq.div_(m - 1), momentum)  # unbiased
-            centred = xc
-            shift = None if bias is None else bias.view(shape)
+                _update_running_stats(running_mean, running_var, mean, var * (m / (m - 1)), momentum)  # unbiased
+            invstd = var.add_(eps).rsqrt_()
         else:
+            mean = running_mean.view(shape)
             invstd = torch.rsqrt(running_var.view(shape) + eps)
-            centred = rows  # the running mean is folded into the shift below
-            xc = None
+            xc_kept = False
         scale = invstd if weight is None else weight.view(shape) * invstd
-        if not training:  # out = x * scale + (bias - running_mean * scale)
-            shift = torch.mul(running_mean.view(shape), scale).neg_()
-            if bias is not None:
-                shift.add_(bias.view(shape))
-        if shift is None:  # last pass
-            torch.mul(centred, scale, out=out)
-        else:
-            torch.addcmul(shift, centred, scale, out=out)
 
-        ctx.training = training
-        if training:
-            ctx.save_for_backward(xc, invstd, scale)
+        # Last pass: out = xc * scale + bias, or, when xc is gone, x * scale + (bias - mean * scale).
+        if xc_kept:
+            if bias is None:
+                xc.mul_(scale)
+            else:
+                torch.addcmul(bias.view(shape), xc, scale, out=out)
         else:
-            ctx.save_for_backward(rows, invstd, scale, running_mean)
+            shift = torch.mul(mean, scale).neg_() if bias is None else torch.addcmul(bias.view(shape), mean, scale,
+                                                                                        value=-1)
+            torch.addcmul(shift, rows, scale, out=out)
+
+        ctx.save_for_backward(x, mean, invstd, scale)
+        ctx.training = training
         return out.view(x.shape)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):  # noqa: D102
         need_x, need_weight, need_bias = ctx.needs_input_grad[0], ctx.needs_input_grad[3], ctx.needs_input_grad[4]
-        dy, dims = channel_layout(grad_out)
+        x, mean, invstd, scale = ctx.saved_tensors
+        rows, dims = channel_layout(x)
+        dy, _ = channel_layout(grad_out)
         grad_x = grad_weight = grad_bias = None
+        # The batch statistics depend on x (training) or they are constants (eval: a fixed affine map).
+        through_statistics = ctx.training and need_x
 
-        if ctx.training:
-            xc, invstd, scale = ctx.saved_tensors
+        sum_dy = channel_sum(dy, dims) if (need_bias or through_statistics) else None  # = dbeta
+        sum_dy_xhat = None
+        if need_weight or through_statistics:  # = dgamma = invstd * sum(dy * (x - mean))
+            dx = torch.empty_like(dy)
+            xc = torch.sub(rows, mean, out=dx)
+            sum_dy_xhat = xc.mul_(dy).sum(dims, keepdim=True).mul_(invstd)
+        if through_statistics:
+            # dx = scale * (dy - sum(dy)/m - xhat * sum(dy*xhat)/m), xhat = (x - mean) * invstd, evaluated as
+            # dx = scale*dy + coef*x + shift (dx's buffer held the products; it is overwritten now).
             m = dy.numel() // dy.shape[1]
-            dx = torch.empty_like(dy) if need_x else None
-            sum_dy = channel_sum(dy, dims)  # = dbeta
-            # sum(dy * xhat) = invstd * sum(dy * xc); the product is written into dx's buffer, overwritten below.
-            sum_dy_xhat = channel_dot(dy, xc, dims, scratch=dx).mul_(invstd)  # = dgamma
-            if need_x:
-                # dx = scale * (dy - sum(dy)/m - xhat * sum(dy*xhat)/m), xhat = xc * invstd, as
-                # dx = scale*dy + shift + coef*xc with per-channel shift and coef: two passes over the batch.
-                shift = torch.mul(sum_dy, scale).mul_(-1.0 / m)
-                coef = torch.mul(sum_dy_xhat, invstd).mul_(scale)
-                torch.addcmul(shift, dy, scale, out=dx)
-                dx.addcmul_(xc, coef, value=-1.0 / m)
-                grad_x = dx.view(grad_out.shape)
-        else:  # a fixed affine map per channel: dx = dy * scale
-            rows, invstd, scale, running_mean = ctx.saved_tensors
-            sum_dy = channel_sum(dy, dims) if need_bias else None
-            if need_x:
-                grad_x = torch.mul(dy, scale).view(grad_out.shape)
-            if need_weight:  # xhat = (x - running_mean) * invstd
-                xc = rows - running_mean.view(invstd.shape)
-                sum_dy_xhat = channel_dot(dy, xc, dims).mul_(invstd)
+            coef = torch.mul(sum_dy_xhat, invstd).mul_(scale).mul_(-1.0 / m)
+            shift = torch.mul(sum_dy, scale).mul_(-1.0 / m).sub_(coef * mean)
+            torch.addcmul(shift, dy, scale, out=dx)
+            dx.addcmul_(rows, coef)
+            grad_x = dx.view(grad_out.shape)
+        elif need_x:
+            grad_x = torch.mul(dy, scale).view(grad_out.shape)
 
         if need_weight:
             grad_weight = sum_dy_xhat.view(-1)
