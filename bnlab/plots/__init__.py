@@ -8,6 +8,7 @@ from bnlab.plots.forward import (
 )
 from bnlab.plots.gradients import plot_gradient_check_vs_step, plot_jacobian, plot_timings
 from bnlab.plots.graph import draw_batchnorm_graph
+from bnlab.plots.inference import plot_running_average_lag
 from bnlab.plots.training import plot_gradient_norms, plot_layer_percentiles, plot_test_accuracy
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "plot_jacobian",
     "plot_layer_percentiles",
     "plot_normalization_stages",
+    "plot_running_average_lag",
     "plot_test_accuracy",
     "plot_timings",
     "plot_unbiased_variance_error",
