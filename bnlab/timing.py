@@ -67,3 +67,29 @@ def time_batchnorm_implementations(
         "numpy fused": median_ms(numpy_step(batchnorm_backward_fused), repeats),
         "torch native": median_ms(torch_step, repeats),
     }
+
+
+def time_torch_batch_norms(shape: tuple[int, ...], repeats: int = 10, seed: int = 0) -> dict[str, float]:
+    """Median ms of one float32 training-mode forward + backward: ``bnlab.nn.batch_norm`` vs torch's kernel.
+
+    Returns ``{"bnlab.nn (Python, closed form)": ms, "torch native (C++)": ms}`` at the current thread count.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from bnlab.nn import batch_norm
+
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=generator).requires_grad_()
+    weight = (torch.rand(shape[1], generator=generator) + 0.5).requires_grad_()
+    bias = torch.randn(shape[1], generator=generator).requires_grad_()
+    upstream = torch.randn(shape, generator=generator)
+
+    def step(function):
+        def run():
+            out = function(x, None, None, weight, bias, training=True)
+            return torch.autograd.grad(out, (x, weight, bias), upstream)
+        return run
+
+    return {"bnlab.nn (Python, closed form)": median_ms(step(batch_norm), repeats),
+            "torch native (C++)": median_ms(step(F.batch_norm), repeats)}
