@@ -245,3 +245,21 @@ def test_mixed_dtypes_raise_naming_both():
 def test_bad_momentum_raises(momentum):
     with pytest.raises(ValueError, match="momentum must be a number in \\[0, 1\\]"):
         batch_norm(torch.randn(4, 3), torch.zeros(3), torch.ones(3), training=True, momentum=momentum)
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "transposed_2d"])
+def test_non_contiguous_inputs_match_torch(layout):
+    if layout == "channels_last":
+        base = channel_input((3, 4, 5, 2)).contiguous(memory_format=torch.channels_last)
+    else:
+        base = channel_input((4, 6)).t().contiguous().t()  # (6, 4) data, column-major
+    weight, bias, mean, var = channel_vectors(base.shape[1], torch.float64)
+    grad_out = torch.randn(base.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    results = []
+    for fn in (batch_norm, F.batch_norm):
+        xi, wi, bi = base.clone().requires_grad_(), weight.clone().requires_grad_(), bias.clone().requires_grad_()
+        rm, rv = mean.clone(), var.clone()
+        out = fn(xi, rm, rv, wi, bi, True, 0.1, 1e-5)
+        results.append((out.detach(), *torch.autograd.grad(out, (xi, wi, bi), grad_out), rm, rv))
+    for ours, theirs in zip(*results):
+        torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-10)

@@ -33,6 +33,7 @@ from torch.autograd.function import once_differentiable
 
 from bnlab.nn._checks import check_batch_norm_arguments
 from bnlab.nn._reductions import (
+    as_channel,
     channel_layout,
     channel_shape,
     channel_sum,
@@ -71,7 +72,7 @@ class BatchNormFunction(torch.autograd.Function):
         out = torch.empty_like(rows)
         if training:
             m = rows.numel() // rows.shape[1]  # values per channel
-            mean = rows.sum(dims, keepdim=True).div_(m)  # pass 1
+            mean = channel_sum(rows, dims).div_(m)  # pass 1
             xc = torch.sub(rows, mean, out=out)  # pass 2: the centred input, in out's buffer for now
             # Pass 3, the second pass of the variance: long rows keep xc, short ones square it in place.
             sum_sq, xc_kept = channel_sum_of_squares_(xc, dims)
@@ -80,25 +81,25 @@ class BatchNormFunction(torch.autograd.Function):
                 _update_running_stats(running_mean, running_var, mean, var * (m / (m - 1)), momentum)  # unbiased
             invstd = var.add_(eps).rsqrt_()
         else:
-            mean = running_mean.view(shape)
-            invstd = torch.rsqrt(running_var.view(shape) + eps)
+            mean = as_channel(running_mean, shape)
+            invstd = torch.rsqrt(as_channel(running_var, shape) + eps)
             xc_kept = False
-        scale = invstd if weight is None else weight.view(shape) * invstd
+        scale = invstd if weight is None else as_channel(weight, shape) * invstd
 
         # Last pass: out = xc * scale + bias, or, when xc is gone, x * scale + (bias - mean * scale).
         if xc_kept:
             if bias is None:
                 xc.mul_(scale)
             else:
-                torch.addcmul(bias.view(shape), xc, scale, out=out)
+                torch.addcmul(as_channel(bias, shape), xc, scale, out=out)
         else:
-            shift = torch.mul(mean, scale).neg_() if bias is None else torch.addcmul(bias.view(shape), mean, scale,
-                                                                                        value=-1)
+            shift = torch.mul(mean, scale).neg_() if bias is None else torch.addcmul(as_channel(bias, shape), mean,
+                                                                                        scale, value=-1)
             torch.addcmul(shift, rows, scale, out=out)
 
         ctx.save_for_backward(x, mean, invstd, scale)
         ctx.training = training
-        return out.view(x.shape)
+        return out if out.shape == x.shape else out.view(x.shape)
 
     @staticmethod
     @once_differentiable
@@ -116,13 +117,13 @@ class BatchNormFunction(torch.autograd.Function):
         if need_weight or through_statistics:  # = dgamma = invstd * sum(dy * (x - mean))
             dx = torch.empty_like(dy)
             xc = torch.sub(rows, mean, out=dx)
-            sum_dy_xhat = xc.mul_(dy).sum(dims, keepdim=True).mul_(invstd)
+            sum_dy_xhat = channel_sum(xc.mul_(dy), dims).mul_(invstd)
         if through_statistics:
             # dx = scale * (dy - sum(dy)/m - xhat * sum(dy*xhat)/m), xhat = (x - mean) * invstd, evaluated as
             # dx = scale*dy + coef*x + shift (dx's buffer held the products; it is overwritten now).
-            m = dy.numel() // dy.shape[1]
-            coef = torch.mul(sum_dy_xhat, invstd).mul_(scale).mul_(-1.0 / m)
-            shift = torch.mul(sum_dy, scale).mul_(-1.0 / m).sub_(coef * mean)
+            neg_scale_over_m = torch.mul(scale, -1.0 / (dy.numel() // dy.shape[1]))
+            coef = torch.mul(sum_dy_xhat, invstd).mul_(neg_scale_over_m)
+            shift = torch.mul(sum_dy, neg_scale_over_m).sub_(coef * mean)
             torch.addcmul(shift, dy, scale, out=dx)
             dx.addcmul_(rows, coef)
             grad_x = dx.view(grad_out.shape)
@@ -130,9 +131,9 @@ class BatchNormFunction(torch.autograd.Function):
             grad_x = torch.mul(dy, scale).view(grad_out.shape)
 
         if need_weight:
-            grad_weight = sum_dy_xhat.view(-1)
+            grad_weight = sum_dy_xhat.view(-1) if sum_dy_xhat.dim() > 1 else sum_dy_xhat
         if need_bias:
-            grad_bias = sum_dy.view(-1)
+            grad_bias = sum_dy.view(-1) if sum_dy.dim() > 1 else sum_dy
         return grad_x, None, None, grad_weight, grad_bias, None, None, None
 
 
@@ -158,7 +159,8 @@ def batch_norm(
         eps: added to the variance inside the square root; must be > 0 when ``training=True``.
 
     Returns:
-        The normalized batch, same shape and dtype as ``x`` (contiguous).
+        The normalized batch, same shape and dtype as ``x``. Inputs with spatial dimensions come back
+        contiguous in (N, C, *spatial) order, also for channels_last input (torch keeps channels_last).
 
     Raises:
         ValueError / TypeError naming the expected and the actual value, before anything is updated; with
