@@ -7,6 +7,13 @@ alternate repeat by repeat (so a noisy neighbour hurts both alike) and the media
 
     .venv/bin/python benchmarks/bench_nn_batchnorm.py [--threads 1 2] [--repeats 30] [--warmup 5]
 
+What limits bnlab here: every eager PyTorch op is one pass over memory, and the closed form needs about nine
+passes for forward + backward (mean, centre, sum of squares, output; sum(dy), centre, dy*xc with its sum, and two
+for dx), against about five fused ones in torch's kernel. On the NCHW case torch's *forward* is slow (about
+15 ms of its 21 at one thread) and ours is faster there (about 11 ms), but its backward (about 6.5 ms) is one
+fused pass that eager ops cannot match. Timings on a shared 2-core machine move by 30% from run to run, and
+with two threads another busy process can stall every parallel op: compare the best-of column as well.
+
 Prints one row per (shape, threads): median native ms, median ours ms and the ratio ours / native (< 1: ours is
 faster), then the same ratio from the fastest repeat of each, which is steadier when other processes share the CPU.
 """
