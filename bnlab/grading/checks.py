@@ -1,0 +1,110 @@
+"""What the exercise notebooks' test cells call.
+
+Each function runs one check on the learner's own functions or classes, in the learner's kernel, and either
+prints one line saying what passed or raises ``AssertionError`` (:class:`~bnlab.grading.core.CheckFailed`) with
+a message naming the likely mistake. ``bnlab grade`` runs the very same checks, with the learner's code in a
+sandbox and the verdict on the grader's side.
+
+    from bnlab.grading import checks
+    checks.forward(batchnorm_forward)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bnlab.grading import answer_checks, layer_checks, numpy_checks, torch_checks
+from bnlab.grading.core import Check, run_in_process
+
+__all__ = ["forward", "forward_conv", "forward_options", "inference", "inference_conv", "backward",
+           "backward_conv", "checkpoint", "jacobian", "choice", "layer_train", "layer_eval", "layer_conv",
+           "torch_function", "torch_function_conv", "torch_module", "torch_module_conv"]
+
+
+def _run(check: Check, *objects: Any) -> None:
+    print("\u2714 " + run_in_process(check, *objects))
+
+
+def forward(batchnorm_forward: Any) -> None:
+    """Training forward on (N, C) batches: values, small batches, nearly constant features, no in-place edits."""
+    _run(numpy_checks.ForwardCheck(), batchnorm_forward)
+
+
+def forward_conv(batchnorm_forward: Any) -> None:
+    """Training forward on (N, C, H, W) and (N, C, L): one statistic per channel over batch and positions."""
+    _run(numpy_checks.ForwardConvCheck(), batchnorm_forward)
+
+
+def forward_options(batchnorm_forward: Any) -> None:
+    """The eps argument is used and float32 input gives float32 output."""
+    _run(numpy_checks.ForwardOptionsCheck(), batchnorm_forward)
+
+
+def inference(batchnorm_inference: Any) -> None:
+    """Inference with running statistics on (N, C); one example's output must not depend on the others."""
+    _run(numpy_checks.InferenceCheck(), batchnorm_inference)
+
+
+def inference_conv(batchnorm_inference: Any) -> None:
+    """Inference on (N, C, H, W) and with a non-default eps."""
+    _run(numpy_checks.InferenceConvCheck(), batchnorm_inference)
+
+
+def backward(batchnorm_forward: Any, batchnorm_backward: Any) -> None:
+    """A backward (staged or fused) with the learner's own forward, against reference gradients on (N, C)."""
+    _run(numpy_checks.BackwardCheck(), batchnorm_forward, batchnorm_backward)
+
+
+def backward_conv(batchnorm_forward: Any, batchnorm_backward: Any) -> None:
+    """A backward on (N, C, H, W), (N, C, L) and a batch of 2."""
+    _run(numpy_checks.BackwardConvCheck(), batchnorm_forward, batchnorm_backward)
+
+
+def checkpoint(dL_dvar: Any, dL_dmu: Any) -> None:
+    """Exercise 2's hand-computed dL/dvar and dL/dmu for the tiny example."""
+    _run(answer_checks.CheckpointCheck(), dL_dvar, dL_dmu)
+
+
+def jacobian(J: Any) -> None:
+    """Exercise 2's hand-computed 3 x 3 Jacobian of feature 0 of the tiny example."""
+    _run(answer_checks.JacobianCheck(), J)
+
+
+def choice(answer: Any, options: str = "abcd", correct: str | None = None, why: str = "") -> None:
+    """A multiple-choice letter: valid when ``correct`` is None (visible test), right otherwise (hidden test)."""
+    _run(answer_checks.ChoiceCheck(options=options, correct=correct, why=why), answer)
+
+
+def layer_train(BatchNorm: Any) -> None:
+    """Exercise 3's layer in training mode: initial state, running statistics, eps and momentum, backward."""
+    _run(layer_checks.LayerTrainCheck(), BatchNorm)
+
+
+def layer_eval(BatchNorm: Any) -> None:
+    """Exercise 3's layer in eval mode: running statistics used and kept, per-example independence."""
+    _run(layer_checks.LayerEvalCheck(), BatchNorm)
+
+
+def layer_conv(BatchNorm: Any) -> None:
+    """Exercise 3's layer on (N, C, H, W) input."""
+    _run(layer_checks.LayerConvCheck(), BatchNorm)
+
+
+def torch_function(BatchNormFunction: Any) -> None:
+    """Exercise 4's autograd.Function against torch.nn.functional.batch_norm on (N, C)."""
+    _run(torch_checks.FunctionCheck(), BatchNormFunction)
+
+
+def torch_function_conv(BatchNormFunction: Any) -> None:
+    """Exercise 4's autograd.Function on (N, C, H, W), other momentum and eps."""
+    _run(torch_checks.FunctionConvCheck(), BatchNormFunction)
+
+
+def torch_module(BatchNorm2d: Any) -> None:
+    """Exercise 4's module against torch.nn.BatchNorm2d: parameters, buffers, modes, gradients."""
+    _run(torch_checks.ModuleCheck(), BatchNorm2d)
+
+
+def torch_module_conv(BatchNorm2d: Any) -> None:
+    """Exercise 4's module with custom eps and momentum."""
+    _run(torch_checks.ModuleConvCheck(), BatchNorm2d)

@@ -1,0 +1,209 @@
+"""Scripts of layer operations, played on a learner's layer, on the reference and on models of mistakes.
+
+A script is a list of steps, each a tuple:
+
+``("new", kwargs)``            construct the layer (num_features, eps, momentum)
+``("train",)``, ``("eval",)``  switch modes
+``("forward", x, grad)``       out = layer(x); for torch, under ``torch.set_grad_enabled(grad)``
+``("backward", dout)``         (dx, dweight, dbias) through the last forward
+``("state",)``                 weight, bias, running_mean, running_var
+``("names",)``                 torch only: state_dict keys and parameter names
+
+The same player runs the learner's class (in the sandbox) and the reference (in the grader), so both are
+driven identically; :func:`compare_scripts` then finds the first step where they part and asks the mistake
+models (:class:`bnlab.grading.diagnoses.LayerModel`) which one parts the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from bnlab.grading import wire
+from bnlab.grading.core import CheckFailed, array_problem, as_array, call, closest_mistake
+from bnlab.grading.diagnoses import LAYER_MISTAKES, LayerModel, explain
+
+__all__ = ["play_numpy", "play_torch", "play_model", "compare_scripts", "describe_steps", "model_records"]
+
+Step = tuple[Any, ...]
+_STATE_KEYS = ("weight", "bias", "running_mean", "running_var")
+
+
+def _not_constructed(reason: str) -> dict[str, str]:
+    return {"error": f"not run: the layer could not be constructed ({reason})"}
+
+
+def play_numpy(cls: Any, steps: Sequence[Step]) -> list[dict[str, Any]]:
+    """Play ``steps`` on a numpy layer class with the ``bnlab.layers.BatchNorm`` interface."""
+    records: list[dict[str, Any]] = []
+    layer = None
+    for step in steps:
+        kind = step[0]
+        if kind == "new":
+            made = call(cls, **step[1])
+            layer = made.raw if made.ok else None
+            records.append({"value": True} if made.ok else made.record)
+            continue
+        if layer is None:
+            records.append(_not_constructed(records[0].get("error", "?") if records else "?"))
+            continue
+        if kind in ("train", "eval"):
+            records.append(_mode_record(call(lambda: getattr(layer, kind)())))
+        elif kind == "forward":
+            records.append(call(lambda x: layer.forward(x), step[1].copy()).record)
+        elif kind == "backward":
+            def backward(dout: np.ndarray) -> list[Any]:
+                dx = layer.backward(dout)
+                return [dx, layer.grad["weight"], layer.grad["bias"]]
+            records.append(call(backward, step[1].copy()).record)
+        elif kind == "state":
+            records.append(call(lambda: {k: getattr(layer, k, None) for k in _STATE_KEYS}).record)
+        else:
+            raise ValueError(f"unknown step {kind!r}")
+    return records
+
+
+def _mode_record(made: Any) -> dict[str, Any]:
+    return {"value": True} if made.ok else made.record
+
+
+def play_torch(cls: Any, steps: Sequence[Step]) -> list[dict[str, Any]]:
+    """Play ``steps`` on a torch module class with the ``torch.nn.BatchNorm2d`` interface (float32 input)."""
+    import torch
+
+    records: list[dict[str, Any]] = []
+    layer = None
+    last: tuple[Any, Any] | None = None
+    for step in steps:
+        kind = step[0]
+        if kind == "new":
+            made = call(cls, **step[1])
+            layer = made.raw if made.ok else None
+            records.append({"value": True} if made.ok else made.record)
+            continue
+        if layer is None:
+            records.append(_not_constructed(records[0].get("error", "?") if records else "?"))
+            continue
+        if kind in ("train", "eval"):
+            records.append(_mode_record(call(lambda: getattr(layer, kind)())))
+        elif kind == "forward":
+            x = torch.tensor(step[1], requires_grad=bool(step[2]))
+
+            def forward(x: Any = x, grad: bool = bool(step[2])) -> Any:
+                with torch.set_grad_enabled(grad):
+                    return layer(x)
+            made = call(forward)
+            last = (x, made.raw) if made.ok and step[2] else None
+            records.append(made.record)
+        elif kind == "backward":
+            def backward(dout: np.ndarray) -> list[Any]:
+                if last is None:
+                    raise RuntimeError("no differentiable forward to backpropagate through")
+                inputs = [last[0], layer.weight, layer.bias]
+                return list(torch.autograd.grad(last[1], inputs, torch.tensor(dout), allow_unused=True))
+            records.append(call(backward, step[1].copy()).record)
+        elif kind == "state":
+            records.append(call(lambda: {k: getattr(layer, k, None) for k in _STATE_KEYS}).record)
+        elif kind == "names":
+            records.append(call(lambda: {"state_dict": list(layer.state_dict()),
+                                         "parameters": [n for n, _ in layer.named_parameters()]}).record)
+        else:
+            raise ValueError(f"unknown step {kind!r}")
+    return records
+
+
+def play_model(model: LayerModel, steps: Sequence[Step]) -> list[dict[str, Any]]:
+    """Play ``steps`` (after the "new" step) on a mistake model; records as the players above."""
+    records: list[dict[str, Any]] = []
+    for step in steps:
+        kind = step[0]
+        if kind in ("train", "eval"):
+            records.append(_mode_record(call(getattr(model, kind))))
+        elif kind == "forward":
+            x = np.asarray(step[1], dtype=np.float64)
+            records.append(call(model.forward, x, bool(step[2]) if len(step) > 2 else True).record)
+        elif kind == "backward":
+            records.append(call(lambda d: list(model.backward(d)), np.asarray(step[1], dtype=np.float64)).record)
+        elif kind == "state":
+            records.append({"value": {k: np.array(getattr(model, k), dtype=np.float64) for k in _STATE_KEYS}})
+        else:
+            records.append({"value": None})
+    return records
+
+
+def describe_steps(steps: Sequence[Step], class_name: str) -> list[str]:
+    """Human descriptions of each step: ``"forward #2 (training mode, x of shape (8, 3))"``."""
+    out, mode, forwards = [], "training", 0
+    for step in steps:
+        kind = step[0]
+        if kind == "new":
+            args = ", ".join(f"{k}={v!r}" if k != "num_features" else str(v) for k, v in step[1].items())
+            out.append(f"{class_name}({args})")
+        elif kind in ("train", "eval"):
+            mode = "training" if kind == "train" else "eval"
+            out.append(f".{kind}()")
+        elif kind == "forward":
+            forwards += 1
+            grad = "" if len(step) < 3 or step[2] else ", under torch.no_grad()"
+            out.append(f"forward #{forwards} ({mode} mode{grad}, x of shape {tuple(np.shape(step[1]))})")
+        elif kind == "backward":
+            out.append(f"backward after forward #{forwards}")
+        elif kind == "state":
+            out.append(f"the layer's state after forward #{forwards}")
+        else:
+            out.append(kind)
+    return out
+
+
+def _fields(record: dict[str, Any], kind: str) -> dict[str, Any]:
+    value = record.get("value")
+    if kind == "backward":
+        items = value if isinstance(value, list) and len(value) == 3 else [None, None, None]
+        return dict(zip(("dx", "grad of weight", "grad of bias"), items))
+    if kind == "state":
+        return {k: (value or {}).get(k) if isinstance(value, dict) else None for k in _STATE_KEYS}
+    return {"output": value}
+
+
+def compare_scripts(steps: Sequence[Step], student: Sequence[dict[str, Any]], reference: Sequence[dict[str, Any]],
+                    *, class_name: str, tol: float, models: dict[str, Sequence[dict[str, Any]]],
+                    skip: Callable[[int, str], bool] = lambda i, field: False) -> None:
+    """Raise CheckFailed at the first step where ``student`` departs from ``reference``, naming the mistake.
+
+    ``models`` maps mistake labels to their records for the same steps; the first one reproducing the
+    learner's wrong value at that step is named.
+    """
+    names = describe_steps(steps, class_name)
+    for i, (step, mine, ref) in enumerate(zip(steps, student, reference)):
+        kind = step[0]
+        if "error" in mine:
+            raise CheckFailed(f"{names[i]} raised {mine['error']}")
+        if kind in ("new", "train", "eval", "names"):
+            continue
+        mine_fields, ref_fields = _fields(mine, kind), _fields(ref, kind)
+        for field, expected in ref_fields.items():
+            if skip(i, field):
+                continue
+            expected = as_array(expected)
+            problem = array_problem(field, mine_fields[field], expected, tol)
+            if problem is None:
+                continue
+            candidates = {label: as_array(_fields(records[i], kind)[field]) for label, records in models.items()
+                          if "error" not in records[i]}
+            label = closest_mistake(mine_fields[field], candidates, tol)
+            hint = f"\n{explain(label)}" if label else ""
+            raise CheckFailed(f"after {names[i]}: {problem}.{hint}")
+
+
+def model_records(steps: Sequence[Step], mistakes: Sequence[str] = LAYER_MISTAKES) -> dict[str, list[dict[str, Any]]]:
+    """Records of every mistake model on ``steps`` (the "new" step gives the constructor arguments)."""
+    kwargs = dict(steps[0][1])
+    num_features = kwargs.pop("num_features")
+    out = {}
+    for label in mistakes:
+        model = LayerModel(num_features, **kwargs, mistake=label)
+        with np.errstate(all="ignore"):
+            out[label] = wire.loads(wire.dumps(play_model(model, steps)))
+    return out

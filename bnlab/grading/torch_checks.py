@@ -1,0 +1,258 @@
+"""Checks for the PyTorch exercise: ``BatchNormFunction`` (an autograd.Function) and ``BatchNorm2d`` (a module).
+
+References are torch's own ``F.batch_norm`` and ``nn.BatchNorm2d``, run on the grader's side. In the sandbox,
+torch's batch norm entry points are blocked, so a submission cannot delegate to them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from bnlab.grading.core import Check, CheckFailed, array_problem, as_array, call, closest_mistake, register
+from bnlab.grading.diagnoses import (LayerModel, backward_dx_candidates, explain, forward_candidates,
+                                     hint_for_error, inference_candidates)
+from bnlab.grading.layer_checks import independent_rows
+from bnlab.grading.layer_script import compare_scripts, model_records, play_torch
+from bnlab.grading.numpy_checks import batch
+from bnlab.grading.wire import to_plain
+
+__all__ = ["FunctionCheck", "FunctionConvCheck", "ModuleCheck", "ModuleConvCheck"]
+
+TOL64, TOL32 = 1e-6, 1e-4
+TORCH_MISTAKES = ("momentum_swapped", "running_var_biased", "running_var_batch_size_only", "running_var_init_zero",
+                  "no_update", "update_twice", "update_in_eval", "batch_statistics_in_eval", "mode_from_grad",
+                  "momentum_ignored", "eps_ignored")
+_STAT_MISTAKES = ("momentum_swapped", "running_var_biased", "running_var_batch_size_only", "no_update",
+                  "update_twice", "update_in_eval")
+
+
+def _function_case(label: str, shape: tuple[int, ...], seed: int, training: bool, momentum: float = 0.1,
+                   eps: float = 1e-5) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    c = shape[1]
+    gamma = rng.uniform(0.5, 2.0, c) * np.where(np.arange(c) % 2, -1.0, 1.0)
+    gamma[0] = 0.0
+    return {"label": label, "x": batch(shape, seed + 1), "running_mean": rng.uniform(-1, 1, c),
+            "running_var": rng.uniform(0.5, 2.0, c), "weight": gamma, "bias": rng.normal(0, 1, c),
+            "training": training, "momentum": momentum, "eps": eps, "dout": rng.standard_normal(shape)}
+
+
+class _FunctionBase(Check):
+    subjects = ("BatchNormFunction",)
+    needs_torch = True
+
+    def cases(self) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def inputs(self) -> dict[str, Any]:
+        return {"cases": self.cases()}
+
+    @staticmethod
+    def probe(objects: Sequence[Any], inputs: dict[str, Any]) -> Any:
+        import torch
+
+        function, records = objects[0], []
+        for case in inputs["cases"]:
+            x = torch.tensor(case["x"], requires_grad=True)
+            weight = torch.tensor(case["weight"], requires_grad=True)
+            bias = torch.tensor(case["bias"], requires_grad=True)
+            mean, var = torch.tensor(case["running_mean"]), torch.tensor(case["running_var"])
+
+            def run() -> list[Any]:
+                out = function.apply(x, mean, var, weight, bias, case["training"], case["momentum"], case["eps"])
+                grads = torch.autograd.grad(out, (x, weight, bias), torch.tensor(case["dout"]), allow_unused=True)
+                return [out, *grads]
+            made = call(run)
+            record = dict(made.record)
+            record["after"] = to_plain({"x": x, "running_mean": mean, "running_var": var})
+            records.append(record)
+        return records
+
+    def judge(self, inputs: dict[str, Any], data: Any) -> str:
+        name = self.names[0]
+        for case, record in zip(inputs["cases"], data):
+            label = case["label"]
+            if "error" in record:
+                raise CheckFailed(f"{name}.apply (or its backward) raised {record['error']} on {label}."
+                                  f"{hint_for_error(record['error'])}")
+            out, dx, dweight, dbias = record["value"]
+            after = record["after"]
+            expected = _torch_reference(case)
+            if not np.array_equal(as_array(after["x"]), case["x"]):
+                raise CheckFailed(f"{name} changed its input x in place on {label}; compute new tensors instead.")
+            problem = array_problem("output", out, expected["out"], TOL64)
+            if problem:
+                args = (case["x"], case["weight"], case["bias"])
+                candidates = (forward_candidates(*args, case["eps"]) if case["training"] else
+                              inference_candidates(*args, case["running_mean"], case["running_var"], case["eps"]))
+                mistake = closest_mistake(out, candidates)
+                raise CheckFailed(f"{name} on {label}: {problem}." + (f"\n{explain(mistake)}" if mistake else ""))
+            for stat in ("running_mean", "running_var"):
+                problem = array_problem(stat, after[stat], expected[stat], TOL64)
+                if problem:
+                    mistake = closest_mistake(after[stat], _stat_candidates(case, stat))
+                    raise CheckFailed(f"{name} on {label}: after the call, {problem}."
+                                      + (f"\n{explain(mistake)}" if mistake else ""))
+            for grad_name, value in (("dx", dx), ("grad of weight", dweight), ("grad of bias", dbias)):
+                key = {"dx": "dx", "grad of weight": "dweight", "grad of bias": "dbias"}[grad_name]
+                if value is None:
+                    raise CheckFailed(f"{name} on {label}: backward returned None for {grad_name}; return one "
+                                      f"gradient per input of forward (None only for non-tensor arguments and the "
+                                      f"running statistics).")
+                problem = array_problem(grad_name, value, expected[key], TOL64)
+                if problem:
+                    candidates = (backward_dx_candidates(case["x"], case["weight"], case["dout"], case["eps"])
+                                  if case["training"] and key == "dx" else {})
+                    mistake = closest_mistake(value, candidates)
+                    raise CheckFailed(f"{name} on {label}: {problem}." + (f"\n{explain(mistake)}" if mistake else ""))
+        return f"{name} matches torch.nn.functional.batch_norm (output, running statistics, gradients) on " \
+               f"{len(data)} cases."
+
+
+def _torch_reference(case: dict[str, Any]) -> dict[str, np.ndarray]:
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.tensor(case["x"], requires_grad=True)
+    weight = torch.tensor(case["weight"], requires_grad=True)
+    bias = torch.tensor(case["bias"], requires_grad=True)
+    mean, var = torch.tensor(case["running_mean"]), torch.tensor(case["running_var"])
+    out = F.batch_norm(x, mean, var, weight, bias, case["training"], case["momentum"], case["eps"])
+    dx, dweight, dbias = torch.autograd.grad(out, (x, weight, bias), torch.tensor(case["dout"]))
+    return {"out": out.detach().numpy(), "dx": dx.numpy(), "dweight": dweight.numpy(), "dbias": dbias.numpy(),
+            "running_mean": mean.numpy(), "running_var": var.numpy()}
+
+
+def _stat_candidates(case: dict[str, Any], stat: str) -> dict[str, np.ndarray]:
+    out = {}
+    for mistake in _STAT_MISTAKES:
+        model = LayerModel(case["x"].shape[1], case["eps"], case["momentum"], mistake=mistake)
+        model.running_mean, model.running_var = case["running_mean"].copy(), case["running_var"].copy()
+        model.weight, model.bias = case["weight"], case["bias"]
+        model.train(case["training"])
+        model.forward(case["x"])
+        out[mistake] = getattr(model, stat)
+    return out
+
+
+@register
+class FunctionCheck(_FunctionBase):
+    """BatchNormFunction on (N, C): training with running statistics, then eval."""
+
+    name = "torch_function"
+
+    def cases(self) -> list[dict[str, Any]]:
+        return [_function_case("a (6, 3) float64 batch in training mode", (6, 3), 81, True),
+                _function_case("a (4, 3) float64 batch in eval mode", (4, 3), 82, False)]
+
+
+@register
+class FunctionConvCheck(_FunctionBase):
+    """BatchNormFunction on (N, C, H, W), other momentum and eps."""
+
+    name = "torch_function_conv"
+
+    def cases(self) -> list[dict[str, Any]]:
+        return [_function_case("a (3, 2, 2, 3) batch in training mode, momentum 0.3", (3, 2, 2, 3), 83, True, 0.3),
+                _function_case("a (2, 3, 2, 2) batch in eval mode, eps 1e-3", (2, 3, 2, 2), 84, False, 0.1, 1e-3),
+                _function_case("a (2, 3) batch in training mode", (2, 3), 85, True)]
+
+
+class _ModuleBase(Check):
+    subjects = ("BatchNorm2d",)
+    needs_torch = True
+
+    def steps(self) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def inputs(self) -> dict[str, Any]:
+        return {"steps": self.steps()}
+
+    @staticmethod
+    def probe(objects: Sequence[Any], inputs: dict[str, Any]) -> Any:
+        return play_torch(objects[0], inputs["steps"])
+
+    def judge(self, inputs: dict[str, Any], data: Any) -> str:
+        import torch
+
+        from bnlab.grading import wire
+
+        steps, name = inputs["steps"], self.names[0]
+        self._judge_names(steps, data)
+        reference = wire.loads(wire.dumps(play_torch(torch.nn.BatchNorm2d, steps)))
+        models = model_records(steps, TORCH_MISTAKES)
+        compare_scripts(steps, data, reference, class_name=name, tol=TOL32, models=models)
+        forwards = [i for i, s in enumerate(steps) if s[0] == "forward"]
+        for a, b in self.independence_pairs(forwards):
+            independent_rows(steps, data, a, b, name)
+        return f"{name} matches torch.nn.BatchNorm2d step by step ({self.summary})."
+
+    def independence_pairs(self, forwards: list[int]) -> list[tuple[int, int]]:
+        return []
+
+    def _judge_names(self, steps: Sequence[tuple[Any, ...]], data: Sequence[dict[str, Any]]) -> None:
+        for step, record in zip(steps, data):
+            if step[0] != "names" or "error" in record:
+                continue
+            names = record["value"]
+            params = names.get("parameters", []) if isinstance(names, dict) else []
+            keys = names.get("state_dict", []) if isinstance(names, dict) else []
+            for param in ("weight", "bias"):
+                if param not in params:
+                    raise CheckFailed(f"{self.names[0]}.{param} is not a registered parameter (named_parameters() "
+                                      f"lists {params}): wrap it in nn.Parameter, or an optimizer never trains it.")
+            for buffer in ("running_mean", "running_var", "num_batches_tracked"):
+                if buffer not in keys:
+                    raise CheckFailed(f"{self.names[0]}.{buffer} is not in state_dict() (keys {keys}): register it "
+                                      f"with self.register_buffer('{buffer}', ...) so that it is saved and moved "
+                                      f"with the module.")
+
+    summary = ""
+
+
+@register
+class ModuleCheck(_ModuleBase):
+    """BatchNorm2d: parameters and buffers, train/eval, no_grad in training, grads, independence in eval."""
+
+    name = "torch_module"
+    summary = "parameters and buffers, training and eval forwards with and without gradients, backward"
+
+    def steps(self) -> list[tuple[Any, ...]]:
+        rng = np.random.default_rng(91)
+        evaluated = batch((3, 3, 2, 2), 94, np.float32)
+        changed = evaluated.copy()
+        changed[1:] = batch((2, 3, 2, 2), 95, np.float32) * 3.0
+        return [
+            ("new", {"num_features": 3}), ("names",), ("state",),
+            ("forward", batch((4, 3, 2, 2), 92, np.float32), True), ("state",),
+            ("backward", rng.standard_normal((4, 3, 2, 2)).astype(np.float32)),
+            ("forward", batch((2, 3, 3, 2), 93, np.float32) + 1.0, False), ("state",),
+            ("eval",), ("forward", evaluated, True), ("state",),
+            ("backward", rng.standard_normal((3, 3, 2, 2)).astype(np.float32)),
+            ("forward", changed, False), ("state",),
+            ("train",), ("forward", batch((2, 3, 2, 2), 96, np.float32), True), ("state",),
+        ]
+
+    def independence_pairs(self, forwards: list[int]) -> list[tuple[int, int]]:
+        return [(forwards[2], forwards[3])]
+
+
+@register
+class ModuleConvCheck(_ModuleBase):
+    """BatchNorm2d with other eps and momentum, channels of different statistics, m = N*H*W."""
+
+    name = "torch_module_conv"
+    summary = "custom eps and momentum, m = N*H*W values per channel"
+
+    def steps(self) -> list[tuple[Any, ...]]:
+        rng = np.random.default_rng(97)
+        return [
+            ("new", {"num_features": 2, "eps": 1e-3, "momentum": 0.5}),
+            ("forward", batch((2, 2, 3, 3), 98, np.float32), True), ("state",),
+            ("backward", rng.standard_normal((2, 2, 3, 3)).astype(np.float32)),
+            ("forward", batch((3, 2, 2, 4), 99, np.float32) * 2.0, True), ("state",),
+            ("eval",), ("forward", batch((1, 2, 2, 2), 100, np.float32), True), ("state",),
+        ]
