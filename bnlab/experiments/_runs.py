@@ -1,0 +1,118 @@
+"""Shared pieces of the experiments: the data set, one seeded training run, and results stacked over seeds."""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from bnlab.data import Dataset, load_mnist_subset
+from bnlab.models import build_mlp
+from bnlab.train import TrainConfig, TrainResult, train
+
+__all__ = ["SeedRuns", "check_seeds", "final_accuracy", "mnist", "pad", "progress_enabled", "set_progress",
+           "train_mlp"]
+
+_progress_default = True
+
+
+def set_progress(enabled: bool) -> None:
+    """Turn the ``tqdm.auto`` progress bars of live runs on or off for this process (default on)."""
+    global _progress_default
+    if not isinstance(enabled, bool):
+        raise ValueError(f"set_progress takes True or False, got {enabled!r}")
+    _progress_default = enabled
+
+
+def progress_enabled(progress: bool | None) -> bool:
+    return _progress_default if progress is None else bool(progress)
+
+
+@functools.lru_cache(maxsize=1)
+def mnist() -> Dataset:
+    """The course's MNIST subset (4,000 train / 1,000 test, standardized), loaded once per process."""
+    return load_mnist_subset()
+
+
+def check_seeds(seeds: object) -> tuple[int, ...]:
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence) or not seeds \
+            or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
+        raise ValueError(f"seeds must be a non-empty sequence of non-negative integers, got {seeds!r}")
+    return tuple(int(s) for s in seeds)
+
+
+def pad(values: np.ndarray, length: int) -> np.ndarray:
+    """``values`` (K, ...) extended with NaN rows to ``length`` rows (a diverged run records fewer steps)."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.shape[0] >= length:
+        return values[:length]
+    filler = np.full((length - values.shape[0], *values.shape[1:]), np.nan)
+    return np.concatenate([values, filler])
+
+
+def train_mlp(*, seed: int, steps: int, batch_size: int, lr: float, record_every: int, progress: bool,
+              weight_decay: float = 0.0, **model_options) -> tuple[TrainResult, object]:
+    """Build a seeded MLP (``build_mlp(**model_options)``) and train it on :func:`mnist`; returns (result, model).
+
+    The same ``seed`` draws the weights and the minibatch order; one torch thread, so runs are bit-exact
+    repeatable on one machine.
+    """
+    model = build_mlp(seed=seed, **model_options)
+    result = train(model, mnist(), TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                                               weight_decay=weight_decay, record_every=record_every,
+                                               threads=1, progress=progress))
+    return result, model
+
+
+@dataclass(frozen=True, eq=False)
+class SeedRuns:
+    """One config's runs over several seeds: ``values(name)`` is (S, ...) for S seeds.
+
+    ``mean``/``low``/``high`` summarize over seeds (NaN-aware: a diverged seed's missing records are skipped),
+    ``low``/``high`` being the minimum and maximum, which the plots shade.
+    """
+
+    seeds: tuple[int, ...]
+    arrays: tuple[dict[str, np.ndarray], ...]
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.arrays[0])
+
+    def values(self, name: str) -> np.ndarray:
+        if name not in self.arrays[0]:
+            raise KeyError(f"no recorded quantity {name!r}; recorded: {', '.join(self.arrays[0])}")
+        return np.stack([run[name] for run in self.arrays])
+
+    def _reduce(self, name: str, how) -> np.ndarray:
+        values = self.values(name)
+        out = np.full(values.shape[1:], np.nan)
+        finite = np.isfinite(values).any(axis=0)
+        if finite.any():
+            out[finite] = how(values[:, finite], axis=0)
+        return out
+
+    def mean(self, name: str) -> np.ndarray:
+        return self._reduce(name, np.nanmean)
+
+    def low(self, name: str) -> np.ndarray:
+        return self._reduce(name, np.nanmin)
+
+    def high(self, name: str) -> np.ndarray:
+        return self._reduce(name, np.nanmax)
+
+    def scalar(self, name: str) -> float:
+        """The seed mean of a scalar quantity (e.g. ``final_accuracy``)."""
+        value = self.mean(name)
+        if value.ndim:
+            raise ValueError(f"{name!r} is not a scalar: shape {value.shape}")
+        return float(value)
+
+
+def final_accuracy(result: TrainResult) -> float:
+    """Test accuracy at the end of a run; NaN for a run that diverged (it has no final model to test)."""
+    if result.diverged or not result.test_accuracy.size:
+        return math.nan
+    return float(result.test_accuracy[-1])
