@@ -28,8 +28,21 @@ def median_ms(fn: Callable[[], object], repeats: int = 20, warmup: int = 3) -> f
     return 1e3 * statistics.median(times)
 
 
+def compare_ms(functions: dict[str, Callable[[], object]], repeats: int = 10, rounds: int = 3) -> dict[str, float]:
+    """Best-of-``rounds`` median ms per function, the functions interleaved round by round.
+
+    Interleaving exposes every function to the same background load, and the best median of a few rounds
+    discards rounds that another process disturbed: ratios between the results are what this is for.
+    """
+    best = {name: float("inf") for name in functions}
+    for _ in range(rounds):
+        for name, fn in functions.items():
+            best[name] = min(best[name], median_ms(fn, repeats, warmup=1))
+    return best
+
+
 def time_batchnorm_implementations(
-    shape: tuple[int, ...], repeats: int = 10, seed: int = 0, backward_only: bool = False
+    shape: tuple[int, ...], repeats: int = 10, seed: int = 0, backward_only: bool = False, rounds: int = 3
 ) -> dict[str, float]:
     """Median ms of float32 training-mode batch norm: numpy staged, numpy fused, and torch's native kernel.
 
@@ -62,14 +75,14 @@ def time_batchnorm_implementations(
         out = graph if backward_only else F.batch_norm(xt, None, None, gt, bt, training=True)
         return torch.autograd.grad(out, (xt, gt, bt), dt, retain_graph=backward_only)
 
-    return {
-        "numpy staged": median_ms(numpy_step(batchnorm_backward), repeats),
-        "numpy fused": median_ms(numpy_step(batchnorm_backward_fused), repeats),
-        "torch native": median_ms(torch_step, repeats),
-    }
+    return compare_ms({
+        "numpy staged": numpy_step(batchnorm_backward),
+        "numpy fused": numpy_step(batchnorm_backward_fused),
+        "torch native": torch_step,
+    }, repeats, rounds)
 
 
-def time_torch_batch_norms(shape: tuple[int, ...], repeats: int = 10, seed: int = 0) -> dict[str, float]:
+def time_torch_batch_norms(shape: tuple[int, ...], repeats: int = 10, seed: int = 0, rounds: int = 3) -> dict[str, float]:
     """Median ms of one float32 training-mode forward + backward: ``bnlab.nn.batch_norm`` vs torch's kernel.
 
     Returns ``{"bnlab.nn (Python, closed form)": ms, "torch native (C++)": ms}`` at the current thread count.
@@ -91,5 +104,5 @@ def time_torch_batch_norms(shape: tuple[int, ...], repeats: int = 10, seed: int 
             return torch.autograd.grad(out, (x, weight, bias), upstream)
         return run
 
-    return {"bnlab.nn (Python, closed form)": median_ms(step(batch_norm), repeats),
-            "torch native (C++)": median_ms(step(F.batch_norm), repeats)}
+    return compare_ms({"bnlab.nn (Python, closed form)": step(batch_norm),
+                       "torch native (C++)": step(F.batch_norm)}, repeats, rounds)

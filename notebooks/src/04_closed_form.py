@@ -148,7 +148,7 @@ print("eigenvalues in units of gamma / s: ", eigenvalues)
 
 # %%
 for shape in [(256, 1024), (64, 64, 32, 32)]:
-    timings = time_batchnorm_implementations(shape, repeats=7, backward_only=True)
+    timings = time_batchnorm_implementations(shape, repeats=5, backward_only=True, rounds=2)
     plots.plot_timings(timings, shape, what="backward")
 
 # %% [markdown]

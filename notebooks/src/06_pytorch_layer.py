@@ -161,7 +161,7 @@ print("after replace_all_batch_norm_modules_:", sorted(torch.func.grad(loss)(par
 
 # %%
 for shape in [(256, 1024), (64, 64, 32, 32)]:
-    plots.plot_timings(time_torch_batch_norms(shape, repeats=7), shape)
+    plots.plot_timings(time_torch_batch_norms(shape, repeats=5, rounds=2), shape)
 
 # %% [markdown]
 # **What to notice.** A few well-chosen tensor operations come within a small factor of hand-written C++: on
