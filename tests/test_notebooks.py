@@ -68,3 +68,14 @@ def test_notebook_reads_like_a_chapter(path):
     assert "$" in text, "no LaTeX at all"
     figures = sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert figures >= 1, "a lecture shows at least one figure"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_relative_links_point_to_files_that_exist(path):
+    import re
+
+    nb = nbformat.read(path, as_version=4)
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    links = [target for target in re.findall(r"\]\(([^)\s]+)\)", text) if "://" not in target]
+    for target in links:
+        assert (path.parent / target.split("#")[0]).exists(), f"{path.name} links to missing {target}"
