@@ -14,6 +14,7 @@ import numpy as np
 
 from bnlab.grading.core import Check, CheckFailed, as_array, describe, register
 from bnlab.grading.diagnoses import EXPLANATIONS
+from bnlab.grading.wire import to_plain
 
 __all__ = ["TINY", "tiny_reference", "CheckpointCheck", "JacobianCheck", "ChoiceCheck"]
 
@@ -69,8 +70,6 @@ class _ValueCheck(Check):
 
     @staticmethod
     def probe(objects: Sequence[Any], inputs: dict[str, Any]) -> Any:
-        from bnlab.grading.wire import to_plain
-
         return [to_plain(obj) for obj in objects]
 
 

@@ -107,7 +107,7 @@ def describe_exception(exc: BaseException) -> str:
     if isinstance(exc, SystemExit):
         text = f"SystemExit: the code called sys.exit({exc.code!r})"
     else:
-        text = f"{type(exc).__name__}: {exc}"
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     if len(text) > 400:
         text = text[:400] + " ..."
     where = ""

@@ -28,7 +28,7 @@ from typing import Any
 
 import nbformat
 
-__all__ = ["NBGRADER_KEYS", "TestCall", "TestCell", "Master", "cell_role", "exercise_of", "grade_id_of",
+__all__ = ["strip_cell_source", "NBGRADER_KEYS", "TestCall", "TestCell", "Master", "cell_role", "exercise_of", "grade_id_of",
            "parse_test_calls", "validate_nbgrader_metadata", "load_master", "find_masters",
            "default_solutions_dir", "BEGIN_SOLUTION", "END_SOLUTION", "BEGIN_HIDDEN", "END_HIDDEN"]
 
@@ -74,6 +74,19 @@ class Master:
     @property
     def max_score(self) -> float:
         return float(sum(test.points for test in self.tests))
+
+
+def strip_cell_source(source: str) -> str:
+    """A cell's source without the hidden-tests region and surrounding blank space, for comparisons."""
+    out, inside = [], False
+    for line in str(source).splitlines():
+        if line.strip() == BEGIN_HIDDEN:
+            inside = True
+        elif line.strip() == END_HIDDEN:
+            inside = False
+        elif not inside:
+            out.append(line.rstrip())
+    return "\n".join(out).strip()
 
 
 def grade_id_of(cell: Any) -> str | None:

@@ -1,0 +1,189 @@
+"""The bnlab command line: hand out, grade and export the course's exercises.
+
+    bnlab build-masters [--check]                     solutions/src/*.py -> solutions/*.ipynb
+    bnlab assign [--check]                            solutions/*.ipynb -> exercises/*.ipynb (student versions)
+    bnlab grade PATH... --out DIR [--jobs N] [--timeout S] [--memory MB]
+                                                      grade notebooks (or folders of them) into DIR
+    bnlab gradescope-zip --out FILE                   build a Gradescope autograder zip
+    bnlab gradescope-run [--root DIR]                 what the zip's run_autograder calls
+
+Also available as ``python -m bnlab``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["main"]
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _solutions_dir(value: str | None) -> Path:
+    from bnlab.grading.notebooks import default_solutions_dir
+
+    return Path(value) if value else default_solutions_dir()
+
+
+def _expand(paths: list[str], parser: argparse.ArgumentParser) -> list[str]:
+    """Files as given; folders become their *.ipynb files (sorted). Nonexistent paths are a usage error."""
+    out: list[str] = []
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            found = sorted(str(p) for p in path.glob("*.ipynb"))
+            if not found:
+                parser.error(f"no .ipynb files in folder {given}")
+            out += found
+        elif path.exists():
+            out.append(given)
+        else:
+            parser.error(f"no such file or folder: {given}")
+    return out
+
+
+def _cmd_grade(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from bnlab.grading.export import write_results
+    from bnlab.grading.grade import grade_many
+    from bnlab.grading.notebooks import find_masters
+    from bnlab.grading.sandbox import Limits
+
+    paths = _expand(args.paths, parser)
+    try:
+        masters = find_masters(_solutions_dir(args.solutions))
+    except (FileNotFoundError, ValueError) as exc:
+        parser.error(str(exc))
+    limits = Limits(timeout=args.timeout, memory_mb=args.memory,
+                    cell_seconds=min(args.timeout, Limits.cell_seconds),
+                    check_seconds=min(args.timeout, Limits.check_seconds))
+    start = time.perf_counter()
+    results = grade_many(paths, masters, limits, jobs=args.jobs)
+    write_results(results, Path(args.out))
+    for result in results:
+        print(f"{result.score:g}/{result.max_score:g}  {result.status:9s}  {result.exercise or '-':16s}  "
+              f"{result.submission}")
+    seconds = time.perf_counter() - start
+    print(f"graded {len(results)} submission(s) in {seconds:.1f} s with {args.jobs} job(s); "
+          f"results in {args.out}/grades.csv")
+    return 0
+
+
+def _cmd_assign(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from bnlab.grading.assign import assign
+
+    solutions = _solutions_dir(args.solutions)
+    if not solutions.is_dir():
+        parser.error(f"no solutions folder {solutions}")
+    exercises = Path(args.exercises) if args.exercises else solutions.parent / "exercises"
+    changed = assign(solutions, exercises, check=args.check)
+    verb = "would change" if args.check else "wrote"
+    print(f"{verb} {len(changed)} exercise notebook(s)" + "".join(f"\n  {p}" for p in changed))
+    return 1 if args.check and changed else 0
+
+
+def _cmd_build_masters(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from bnlab.grading.authoring import build_masters
+
+    solutions = _solutions_dir(args.solutions)
+    if not (solutions / "src").is_dir():
+        parser.error(f"no master sources in {solutions / 'src'}")
+    changed = build_masters(solutions / "src", solutions, check=args.check)
+    verb = "would change" if args.check else "wrote"
+    print(f"{verb} {len(changed)} master notebook(s)" + "".join(f"\n  {p}" for p in changed))
+    return 1 if args.check and changed else 0
+
+
+def _cmd_gradescope_zip(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from bnlab.grading.gradescope import build_zip
+
+    solutions = _solutions_dir(args.solutions)
+    if not any(solutions.glob("*.ipynb")):
+        parser.error(f"no master notebooks in {solutions}")
+    members = build_zip(REPO, solutions, Path(args.out))
+    print(f"wrote {args.out} ({len(members)} files): upload it as the assignment's autograder on Gradescope")
+    return 0
+
+
+def _cmd_gradescope_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from bnlab.grading.gradescope import run
+
+    root = Path(args.root or os.environ.get("BNLAB_AUTOGRADER_ROOT", "/autograder"))
+    if not (root / "submission").is_dir():
+        parser.error(f"no submission folder {root / 'submission'}")
+    results = run(root)
+    print(f"score {results['score']}: wrote {root / 'results' / 'results.json'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``bnlab`` command."""
+    parser = argparse.ArgumentParser(prog="bnlab", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    grade = sub.add_parser("grade", help="grade submitted notebooks")
+    grade.add_argument("paths", nargs="+", metavar="PATH", help="notebook files, or folders of them")
+    grade.add_argument("--out", required=True, metavar="DIR", help="where grades.csv and feedback go")
+    grade.add_argument("--jobs", type=_positive_int, default=1, metavar="N", help="submissions graded at once")
+    grade.add_argument("--timeout", type=_positive_float, default=60.0, metavar="S",
+                       help="seconds allowed per submission (default 60)")
+    grade.add_argument("--memory", type=_positive_int, default=1024, metavar="MB",
+                       help="memory a submission may allocate (default 1024)")
+    grade.add_argument("--solutions", metavar="DIR", help="folder of master notebooks (default: solutions/)")
+    grade.set_defaults(run=_cmd_grade)
+
+    assign = sub.add_parser("assign", help="generate exercises/ from the masters in solutions/")
+    assign.add_argument("--solutions", metavar="DIR")
+    assign.add_argument("--exercises", metavar="DIR", help="default: exercises/ next to the solutions folder")
+    assign.add_argument("--check", action="store_true", help="only report (exit 1) if anything would change")
+    assign.set_defaults(run=_cmd_assign)
+
+    masters = sub.add_parser("build-masters", help="build solutions/*.ipynb from solutions/src/*.py")
+    masters.add_argument("--solutions", metavar="DIR")
+    masters.add_argument("--check", action="store_true", help="only report (exit 1) if anything would change")
+    masters.set_defaults(run=_cmd_build_masters)
+
+    zip_cmd = sub.add_parser("gradescope-zip", help="build a Gradescope autograder zip")
+    zip_cmd.add_argument("--out", required=True, metavar="FILE")
+    zip_cmd.add_argument("--solutions", metavar="DIR")
+    zip_cmd.set_defaults(run=_cmd_gradescope_zip)
+
+    gs_run = sub.add_parser("gradescope-run", help="grade a Gradescope submission folder (run_autograder)")
+    gs_run.add_argument("--root", metavar="DIR", help="default $BNLAB_AUTOGRADER_ROOT or /autograder")
+    gs_run.set_defaults(run=_cmd_gradescope_run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``bnlab`` and ``python -m bnlab``; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return args.run(args, parser)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

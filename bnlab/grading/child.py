@@ -1,0 +1,184 @@
+"""The submission's side of a sandboxed grading run (runs in a forked child process, never in the grader).
+
+:func:`main` sets limits (memory, file size, its own process group), sends stdout/stderr to a file, blocks
+imports of the course's reference code (and of torch in numpy exercises, and torch's own batch norm in the
+PyTorch exercise), then runs the plan: the submission's code cells in order, and, at each test cell's place,
+the probes of that cell's checks. Each result is sent to the grader as soon as it exists, as JSON bytes, so a
+submission that later hangs or kills its process keeps the marks it had earned. Nothing here judges anything.
+"""
+
+from __future__ import annotations
+
+import builtins
+import importlib.abc
+import io
+import json
+import linecache
+import os
+import resource
+import signal
+import sys
+from typing import Any
+
+from bnlab.grading import checks as _checks  # noqa: F401 -- registers every check before modules are hidden
+from bnlab.grading import wire
+from bnlab.grading.core import CHECKS, Blocked, TimeLimit, describe_exception
+
+__all__ = ["main"]
+
+_BLOCKED_ALWAYS = ("bnlab",)
+_TORCH_MODULES = ("torch", "functorch", "torchvision")
+_TORCH_BN_FUNCTIONS = (("torch.nn.functional", "batch_norm"), ("torch", "batch_norm"),
+                       ("torch", "native_batch_norm"), ("torch", "_native_batch_norm_legit"),
+                       ("torch", "_native_batch_norm_legit_no_training"), ("torch", "cudnn_batch_norm"))
+
+
+class _CappedText(io.TextIOBase):
+    """A text stream that keeps the first ``limit`` characters and counts the rest."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.kept, self.count = limit, [], 0
+
+    def write(self, text: str) -> int:
+        text = str(text)
+        room = self.limit - sum(len(t) for t in self.kept) if self.count < self.limit else 0
+        if room > 0:
+            self.kept.append(text[:room])
+        self.count += len(text)
+        return len(text)
+
+    def writable(self) -> bool:
+        return True
+
+
+class _Blocker(importlib.abc.MetaPathFinder):
+    """Refuses imports of the listed top-level packages and remembers each attempt."""
+
+    def __init__(self, blocked: tuple[str, ...], attempts: list[str]) -> None:
+        self.blocked, self.attempts = blocked, attempts
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if name.split(".")[0] in self.blocked:
+            self.attempts.append(name)
+            raise Blocked(f"import of {name!r} is blocked while grading"
+                          + (" (the course's reference implementation)" if name.startswith("bnlab") else
+                             " (this is a numpy exercise)"))
+        return None
+
+
+def _blocked_function(qualified: str, attempts: list[str]) -> Any:
+    def blocked(*args: Any, **kwargs: Any) -> Any:
+        attempts.append(qualified)
+        raise Blocked(f"{qualified} (torch's own batch norm) is blocked while grading this exercise: "
+                      f"write the computation yourself")
+    return blocked
+
+
+def _hide_modules(prefixes: tuple[str, ...]) -> None:
+    for name in list(sys.modules):
+        if name.split(".")[0] in prefixes:
+            del sys.modules[name]
+
+
+def _limit_memory(extra_mb: int) -> None:
+    with open("/proc/self/statm") as statm:
+        current = int(statm.read().split()[0]) * resource.getpagesize()
+    limit = current + extra_mb * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def _redirect_output(workdir: str, file_limit: int) -> None:
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # an over-long write fails with EFBIG instead of killing us
+    resource.setrlimit(resource.RLIMIT_FSIZE, (file_limit, file_limit))
+    fd = os.open(os.path.join(workdir, "output.txt"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+
+
+def _prepare_source(source: str) -> str:
+    """IPython syntax out: ``%magic`` and ``!shell`` lines become ``pass``; a ``%%cell`` magic line is dropped."""
+    lines = source.splitlines()
+    if lines and lines[0].lstrip().startswith("%%"):
+        lines = lines[1:]
+    return "\n".join(
+        line[: len(line) - len(line.lstrip())] + "pass  # IPython magic or shell command removed for grading"
+        if line.lstrip().startswith(("%", "!")) else line for line in lines)
+
+
+def _alarm(seconds: float) -> None:
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.0))
+
+
+def _on_alarm(signum: int, frame: Any) -> None:
+    raise TimeLimit("time limit")
+
+
+def main(plan: dict[str, Any], conn: Any, workdir: str) -> None:
+    """Run ``plan`` (built by :func:`bnlab.grading.sandbox.build_plan`) and report through ``conn``."""
+    os.setsid()  # own process group: the grader kills it whole, grandchildren included
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    os.chdir(workdir)
+    _redirect_output(workdir, plan["file_bytes"])
+    stdout, stderr = _CappedText(plan["output_chars"]), _CappedText(plan["output_chars"])
+    sys.stdout, sys.stderr = stdout, stderr
+
+    def send(message: dict[str, Any]) -> None:
+        conn.send_bytes(json.dumps(message).encode())
+
+    attempts: list[str] = []
+    blocked = _BLOCKED_ALWAYS + (() if plan["allow_torch"] else _TORCH_MODULES)
+    if plan["allow_torch"]:
+        import torch
+
+        torch.set_num_threads(1)
+        for module_name, attribute in _TORCH_BN_FUNCTIONS:
+            module = sys.modules.get(module_name)
+            if module is not None and hasattr(module, attribute):
+                setattr(module, attribute, _blocked_function(f"{module_name}.{attribute}", attempts))
+    _hide_modules(blocked)
+    sys.meta_path.insert(0, _Blocker(blocked, attempts))
+    signal.signal(signal.SIGALRM, _on_alarm)
+    _limit_memory(plan["memory_mb"])
+
+    namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
+    reported = 0
+    for item in plan["items"]:
+        send({"type": "at", "where": item["label"]})
+        if item["kind"] == "code":
+            filename = f"<{item['label']}>"
+            source = _prepare_source(item["source"])
+            linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+            try:
+                _alarm(plan["cell_seconds"])
+                exec(compile(source, filename, "exec"), namespace)  # noqa: S102 -- the sandboxed submission
+                _alarm(0)
+            except BaseException as exc:  # noqa: BLE001 -- a failing cell is recorded, the run goes on
+                _alarm(0)
+                send({"type": "cell_error", "where": item["label"], "error": describe_exception(exc)})
+        else:
+            for index, test_call in enumerate(item["calls"]):
+                message: dict[str, Any] = {"type": "probe", "grade_id": item["grade_id"], "index": index}
+                missing = [name for name in test_call["names"] if name not in namespace]
+                if missing:
+                    message["missing"] = missing
+                else:
+                    try:
+                        _alarm(plan["check_seconds"])
+                        data = CHECKS[test_call["check"]].probe([namespace[n] for n in test_call["names"]],
+                                                               wire.loads(test_call["inputs"].encode()))
+                        _alarm(0)
+                        message["data"] = wire.encode(data)
+                    except BaseException as exc:  # noqa: BLE001
+                        _alarm(0)
+                        message["error"] = describe_exception(exc)
+                send(message)
+        if len(attempts) > reported:
+            send({"type": "blocked", "where": item["label"], "names": attempts[reported:]})
+            reported = len(attempts)
+    send({"type": "done", "stdout_chars": stdout.count, "stderr_chars": stderr.count})
+    sys.stdout.flush()
+    os._exit(0)  # skip interpreter teardown: nothing a submission left behind may run after this

@@ -1,0 +1,188 @@
+"""Grade submitted notebooks against their exercise's visible and hidden tests.
+
+:func:`grade_submission` grades one notebook: it reads the exercise from the notebook's own metadata (so a
+renamed file grades the same), runs the submission's code in a sandboxed child (:mod:`bnlab.grading.sandbox`)
+on a scratch copy, and judges every check here, in the grader, against reference values. A test cell earns its
+points when all of its checks pass, as in nbgrader. :func:`grade_many` grades a class, ``jobs`` at a time.
+Nothing a submission does -- looping, exhausting memory, exiting, printing megabytes, patching numpy -- stops
+the others from being graded, and the submitted files are only ever read.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+from bnlab.grading import wire
+from bnlab.grading.core import CheckFailed
+from bnlab.grading.diagnoses import hint_for_error
+from bnlab.grading.notebooks import Master, exercise_of, find_masters, grade_id_of
+from bnlab.grading.sandbox import Limits, RunResult, build_plan, run_plan
+
+__all__ = ["TestResult", "SubmissionResult", "grade_submission", "grade_many", "identify_exercise"]
+
+
+@dataclass
+class TestResult:
+    """One graded test cell: ``status`` is "passed", "failed" or "not run"."""
+
+    name: str
+    score: float
+    max_score: float
+    status: str
+    feedback: str
+    hidden: bool = False
+
+
+@dataclass
+class SubmissionResult:
+    """One submission's grade. ``status``: "graded", "timed out", "crashed" or "error" (not gradable)."""
+
+    submission: str
+    exercise: str
+    score: float
+    max_score: float
+    status: str
+    tests: list[TestResult] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for JSON."""
+        return asdict(self)
+
+
+def _error(submission: str, message: str, exercise: str = "") -> SubmissionResult:
+    return SubmissionResult(submission, exercise, 0.0, 0.0, "error", notes=[message])
+
+
+def identify_exercise(nb: Any, masters: dict[str, Master]) -> tuple[str | None, str | None]:
+    """(exercise id, note) from ``metadata.bnlab.exercise``; failing that, from the cells' nbgrader grade ids."""
+    exercise = exercise_of(nb)
+    if exercise in masters:
+        return exercise, None
+    ids = {grade_id_of(c) for c in nb.get("cells", [])} - {None}
+    matches = [name for name, master in masters.items()
+               if ids & ({t.grade_id for t in master.tests} | set(master.solution_ids))]
+    if len(matches) == 1:
+        return matches[0], (f"the notebook's metadata does not name its exercise; recognised {matches[0]} "
+                            f"from its cells")
+    return None, None
+
+
+def _explain_missing(run: RunResult, limits: Limits) -> str:
+    where = f" while running {run.last_where}" if run.last_where else ""
+    if run.timed_out:
+        return (f"not run: the notebook exceeded the {limits.timeout:g} s time limit{where} (an endless loop?), "
+                f"so the grading process was stopped")
+    code = run.exitcode
+    how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
+    return (f"not run: the grading process {how}{where} -- the notebook ended it (os._exit, exit(), a crash) or "
+            f"ran out of memory")
+
+
+def _judge(master: Master, checks: dict[tuple[str, int], Any], run: RunResult, limits: Limits) -> list[TestResult]:
+    probes = {(m.get("grade_id"), m.get("index")): m for m in run.messages if m.get("type") == "probe"}
+    results = []
+    for test in master.tests:
+        passed, failures, missing = [], [], []
+        for index, call in enumerate(test.calls):
+            message = probes.get((test.grade_id, index))
+            check = checks[(test.grade_id, index)]
+            if message is None:
+                missing.append(_explain_missing(run, limits))
+                continue
+            try:
+                if "missing" in message:
+                    names = ", ".join(str(n) for n in message["missing"])
+                    raise CheckFailed(f"not defined when this test runs: {names}. Keep the names given in the "
+                                      f"task, and define them in a cell above the test.")
+                if "error" in message:
+                    error = str(message["error"])
+                    raise CheckFailed(f"the check could not finish: {error}{hint_for_error(error)}")
+                passed.append(check.judge(check.inputs(), wire.decode(message["data"])))
+            except CheckFailed as failure:
+                failures.append(str(failure))
+            except Exception as exc:  # noqa: BLE001 -- malformed results never crash the grader
+                failures.append(f"the code returned something that could not be checked ({type(exc).__name__}: "
+                                f"{exc})")
+        hidden = any(call.hidden for call in test.calls)
+        if failures or missing:
+            status = "failed" if failures else "not run"
+            feedback = "\n".join(failures[:1] + missing[:1])
+            results.append(TestResult(test.grade_id, 0.0, test.points, status, feedback, hidden))
+        else:
+            results.append(TestResult(test.grade_id, test.points, test.points, "passed",
+                                      "\n".join("\u2714 " + p for p in passed), hidden))
+    return results
+
+
+def _notes(run: RunResult, limits: Limits) -> list[str]:
+    notes = []
+    blocked = sorted({str(n) for m in run.messages if m.get("type") == "blocked" for n in m.get("names", [])})
+    if blocked:
+        notes.append(f"Blocked while grading: {', '.join(blocked)}. Graded code may not use the course's reference "
+                     f"implementation (bnlab), torch's own batch norm, or torch in a numpy exercise; code that "
+                     f"depends on them fails its tests.")
+    errors = [m for m in run.messages if m.get("type") == "cell_error"]
+    for message in errors[:3]:
+        notes.append(f"{message.get('where')} raised {message.get('error')}")
+    if len(errors) > 3:
+        notes.append(f"... and {len(errors) - 3} more cells raised errors")
+    done = next((m for m in run.messages if m.get("type") == "done"), {})
+    printed = int(done.get("stdout_chars", 0) or 0) + int(done.get("stderr_chars", 0) or 0)
+    if printed > limits.output_chars:
+        notes.append(f"The notebook printed {printed:,} characters while graded; only the first "
+                     f"{limits.output_chars:,} were kept.")
+    if run.timed_out:
+        notes.append(_explain_missing(run, limits).replace("not run: ", "Stopped: "))
+    elif not run.finished:
+        notes.append(_explain_missing(run, limits).replace("not run: ", "Stopped: "))
+    return notes
+
+
+def grade_submission(path: str, masters: dict[str, Master] | None = None, limits: Limits = Limits()) -> SubmissionResult:
+    """Grade one notebook file; ``path`` is reported exactly as given. Never raises for a bad submission."""
+    masters = masters if masters is not None else find_masters()
+    source = Path(path)
+    if not source.is_file():
+        return _error(path, f"no such file: {path}")
+    with tempfile.TemporaryDirectory(prefix="bnlab-grade-") as scratch:
+        copy = Path(scratch) / "submission.ipynb"
+        shutil.copyfile(source, copy)
+        try:
+            nb = nbformat.read(str(copy), as_version=4)
+        except Exception as exc:  # noqa: BLE001 -- any unreadable file is an error row
+            return _error(path, f"not a readable Jupyter notebook ({type(exc).__name__}: {str(exc)[:200]})")
+        exercise, note = identify_exercise(nb, masters)
+        if exercise is None:
+            named = exercise_of(nb)
+            what = f"names exercise {named!r}, which is not one of" if named else "is not a notebook of any of"
+            return _error(path, f"this notebook {what} the known exercises ({', '.join(sorted(masters))})",
+                          named or "")
+        master = masters[exercise]
+        workdir = Path(scratch) / "work"
+        workdir.mkdir()
+        plan, checks = build_plan(master, nb, limits)
+        run = run_plan(plan, str(workdir), limits)
+    tests = _judge(master, checks, run, limits)
+    status = "graded" if run.finished else ("timed out" if run.timed_out else "crashed")
+    notes = ([note] if note else []) + _notes(run, limits)
+    score = float(sum(t.score for t in tests))
+    return SubmissionResult(path, exercise, score, master.max_score, status, tests, notes, round(run.seconds, 3))
+
+
+def grade_many(paths: list[str], masters: dict[str, Master] | None = None, limits: Limits = Limits(),
+               jobs: int = 1) -> list[SubmissionResult]:
+    """Grade every path, ``jobs`` submissions at a time; results in the order of ``paths``."""
+    masters = masters if masters is not None else find_masters()
+    if jobs <= 1 or len(paths) <= 1:
+        return [grade_submission(p, masters, limits) for p in paths]
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return list(pool.map(lambda p: grade_submission(p, masters, limits), paths))

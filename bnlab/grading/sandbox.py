@@ -1,0 +1,190 @@
+"""The grader's side of a sandboxed run: build the plan, run it in a child process, collect what it sends.
+
+Children are forked from a multiprocessing fork server that has numpy and torch imported already, so a
+submission starts in milliseconds instead of the seconds a fresh ``import torch`` takes. Every child gets its
+own scratch directory, process group, memory limit and time limit; the grader reads its messages (JSON only)
+until it reports ``done``, dies, or runs out of time, and then kills its whole process group.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from bnlab.grading import wire
+from bnlab.grading.core import CHECKS, Check
+from bnlab.grading.notebooks import Master, cell_role, grade_id_of, strip_cell_source
+
+__all__ = ["Limits", "RunResult", "build_plan", "run_plan", "make_check"]
+
+_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+_MAX_TOTAL_BYTES = 256 * 1024 * 1024
+_PRELOAD = ["numpy", "torch", "bnlab.grading.child"]
+_THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-submission limits: whole run, each notebook cell, each check, extra memory, output kept."""
+
+    timeout: float = 60.0
+    cell_seconds: float = 20.0
+    check_seconds: float = 20.0
+    memory_mb: int = 1024
+    output_chars: int = 20_000
+    file_bytes: int = 4 * 1024 * 1024
+
+
+@dataclass
+class RunResult:
+    """What came back from one child: its messages, how it ended, and where it was last."""
+
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    timed_out: bool = False
+    exitcode: int | None = None
+    last_where: str = ""
+    seconds: float = 0.0
+
+    @property
+    def finished(self) -> bool:
+        return any(m.get("type") == "done" for m in self.messages)
+
+
+def make_check(name: str, names: tuple[str, ...], options: dict[str, Any]) -> Check:
+    """An instance of the registered check ``name`` with the test cell's options and the learner's names."""
+    check = CHECKS[name](**options)
+    check.names = tuple(names)
+    return check
+
+
+def build_plan(master: Master, submission: Any, limits: Limits) -> tuple[dict[str, Any], dict[tuple[str, int], Check]]:
+    """The child's work list for one submission, and the checks (with their inputs) by (grade_id, index).
+
+    Code comes from the submission's cells, except locked cells (the master's version runs) and test cells
+    (never run: the master's checks run in their place). Test cells the submission lost run at the end;
+    locked cells it lost run first.
+    """
+    tests = {t.grade_id: t for t in master.tests}
+    test_sources = {strip_cell_source(t.source) for t in master.tests}
+    present = {grade_id_of(c) for c in submission.cells}
+    items: list[dict[str, Any]] = [
+        {"kind": "code", "label": f"setup cell {gid}", "source": source}
+        for gid, source in master.locked.items() if gid not in present]
+    checks: dict[tuple[str, int], Check] = {}
+    emitted: set[str] = set()
+
+    def test_item(grade_id: str) -> dict[str, Any]:
+        calls = []
+        for index, call in enumerate(tests[grade_id].calls):
+            check = make_check(call.check, call.names, call.options)
+            checks[(grade_id, index)] = check
+            calls.append({"check": call.check, "names": list(call.names),
+                          "inputs": wire.dumps(check.inputs()).decode()})
+        emitted.add(grade_id)
+        return {"kind": "test", "label": f"test cell {grade_id}", "grade_id": grade_id, "calls": calls}
+
+    for number, cell in enumerate(submission.cells, start=1):
+        if cell.get("cell_type") != "code":
+            continue
+        gid = grade_id_of(cell)
+        if gid in tests:
+            if gid not in emitted:
+                items.append(test_item(gid))
+        elif gid in master.locked and cell_role(cell) != "solution":
+            items.append({"kind": "code", "label": f"cell {number}", "source": master.locked[gid]})
+        elif strip_cell_source(cell.source) not in test_sources:
+            items.append({"kind": "code", "label": f"cell {number}", "source": str(cell.source)})
+    items += [test_item(gid) for gid in tests if gid not in emitted]
+    plan = {"exercise": master.exercise, "items": items, "allow_torch": master.needs_torch,
+            "cell_seconds": limits.cell_seconds, "check_seconds": limits.check_seconds,
+            "memory_mb": limits.memory_mb, "output_chars": limits.output_chars, "file_bytes": limits.file_bytes}
+    return plan, checks
+
+
+_context: Any = None
+
+
+def _forkserver() -> Any:
+    """The fork-server context, started once with numpy, torch and the child module imported."""
+    global _context
+    if _context is None:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(_PRELOAD)
+        saved = {key: os.environ.get(key) for key in _THREAD_ENV}
+        os.environ.update({key: "1" for key in _THREAD_ENV})
+        try:
+            from multiprocessing import forkserver
+
+            forkserver.ensure_running()
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+        _context = ctx
+    return _context
+
+
+def run_plan(plan: dict[str, Any], workdir: str, limits: Limits) -> RunResult:
+    """Run ``plan`` in a fresh child in ``workdir``; never raises for anything the submission does."""
+    from bnlab.grading import child
+
+    ctx = _forkserver()
+    reader, writer = ctx.Pipe(duplex=False)
+    process = ctx.Process(target=child.main, args=(plan, writer, workdir), name="bnlab-grade")
+    result = RunResult()
+    start = time.monotonic()
+    process.start()
+    writer.close()
+    total = 0
+    try:
+        while True:
+            remaining = limits.timeout - (time.monotonic() - start)
+            if remaining <= 0:
+                result.timed_out = True
+                break
+            if not reader.poll(min(remaining, 1.0)):
+                if not process.is_alive() and not reader.poll(0):
+                    break
+                continue
+            try:
+                raw = reader.recv_bytes(_MAX_MESSAGE_BYTES)
+            except (EOFError, OSError):
+                break
+            total += len(raw)
+            if total > _MAX_TOTAL_BYTES:
+                break
+            try:
+                message = json.loads(raw.decode())
+            except (UnicodeDecodeError, ValueError):
+                continue
+            if not isinstance(message, dict):
+                continue
+            result.messages.append(message)
+            if message.get("type") == "at":
+                result.last_where = str(message.get("where", ""))
+            if message.get("type") == "done":
+                break
+    finally:
+        _kill_group(process.pid)
+        process.join(5)
+        reader.close()
+    result.exitcode = process.exitcode
+    result.seconds = time.monotonic() - start
+    return result
+
+
+def _kill_group(pid: int | None) -> None:
+    if pid is None:
+        return
+    for kill in (os.killpg, os.kill):
+        try:
+            kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
