@@ -38,6 +38,20 @@ def channel_sum(a: np.ndarray, dtype: np.dtype | type | None = None) -> np.ndarr
     return np.einsum(f"{subscripts}->c", view, dtype=dtype)
 
 
+def channel_mean(a: np.ndarray) -> np.ndarray:
+    """Per-channel mean of ``a`` over every axis but 1, shape (C,), float64, accurate for long float32 sums.
+
+    (N, C): einsum with a float64 accumulator. (N, C, *spatial): float32 pairwise sums along each contiguous
+    row of positions (numpy's reduction along the last axis is pairwise), then float64 across the rows --
+    as accurate, and faster than casting every element to float64.
+    """
+    if a.ndim == 2:
+        total = np.einsum("nc->c", a, dtype=np.float64)
+    else:
+        total = a.reshape(a.shape[0], a.shape[1], -1).sum(axis=2).sum(axis=0, dtype=np.float64)
+    return total / values_per_channel(a.shape)
+
+
 def channel_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Per-channel sum of ``a * b`` over every axis but 1, shape (C,), without forming ``a * b``."""
     view_a, subscripts = _channel_view(a)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bnlab._channels import as_channel, channel_dot, channel_sum, row_blocks, values_per_channel
+from bnlab._channels import as_channel, channel_dot, channel_mean, channel_sum, row_blocks, values_per_channel
 from bnlab._validation import (
     check_batch_input,
     check_channel_vector,
@@ -53,18 +53,24 @@ class BatchNormCache:
     """Everything the backward passes need from a training-mode forward.
 
     Per-channel quantities are stored in broadcast shape (1, C, 1, ...), so they combine with the batch
-    directly; ``batch_mean`` and ``batch_var`` give them back as (C,) vectors.
+    directly; ``batch_mean`` and ``batch_var`` give them back as (C,) vectors. The centred input ``xc`` is not
+    stored (the forward normalizes in its buffer): the property recomputes ``x - mu``, bit for bit the value
+    the forward used.
     """
 
     x: np.ndarray  # input, (N, C, *spatial)
     mu: np.ndarray  # batch mean, (1, C, 1, ...)
-    xc: np.ndarray  # centred input x - mu, like x
     var: np.ndarray  # biased batch variance mean(xc**2), (1, C, 1, ...)
     std: np.ndarray  # sqrt(var + eps), (1, C, 1, ...)
     inv: np.ndarray  # 1 / std, (1, C, 1, ...)
     xhat: np.ndarray  # normalized input xc * inv, like x
     gamma: np.ndarray  # scale, (1, C, 1, ...)
     eps: float
+
+    @property
+    def xc(self) -> np.ndarray:
+        """Centred input x - mu, like x (recomputed)."""
+        return self.x - self.mu
 
     @property
     def batch_mean(self) -> np.ndarray:
@@ -121,8 +127,8 @@ def batchnorm_forward(
     check_more_than_one_value_per_channel(x.shape)
     m = values_per_channel(x.shape)
 
-    # Step 1: batch mean per channel (float64 accumulator: a long float32 sum drifts).
-    mu = as_channel((channel_sum(x, dtype=np.float64) / m).astype(x.dtype), x.ndim)
+    # Step 1: batch mean per channel (accumulated in float64: a long float32 sum drifts).
+    mu = as_channel(channel_mean(x).astype(x.dtype), x.ndim)
     # Step 2: centre the batch.
     xc = x - mu
     # Step 3: biased variance -- divide by m, not m - 1, as in the paper's Algorithm 1.
@@ -131,17 +137,18 @@ def batchnorm_forward(
     std = np.sqrt(var + x.dtype.type(eps))
     # Step 5: its reciprocal, so that step 6 multiplies instead of divides.
     inv = 1.0 / std
-    # Steps 6 and 7, block by block: normalize, then scale and shift. gamma and beta can undo steps 1-6
+    # Steps 6 and 7, block by block so each block is still in cache for step 7 (see row_blocks). Step 6
+    # normalizes in xc's own buffer, which from then on holds xhat. gamma and beta can undo steps 1-6
     # (gamma = std, beta = mu gives back x).
-    xhat = np.empty_like(x)
+    xhat = xc
     out = np.empty_like(x)
     gamma_c, beta_c = as_channel(gamma, x.ndim), as_channel(beta, x.ndim)
     for rows in row_blocks(x):
-        np.multiply(xc[rows], inv, out=xhat[rows])  # Step 6: xhat = xc * inv
+        np.multiply(xhat[rows], inv, out=xhat[rows])  # Step 6: xhat = xc * inv
         np.multiply(xhat[rows], gamma_c, out=out[rows])  # Step 7: out = gamma * xhat + beta
         out[rows] += beta_c
 
-    cache = BatchNormCache(x=x, mu=mu, xc=xc, var=var, std=std, inv=inv, xhat=xhat,
+    cache = BatchNormCache(x=x, mu=mu, var=var, std=std, inv=inv, xhat=xhat,
                            gamma=gamma_c, eps=eps)
     return out, cache
 
