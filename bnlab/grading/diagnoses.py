@@ -101,8 +101,11 @@ EXPLANATIONS: dict[str, str] = {
 
 
 def explain(label: str) -> str:
-    """The message for a mistake label: ``"Likely mistake -- <explanation>"``."""
-    return f"Likely mistake -- {EXPLANATIONS[label]}"
+    """The message for a mistake label: ``"Likely mistake -- <explanation>"``.
+
+    A label may carry a ``#variant`` suffix (two ways of making the same mistake); it is ignored here.
+    """
+    return f"Likely mistake -- {EXPLANATIONS[label.split('#')[0]]}"
 
 
 def _affine(xhat: np.ndarray, gamma: np.ndarray, beta: np.ndarray) -> np.ndarray:
@@ -138,10 +141,11 @@ def forward_candidates(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: 
             flat = x.reshape(-1, num_channels)
             out["reshape_without_moving_channels"] = (
                 _normalized(flat, (0,), eps) * gamma + beta).reshape(x.shape)
-            if x.shape[-1] == num_channels:
+            if x.shape[-1] == num_channels:  # a (C,) statistic then broadcasts silently over the last axis
                 mu = x.mean(axis=axes)
+                out["missing_keepdims"] = gamma * (x - mu) / np.sqrt(x.var(axis=axes) + eps) + beta
                 var = ((x - mu) ** 2).mean(axis=axes)
-                out["missing_keepdims"] = gamma * (x - mu) / np.sqrt(var + eps) + beta
+                out["missing_keepdims#centred"] = gamma * (x - mu) / np.sqrt(var + eps) + beta
     return out
 
 

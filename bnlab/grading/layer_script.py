@@ -190,11 +190,36 @@ def compare_scripts(steps: Sequence[Step], student: Sequence[dict[str, Any]], re
             problem = array_problem(field, mine_fields[field], expected, tol)
             if problem is None:
                 continue
-            candidates = {label: as_array(_fields(records[i], kind)[field]) for label, records in models.items()
-                          if "error" not in records[i]}
-            label = closest_mistake(mine_fields[field], candidates, tol)
+            label = _best_model(i, field, steps, student, models, tol)
             hint = f"\n{explain(label)}" if label else ""
             raise CheckFailed(f"after {names[i]}: {problem}.{hint}")
+
+
+def _agrees(step: Step, mine: dict[str, Any], model: dict[str, Any], tol: float) -> bool:
+    """Whether a learner's record and a model's record of one step agree in every compared field."""
+    if step[0] in ("new", "train", "eval", "names"):
+        return True
+    if "error" in mine or "error" in model:
+        return "error" in mine and "error" in model
+    mine_fields, model_fields = _fields(mine, step[0]), _fields(model, step[0])
+    return all(array_problem(k, mine_fields[k], as_array(v), tol) is None
+               for k, v in model_fields.items() if as_array(v) is not None)
+
+
+def _best_model(index: int, field: str, steps: Sequence[Step], student: Sequence[dict[str, Any]],
+                models: dict[str, Sequence[dict[str, Any]]], tol: float) -> str | None:
+    """The mistake model reproducing the learner's ``field`` at step ``index``; ties go to the model that also
+    agrees with the learner on the most later steps (``eval_ignored`` vs ``batch_statistics_in_eval``)."""
+    kind = steps[index][0]
+    mine = _fields(student[index], kind)[field]
+    matching = [label for label, records in models.items() if "error" not in records[index]
+                and closest_mistake(mine, {label: as_array(_fields(records[index], kind)[field])}, tol)]
+    if len(matching) <= 1:
+        return matching[0] if matching else None
+    def support(label: str) -> int:
+        return sum(_agrees(step, a, b, tol) for step, a, b in
+                   zip(steps[index + 1:], student[index + 1:], models[label][index + 1:]))
+    return max(matching, key=support)
 
 
 def model_records(steps: Sequence[Step], mistakes: Sequence[str] = LAYER_MISTAKES) -> dict[str, list[dict[str, Any]]]:

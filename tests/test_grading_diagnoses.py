@@ -1,0 +1,265 @@
+"""Every diagnosis the grader makes, each triggered by a deliberately wrong learner implementation.
+
+These run the checks in-process (as a learner's notebook does); the sandboxed grader runs the same judges on the
+same raw results, which tests/test_grading_sandbox.py checks end to end.
+"""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bnlab import functional, layers
+from bnlab.grading import checks
+from bnlab.grading.answer_checks import tiny_reference
+from bnlab.grading.core import CheckFailed
+from bnlab.grading.diagnoses import EXPLANATIONS, LAYER_MISTAKES, LayerModel
+from bnlab.grading.layer_script import play_model, play_numpy
+
+sys.path.insert(0, str(Path(__file__).parent / "grading_fixtures"))
+import wrong  # noqa: E402
+
+
+def failure(check, *objects) -> str:
+    with pytest.raises(AssertionError) as info:
+        check(*objects)
+    assert isinstance(info.value, CheckFailed)
+    return str(info.value)
+
+
+def test_correct_learner_code_passes_every_check(capsys):
+    forward = wrong.load(wrong.FORWARD, "batchnorm_forward")
+    backward = wrong.load(wrong.BACKWARD, "batchnorm_backward")
+    checks.forward(forward)
+    checks.forward_conv(forward)
+    checks.forward_options(forward)
+    checks.inference(wrong.load(wrong.INFERENCE, "batchnorm_inference"))
+    checks.inference_conv(wrong.load(wrong.INFERENCE, "batchnorm_inference"))
+    checks.backward(forward, backward)
+    checks.backward_conv(forward, backward)
+    layer = wrong.load(wrong.LAYER, "BatchNorm")
+    checks.layer_train(layer)
+    checks.layer_eval(layer)
+    checks.layer_conv(layer)
+    printed = capsys.readouterr()
+    assert printed.out.count("\u2714") == 10 and printed.err == ""
+
+
+@pytest.mark.parametrize("label", sorted(wrong.WRONG_FORWARD))
+def test_forward_mistakes_are_named(label):
+    message = failure(checks.forward, wrong.load(wrong.WRONG_FORWARD[label], "batchnorm_forward"))
+    assert EXPLANATIONS[label] in message
+
+
+def test_eps_misplacement_shows_on_the_nearly_constant_feature():
+    message = failure(checks.forward, wrong.load(wrong.WRONG_FORWARD["eps_outside_sqrt"], "batchnorm_forward"))
+    assert "nearly constant feature" in message and "+-0.03" in message
+
+
+def test_unbiased_variance_shows_at_small_batch():
+    message = failure(checks.forward, wrong.load(wrong.WRONG_FORWARD["unbiased_variance"], "batchnorm_forward"))
+    assert "(4, 3) batch" in message  # caught on the first, N = 4, batch
+
+
+@pytest.mark.parametrize("label", sorted(wrong.WRONG_FORWARD_CONV))
+def test_conv_forward_mistakes_are_named(label):
+    forward = wrong.load(wrong.WRONG_FORWARD_CONV[label], "batchnorm_forward")
+    message = failure(checks.forward_conv, forward)
+    assert EXPLANATIONS[label] in message
+
+
+def test_forward_that_edits_its_input_in_place():
+    message = failure(checks.forward, wrong.load(wrong.FORWARD_IN_PLACE, "batchnorm_forward"))
+    assert "in place" in message and "x" in message
+
+
+def test_forward_that_returns_no_cache():
+    message = failure(checks.forward, wrong.load(wrong.FORWARD_NOT_A_PAIR, "batchnorm_forward"))
+    assert "must return a pair (out, cache)" in message
+
+
+def test_forward_that_changes_the_dtype():
+    forward = wrong.load(wrong.FORWARD_DROPS_DTYPE, "batchnorm_forward")
+    checks.forward(forward)
+    assert "dtype float64" in failure(checks.forward_options, forward)
+
+
+def test_forward_that_ignores_eps():
+    forward = wrong.load(wrong.FORWARD.replace("np.sqrt(var + eps)", "np.sqrt(var + 1e-5)"), "batchnorm_forward")
+    checks.forward(forward)
+    assert "eps argument is ignored" in failure(checks.forward_options, forward)
+
+
+def test_placeholder_is_reported_as_unfinished():
+    def batchnorm_forward(x, gamma, beta, eps=1e-5):
+        raise NotImplementedError()
+    assert "still the exercise's placeholder" in failure(checks.forward, batchnorm_forward)
+
+
+@pytest.mark.parametrize("label", sorted(wrong.WRONG_INFERENCE))
+def test_inference_mistakes_are_named(label):
+    message = failure(checks.inference, wrong.load(wrong.WRONG_INFERENCE[label], "batchnorm_inference"))
+    assert EXPLANATIONS[label] in message
+
+
+def test_inference_in_place():
+    assert "in place" in failure(checks.inference, wrong.load(wrong.INFERENCE_IN_PLACE, "batchnorm_inference"))
+
+
+@pytest.mark.parametrize("label", sorted(wrong.WRONG_BACKWARD))
+def test_backward_mistakes_are_named(label):
+    forward = wrong.load(wrong.FORWARD, "batchnorm_forward")
+    message = failure(checks.backward, forward, wrong.load(wrong.WRONG_BACKWARD[label], "batchnorm_backward"))
+    assert EXPLANATIONS[label] in message
+
+
+def test_a_backward_returning_zeros_would_pass_an_all_ones_check_but_not_ours():
+    forward = wrong.load(wrong.FORWARD, "batchnorm_forward")
+    zeros = wrong.load(wrong.WRONG_BACKWARD["zeros"], "batchnorm_backward")
+    x = np.random.default_rng(0).standard_normal((5, 3))
+    out, cache = forward(x, np.ones(3), np.zeros(3))
+    true_dx, _, _ = functional.batchnorm_backward(np.ones_like(x), functional.batchnorm_forward(x, np.ones(3), np.zeros(3))[1])
+    assert np.allclose(zeros(np.ones_like(x), cache)[0], true_dx, atol=1e-10)  # the weak check is fooled
+    assert "all-ones upstream gradient" in failure(checks.backward, forward, zeros)
+
+
+@pytest.mark.parametrize("source, expected", [
+    (wrong.BACKWARD_DGAMMA_NOT_SUMMED, "it is not summed"),
+    (wrong.BACKWARD_DGAMMA_KEEPDIMS, "drop the kept axes"),
+    (wrong.BACKWARD_CACHE_IN_PLACE, "modifies the cache in place"),
+    (wrong.BACKWARD_DOUT_IN_PLACE, "changed dout in place"),
+], ids=["dgamma-not-summed", "dgamma-keepdims", "cache-in-place", "dout-in-place"])
+def test_backward_shape_and_in_place_mistakes(source, expected):
+    forward = wrong.load(wrong.FORWARD, "batchnorm_forward")
+    assert expected in failure(checks.backward, forward, wrong.load(source, "batchnorm_backward"))
+
+
+def test_a_consistent_pair_on_the_wrong_convention_passes_a_gradient_check_but_not_reference_values():
+    from bnlab.gradcheck import check_forward_backward
+
+    forward = wrong.load(wrong.UNBIASED_PAIR[0], "batchnorm_forward")
+    backward = wrong.load(wrong.UNBIASED_PAIR[1], "batchnorm_backward")
+    assert check_forward_backward(forward, backward).passed
+    message = failure(checks.backward, forward, backward)
+    assert "agrees with finite differences of your own" in message and "only reference values" in message
+
+
+def test_backward_reports_its_missing_forward():
+    def batchnorm_forward(x, gamma, beta, eps=1e-5):
+        raise NotImplementedError()
+    message = failure(checks.backward, batchnorm_forward, wrong.load(wrong.BACKWARD, "batchnorm_backward"))
+    assert "cannot check batchnorm_backward" in message
+
+
+@pytest.mark.parametrize("label", sorted(wrong.WRONG_LAYER))
+def test_layer_mistakes_are_named(label):
+    layer = wrong.load(wrong.WRONG_LAYER[label], "BatchNorm")
+    messages = []
+    for check in (checks.layer_train, checks.layer_eval):
+        try:
+            check(layer)
+        except CheckFailed as exc:
+            messages.append(str(exc))
+    assert messages, "the mistake went unnoticed"
+    assert EXPLANATIONS[label] in messages[0] or EXPLANATIONS[label] in messages[-1]
+
+
+def test_layer_conv_mistake_m_is_n_h_w():
+    layer = wrong.load(wrong.WRONG_LAYER_CONV["running_var_batch_size_only"], "BatchNorm")
+    checks.layer_train(layer)
+    checks.layer_eval(layer)
+    assert EXPLANATIONS["running_var_batch_size_only"] in failure(checks.layer_conv, layer)
+
+
+def test_eval_mode_output_must_not_depend_on_the_rest_of_the_batch():
+    layer = wrong.load(wrong.WRONG_LAYER["batch_statistics_in_eval"], "BatchNorm")
+    assert EXPLANATIONS["batch_statistics_in_eval"] in failure(checks.layer_eval, layer)
+
+
+@pytest.mark.parametrize("label", sorted(wrong.WRONG_TORCH_FUNCTION))
+def test_torch_function_mistakes_are_named(label):
+    function = wrong.load(wrong.WRONG_TORCH_FUNCTION[label], "BatchNormFunction")
+    assert EXPLANATIONS[label] in failure(checks.torch_function, function)
+
+
+def test_torch_module_mode_tied_to_grad_flag():
+    module = wrong.load(wrong.WRONG_TORCH_MODULE["mode_from_grad"], "BatchNorm2d")
+    assert EXPLANATIONS["mode_from_grad"] in failure(checks.torch_module, module)
+
+
+def test_torch_module_weight_must_be_a_parameter():
+    module = wrong.load(wrong.TORCH_MODULE_NOT_A_PARAMETER, "BatchNorm2d")
+    assert "not a registered parameter" in failure(checks.torch_module, module)
+
+
+def test_correct_torch_code_passes(capsys):
+    function = wrong.load(wrong.TORCH_FUNCTION, "BatchNormFunction")
+    checks.torch_function(function)
+    checks.torch_function_conv(function)
+    module = wrong.load(wrong.TORCH_MODULE, "BatchNorm2d")
+    checks.torch_module(module)
+    checks.torch_module_conv(module)
+    assert capsys.readouterr().out.count("\u2714") == 4
+
+
+@pytest.mark.parametrize("entry, expected", [
+    (lambda r: (r["dvar"] / 3 * np.array([1, -1]) * np.array([1, -1]), r["dmu"]), None),
+    (lambda r: (-r["dvar"], r["dmu"]), "sign is flipped"),
+    (lambda r: (tiny_reference(use_gamma=False)["dvar"], r["dmu"]), "gamma is missing"),
+    (lambda r: (r["dvar"], r["dmu"] / 3), "averaged instead of summing"),
+    (lambda r: (r["dvar"].round(4), r["dmu"].round(4)), "pass"),
+], ids=["wrong-scale", "sign", "gamma", "mean", "rounded-ok"])
+def test_checkpoint_answers(entry, expected):
+    dvar, dmu = entry(tiny_reference())
+    if expected == "pass":
+        checks.checkpoint(list(dvar), list(dmu))
+        return
+    message = failure(checks.checkpoint, dvar, dmu)
+    assert expected is None or expected in message
+
+
+def test_jacobian_with_constant_statistics_is_named():
+    ref = tiny_reference()["jacobian"]
+    diagonal = np.diag(np.diag(ref)) * 0 + np.eye(3) * 3.0 / np.sqrt(np.var([1.0, 3.0, 8.0]) + 1e-5)
+    assert "treated as constants" in failure(checks.jacobian, diagonal)
+    assert "rows and columns" not in failure(checks.jacobian, ref * 2)
+
+
+def test_choice_checks_form_visibly_and_correctness_hidden():
+    checks.choice("b")
+    assert "one of the letters" in failure(checks.choice, "e")
+    assert "one of the letters" in failure(checks.choice, None)
+    assert "not the right answer" in failure(lambda answer: checks.choice(answer, correct="b"), "a")
+
+
+@pytest.mark.parametrize("mistake", [None])
+def test_mistake_models_without_a_mistake_equal_the_references(mistake):
+    """The diagnosis models are only trustworthy if the mistake-free model is the reference itself."""
+    steps = checks.layer_checks.LayerEvalCheck().steps()
+    model = play_model(LayerModel(3, mistake=mistake), steps)
+    reference = play_numpy(layers.BatchNorm, steps)
+    for mine, ref in zip(model, reference):
+        if isinstance(ref.get("value"), np.ndarray):
+            assert np.allclose(mine["value"], ref["value"], atol=1e-12)
+
+
+def test_every_layer_mistake_model_differs_from_the_reference():
+    steps = checks.layer_checks.LayerTrainCheck().steps()[:8] + [("eval",), ("forward", np.eye(3) * 2.0), ("state",)]
+    reference = play_model(LayerModel(3), steps)
+    for mistake in LAYER_MISTAKES:
+        if mistake in ("mode_from_grad", "eps_ignored", "momentum_ignored", "running_var_batch_size_only"):
+            continue  # need no_grad forwards, custom arguments or (N, C, H, W) input to show
+        records = play_model(LayerModel(3, mistake=mistake), steps)
+        assert any("value" in a and "value" in b and not _equal(a["value"], b["value"])
+                   for a, b in zip(records, reference)), mistake
+
+
+def _equal(a, b) -> bool:
+    if isinstance(a, dict):
+        return all(np.allclose(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return all(np.allclose(x, y) for x, y in zip(a, b))
+    if isinstance(a, np.ndarray):
+        return a.shape == np.shape(b) and np.allclose(a, b)
+    return a == b
