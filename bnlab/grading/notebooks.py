@@ -157,8 +157,11 @@ def parse_test_calls(source: str, where: str = "test cell") -> tuple[TestCall, .
     return tuple(calls)
 
 
-def validate_nbgrader_metadata(nb: Any) -> list[str]:
-    """Problems with a notebook's nbgrader (schema 3) cell metadata and bnlab markers; empty when valid."""
+def validate_nbgrader_metadata(nb: Any, master: bool = True) -> list[str]:
+    """Problems with a notebook's nbgrader (schema 3) cell metadata; empty when valid.
+
+    For a master (``master=True``) every code solution cell must also hold a solution region.
+    """
     problems: list[str] = []
     seen: set[str] = set()
     for index, cell in enumerate(nb.cells):
@@ -196,7 +199,7 @@ def validate_nbgrader_metadata(nb: Any) -> list[str]:
         if meta.get("task") and cell.cell_type != "markdown":
             problems.append(f"{where}: task cells must be markdown")
         role = cell_role(cell)
-        if role == "solution" and cell.cell_type == "code":
+        if master and role == "solution" and cell.cell_type == "code":
             if (BEGIN_SOLUTION in cell.source) != (END_SOLUTION in cell.source) or BEGIN_SOLUTION not in cell.source:
                 problems.append(f"{where}: solution cell without a {BEGIN_SOLUTION} ... {END_SOLUTION} region")
         if role == "tests" and cell.source.count(BEGIN_HIDDEN) != cell.source.count(END_HIDDEN):

@@ -53,7 +53,7 @@ import numpy as np
 def batchnorm_forward(x, gamma, beta, eps=1e-5):
     """Training-mode batch norm. x: (N, C, ...); gamma, beta: (C,). Returns (out, cache)."""
     ### BEGIN SOLUTION
-    axes = (0,) + tuple(range(2, x.ndim))
+    axes = tuple(a for a in range(x.ndim) if a != 1)
     per_channel = (1, -1) + (1,) * (x.ndim - 2)
     mu = x.mean(axis=axes, keepdims=True)
     centred = x - mu

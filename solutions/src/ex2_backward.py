@@ -28,7 +28,7 @@ import numpy as np
 def batchnorm_forward(x, gamma, beta, eps=1e-5):
     """Training-mode batch norm (your exercise 1). Returns (out, cache)."""
     ### BEGIN SOLUTION
-    axes = (0,) + tuple(range(2, x.ndim))
+    axes = tuple(a for a in range(x.ndim) if a != 1)
     per_channel = (1, -1) + (1,) * (x.ndim - 2)
     m = x.size // x.shape[1]
     mu = x.mean(axis=axes, keepdims=True)
@@ -57,7 +57,7 @@ checks.forward(batchnorm_forward)
 # \delta = \begin{pmatrix} 1 & 2\\ -1 & 0\\ 2 & -1 \end{pmatrix}.
 # $$
 #
-# With $x_c = x - \mu$, $s = \sqrt{\sigma^2 + \epsilon}$ and $\partial L/\partial \hat x = \gamma\,\delta$, per feature:
+# **Recap.** With $x_c = x - \mu$, $s = \sqrt{\sigma^2 + \epsilon}$ and $\partial L/\partial \hat x = \gamma\,\delta$, per feature:
 #
 # $$
 # \frac{\partial L}{\partial \sigma^2} = \sum_i \frac{\partial L}{\partial \hat x_i}\, x_{c,i}
@@ -134,6 +134,10 @@ checks.jacobian(J)
 # **Task.** `batchnorm_backward(dout, cache) -> (dx, dgamma, dbeta)`, reading only the `cache` of your own
 # forward. Do not modify `dout` or anything in the cache in place. Hidden tests add $(N, C, H, W)$,
 # $(N, C, L)$ and a batch of two.
+#
+# **Hints.** Keep the reduction axes and $m$ in your cache (or recompute them from the shape). A per-channel
+# gradient such as $d\mu$ is one number per channel: sum with `keepdims=True` so it broadcasts back. Augmented
+# assignment on an array from the cache (`xhat *= ...`) changes the cache: write `dxc = dxhat * inv` instead.
 
 # %% solution id=ex2_backward
 def batchnorm_backward(dout, cache):
