@@ -146,6 +146,7 @@ def main(plan: dict[str, Any], conn: Any, workdir: str) -> None:
 
     namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
     reported = 0
+    timed_out: set[str] = set()  # learner objects that hit a check's time limit: their later checks are skipped
     for item in plan["items"]:
         send({"type": "at", "where": item["label"]})
         if item["kind"] == "code":
@@ -163,8 +164,12 @@ def main(plan: dict[str, Any], conn: Any, workdir: str) -> None:
             for index, test_call in enumerate(item["calls"]):
                 message: dict[str, Any] = {"type": "probe", "grade_id": item["grade_id"], "index": index}
                 missing = [name for name in test_call["names"] if name not in namespace]
+                slow = [name for name in test_call["names"] if name in timed_out]
                 if missing:
                     message["missing"] = missing
+                elif slow:
+                    message["error"] = (f"TimeLimit: not run, because {', '.join(slow)} already ran past its time "
+                                        f"limit in an earlier test")
                 else:
                     try:
                         _alarm(plan["check_seconds"])
@@ -175,6 +180,8 @@ def main(plan: dict[str, Any], conn: Any, workdir: str) -> None:
                     except BaseException as exc:  # noqa: BLE001
                         _alarm(0)
                         message["error"] = describe_exception(exc)
+                        if isinstance(exc, TimeLimit):
+                            timed_out.update(test_call["names"])
                 send(message)
         if len(attempts) > reported:
             send({"type": "blocked", "where": item["label"], "names": attempts[reported:]})

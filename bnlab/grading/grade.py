@@ -63,10 +63,13 @@ def _error(submission: str, message: str, exercise: str = "") -> SubmissionResul
 
 
 def identify_exercise(nb: Any, masters: dict[str, Master]) -> tuple[str | None, str | None]:
-    """(exercise id, note) from ``metadata.bnlab.exercise``; failing that, from the cells' nbgrader grade ids."""
+    """(exercise id, note) from ``metadata.bnlab.exercise``; without it, from the cells' nbgrader grade ids.
+
+    A notebook that names an exercise no master has is not guessed at: (None, None).
+    """
     exercise = exercise_of(nb)
-    if exercise in masters:
-        return exercise, None
+    if exercise is not None:
+        return (exercise, None) if exercise in masters else (None, None)
     ids = {grade_id_of(c) for c in nb.get("cells", [])} - {None}
     matches = [name for name, master in masters.items()
                if ids & ({t.grade_id for t in master.tests} | set(master.solution_ids))]

@@ -1,0 +1,214 @@
+"""bnlab grade end to end: sandboxed children, every adversarial case, one grading run per exercise group.
+
+All ex1 submissions are graded in one ``grade_many`` call with two jobs (as a class would be), and each test
+below reads its row; likewise for ex4. Limits are small so that the time-outs cost seconds, not minutes.
+"""
+
+import hashlib
+import sys
+from pathlib import Path
+
+import pytest
+
+from bnlab.grading.grade import grade_many
+from bnlab.grading.notebooks import find_masters
+from bnlab.grading.sandbox import Limits
+
+sys.path.insert(0, str(Path(__file__).parent / "grading_fixtures"))
+import wrong  # noqa: E402
+from submissions import solved, write  # noqa: E402
+
+LIMITS = Limits(timeout=8.0, cell_seconds=2.0, check_seconds=3.0, memory_mb=512)
+BAD_FORWARD = wrong.WRONG_FORWARD["unbiased_variance"]
+FORWARD_TESTS = {"ex1_forward_tests": 3.0, "ex1_forward_hidden": 2.0}
+
+EX1 = {
+    "correct": dict(),
+    "renamed": dict(),
+    "partial": dict(replace={"ex1_inference": wrong.WRONG_INFERENCE["batch_statistics_in_eval"]}),
+    "no_metadata": dict(metadata_exercise=None),
+    "unknown_exercise": dict(metadata_exercise="ex9_unknown"),
+    "loop_in_function": dict(replace={"ex1_forward": "def batchnorm_forward(x, gamma, beta, eps=1e-5):\n"
+                                                     "    while True:\n        pass\n"}),
+    "loop_swallowing_everything": dict(append=["while True:\n    try:\n        while True:\n            pass\n"
+                                               "    except BaseException:\n        pass\n"]),
+    "memory_top_level": dict(append=["import numpy as np\nhog = np.ones((1 << 40,))"]),
+    "memory_in_function": dict(replace={"ex1_forward": "def batchnorm_forward(x, gamma, beta, eps=1e-5):\n"
+                                                       "    hog = [bytearray(1 << 24) for _ in range(10**6)]\n"}),
+    "os_exit": dict(append=["import os\nos._exit(3)"]),
+    "sys_exit": dict(append=["import sys\nsys.exit('bye')"]),
+    "raises": dict(append=["raise RuntimeError('oops')"]),
+    "prints_megabytes": dict(append=["import os\nprint('x' * 5_000_000)\nos.write(1, b'y' * 5_000_000)\n"
+                                     "import sys\nsys.stderr.write('z' * 1_000_000)"]),
+    "patches_comparisons": dict(replace={"ex1_forward": BAD_FORWARD + "\nimport numpy.testing\n"
+                                         "np.allclose = lambda *a, **k: True\n"
+                                         "np.array_equal = lambda *a, **k: True\n"
+                                         "np.testing.assert_allclose = lambda *a, **k: None\n"
+                                         "np.abs = lambda a: a * 0\n"}),
+    "redefines_test_cells": dict(replace={"ex1_forward": BAD_FORWARD},
+                                 edit_tests={"ex1_forward_tests": "print('all tests passed')",
+                                             "ex1_forward_hidden": "pass"}),
+    "deletes_test_cells": dict(replace={"ex1_forward": BAD_FORWARD},
+                               edit_tests={"ex1_forward_tests": None, "ex1_forward_hidden": None}),
+    "imports_the_answers": dict(replace={"ex1_forward": "from bnlab.functional import batchnorm_forward"}),
+    "imports_answers_sneakily": dict(replace={"ex1_forward": "import importlib\n"
+                                              "batchnorm_forward = importlib.import_module('bnlab.functional')"
+                                              ".batchnorm_forward"}),
+    "calls_torch_batch_norm": dict(replace={"ex1_forward": "import torch\n"
+                                            "def batchnorm_forward(x, gamma, beta, eps=1e-5):\n"
+                                            "    t = torch.nn.functional.batch_norm(torch.from_numpy(x), None, None,"
+                                            " torch.from_numpy(gamma), torch.from_numpy(beta), True, 0.1, eps)\n"
+                                            "    return t.numpy(), None\n"}),
+}
+
+
+@pytest.fixture(scope="module")
+def ex1(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("ex1")
+    paths = {}
+    for name, spec in EX1.items():
+        filename = {"renamed": "ex1 (1).ipynb"}.get(name, f"alice_{name}.ipynb")
+        paths[name] = write(solved("ex1_forward", **spec), directory, filename)
+    (directory / "corrupt.ipynb").write_text('{"cells": [ this is not json')
+    paths["corrupt"] = str(directory / "corrupt.ipynb")
+    paths["twice"] = paths["partial"]
+    before = {p: hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths.values()}
+    results = grade_many(list(paths.values()), find_masters(), LIMITS, jobs=2)
+    after = {p: hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths.values()}
+    return dict(zip(paths, results)), before, after, paths
+
+
+def score(result, *names):
+    tests = {t.name: t for t in result.tests}
+    return sum(tests[n].score for n in names)
+
+
+def feedback(result, name):
+    return next(t.feedback for t in result.tests if t.name == name)
+
+
+def test_a_correct_submission_gets_full_marks(ex1):
+    result = ex1[0]["correct"]
+    assert (result.score, result.max_score, result.status) == (10.0, 10.0, "graded")
+    assert all(t.status == "passed" for t in result.tests) and result.notes == []
+
+
+def test_the_submission_column_is_the_path_as_given_and_results_keep_their_order(ex1):
+    results, _, _, paths = ex1
+    assert [r.submission for r in results.values()] == list(paths.values())
+
+
+def test_a_renamed_notebook_grades_the_same(ex1):
+    renamed = ex1[0]["renamed"]
+    assert renamed.submission.endswith("ex1 (1).ipynb") and renamed.exercise == "ex1_forward"
+    assert renamed.score == 10.0
+
+
+def test_partial_credit_per_test_cell(ex1):
+    result = ex1[0]["partial"]
+    assert result.score == 7.0
+    assert "batch statistics in inference" in feedback(result, "ex1_inference_tests")
+
+
+def test_same_submission_same_score_and_feedback(ex1):
+    first, again = ex1[0]["partial"], ex1[0]["twice"]
+    assert [(t.name, t.score, t.feedback) for t in first.tests] == [(t.name, t.score, t.feedback) for t in again.tests]
+
+
+def test_submitted_files_are_never_modified(ex1):
+    _, before, after, _ = ex1
+    assert before == after
+
+
+def test_notebook_without_exercise_metadata_is_recognised_from_its_cells(ex1):
+    result = ex1[0]["no_metadata"]
+    assert result.score == 10.0 and "recognised ex1_forward from its cells" in result.notes[0]
+
+
+def test_unknown_exercise_and_corrupt_file_are_error_rows(ex1):
+    unknown, corrupt = ex1[0]["unknown_exercise"], ex1[0]["corrupt"]
+    assert (unknown.status, unknown.score) == ("error", 0.0) and "ex9_unknown" in unknown.notes[0]
+    assert "not one of the known exercises" in unknown.notes[0]
+    assert (corrupt.status, corrupt.score) == ("error", 0.0) and "not a readable Jupyter notebook" in corrupt.notes[0]
+
+
+def test_a_function_that_loops_forever_fails_its_tests_only(ex1):
+    result = ex1[0]["loop_in_function"]
+    assert score(result, *FORWARD_TESTS) == 0 and result.score == 5.0
+    assert "time limit" in feedback(result, "ex1_forward_tests")
+
+
+def test_a_loop_that_swallows_the_time_limit_is_stopped_and_keeps_earlier_marks(ex1):
+    result = ex1[0]["loop_swallowing_everything"]
+    assert result.status == "timed out" and result.score == 10.0  # every test ran before the last cell
+    assert any("time limit" in note for note in result.notes)
+
+
+def test_memory_exhaustion(ex1):
+    top, inside = ex1[0]["memory_top_level"], ex1[0]["memory_in_function"]
+    assert top.score == 10.0 and any("MemoryError" in note for note in top.notes)
+    assert score(inside, *FORWARD_TESTS) == 0 and inside.score == 5.0
+    assert "MemoryError" in feedback(inside, "ex1_forward_tests")
+
+
+def test_os_exit_keeps_marks_earned_before_it(ex1):
+    result = ex1[0]["os_exit"]
+    assert result.status == "crashed" and result.score == 10.0
+    assert any("exited with code 3" in note for note in result.notes)
+
+
+def test_sys_exit_and_exceptions_in_cells_are_noted_and_grading_goes_on(ex1):
+    for name, text in (("sys_exit", "SystemExit"), ("raises", "RuntimeError: oops")):
+        result = ex1[0][name]
+        assert result.score == 10.0 and result.status == "graded"
+        assert any(text in note for note in result.notes)
+
+
+def test_printing_megabytes(ex1):
+    result = ex1[0]["prints_megabytes"]
+    assert result.score == 10.0 and any("printed" in note for note in result.notes)
+
+
+@pytest.mark.parametrize("name", ["patches_comparisons", "redefines_test_cells", "deletes_test_cells"])
+def test_tricks_on_the_tests_earn_nothing(ex1, name):
+    result = ex1[0][name]
+    assert score(result, *FORWARD_TESTS) == 0 and result.score == 5.0
+    assert "unbiased variance" in feedback(result, "ex1_forward_tests")
+
+
+@pytest.mark.parametrize("name", ["imports_the_answers", "imports_answers_sneakily", "calls_torch_batch_norm"])
+def test_reference_answers_and_torch_are_blocked_and_reported(ex1, name):
+    result = ex1[0][name]
+    assert score(result, *FORWARD_TESTS) == 0 and result.score == 5.0
+    assert any(note.startswith("Blocked while grading") for note in result.notes)
+
+
+EX4 = {
+    "correct": dict(),
+    "torch_bn_module": dict(replace={"ex4_module": wrong.TORCH_MODULE_CALLS_TORCH}),
+    "torch_bn_function": dict(replace={"ex4_function": "class BatchNormFunction(torch.autograd.Function):\n"
+                                       "    @staticmethod\n    def forward(ctx, *args):\n"
+                                       "        return torch.nn.functional.batch_norm(*args)\n"}),
+    "mode_from_grad": dict(replace={"ex4_module": wrong.WRONG_TORCH_MODULE["mode_from_grad"]}),
+}
+
+
+@pytest.fixture(scope="module")
+def ex4(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("ex4")
+    paths = [write(solved("ex4_torch_layer", **spec), directory, f"{name}.ipynb") for name, spec in EX4.items()]
+    return dict(zip(EX4, grade_many(paths, find_masters(), LIMITS, jobs=2)))
+
+
+def test_torch_exercise_correct_and_partial(ex4):
+    assert ex4["correct"].score == ex4["correct"].max_score == 9.0
+    result = ex4["mode_from_grad"]
+    assert result.score == 5.0 and "torch.is_grad_enabled()" in feedback(result, "ex4_module_tests")
+
+
+def test_torch_exercise_cannot_delegate_to_torch_batch_norm(ex4):
+    module, function = ex4["torch_bn_module"], ex4["torch_bn_function"]
+    assert score(module, "ex4_module_tests", "ex4_module_hidden") == 0 and module.score == 5.0
+    assert "torch's own batch norm" in feedback(module, "ex4_module_tests")
+    assert function.score <= 1.0  # the module built on it fails too; only the multiple-choice answer remains
+    assert any("torch.nn.functional.batch_norm" in note for note in function.notes)
