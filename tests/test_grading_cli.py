@@ -1,0 +1,117 @@
+"""The bnlab command line: grade's outputs, clear errors for bad input, assign, and the Gradescope autograder."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "grading_fixtures"))
+import wrong  # noqa: E402
+from submissions import solved, write  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def bnlab(*args: str, env: dict | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bnlab", *args], capture_output=True, text=True, cwd=cwd,
+                          env={**os.environ, **(env or {})}, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("cli")
+    good = write(solved("ex3_numpy_layer"), directory, "bob.ipynb")
+    bad = write(solved("ex3_numpy_layer", replace={"ex3_layer": wrong.WRONG_LAYER["momentum_swapped"]}),
+                directory, "carol layer.ipynb")
+    (directory / "broken.ipynb").write_text("not a notebook")
+    out = directory / "out"
+    run = bnlab("grade", good, bad, str(directory / "broken.ipynb"), "--out", str(out), "--jobs", "2",
+                "--timeout", "30")
+    return run, out, [good, bad, str(directory / "broken.ipynb")]
+
+
+def test_grade_writes_the_csv_with_one_row_per_submission_as_given(graded):
+    run, out, paths = graded
+    assert run.returncode == 0, run.stderr
+    rows = list(csv.DictReader(open(out / "grades.csv")))
+    assert list(rows[0]) == ["submission", "exercise", "score", "max_score", "status"]
+    assert [r["submission"] for r in rows] == paths
+    assert [(r["score"], r["max_score"], r["status"]) for r in rows] == [("9", "9", "graded"), ("1", "9", "graded"),
+                                                                         ("0", "0", "error")]
+
+
+def test_grade_writes_per_submission_feedback_and_gradescope_results(graded):
+    _, out, paths = graded
+    feedback = json.loads((out / "feedback" / "002-carol_layer.json").read_text())
+    assert feedback["submission"] == paths[1] and feedback["score"] == 1.0
+    test = next(t for t in feedback["tests"] if t["name"] == "ex3_train_tests")
+    assert set(test) >= {"name", "score", "max_score", "status", "feedback"} and test["status"] == "failed"
+    assert "momentum convention is swapped" in test["feedback"]
+    results = json.loads((out / "gradescope" / "002-carol_layer" / "results.json").read_text())
+    assert results["score"] == 1
+    assert all(set(t) >= {"name", "score", "max_score", "status", "output", "visibility"} for t in results["tests"])
+    broken = json.loads((out / "gradescope" / "003-broken" / "results.json").read_text())
+    assert broken["score"] == 0 and "not a readable Jupyter notebook" in broken["output"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["grade", "nowhere.ipynb", "--out", "x"], "no such file or folder: nowhere.ipynb"),
+    (["grade", "solutions", "--out", "x", "--jobs", "0"], "--jobs: must be at least 1"),
+    (["grade", "solutions", "--out", "x", "--jobs", "many"], "--jobs: must be a positive whole number"),
+    (["grade", "solutions", "--out", "x", "--timeout", "-3"], "--timeout: must be positive"),
+    (["grade", "solutions"], "--out"),
+    (["grade", "tests/grading_fixtures", "--out", "x"], "no .ipynb files in folder"),
+])
+def test_bad_command_lines_get_clear_errors(args, message, tmp_path):
+    run = bnlab(*args)
+    assert run.returncode == 2 and message in run.stderr
+    assert not (ROOT / "x").exists()
+
+
+def test_assign_and_build_masters_report_nothing_to_do():
+    for command in ("assign", "build-masters"):
+        run = bnlab(command, "--check")
+        assert run.returncode == 0 and "would change 0" in run.stdout
+
+
+def test_the_gradescope_zip_grades_a_submission_laid_out_as_gradescope_does(tmp_path):
+    zip_path = tmp_path / "autograder.zip"
+    run = bnlab("gradescope-zip", "--out", str(zip_path))
+    assert run.returncode == 0, run.stderr
+    root = tmp_path / "autograder"
+    with zipfile.ZipFile(zip_path) as archive:
+        names = archive.namelist()
+        assert {"setup.sh", "run_autograder", "bnlab/grading/grade.py", "solutions/ex2_backward.ipynb"} <= set(names)
+        archive.extractall(root / "source")
+    (root / "submission").mkdir()
+    constant_statistics = ("def batchnorm_backward_fused(dout, cache):\n"
+                           "    xc, std, inv, xhat, g, axes, m = cache\n"
+                           "    return dout * g * inv, (dout * xhat).sum(axis=axes), dout.sum(axis=axes)\n")
+    partial = solved("ex2_backward", replace={"ex2_fused": constant_statistics})
+    write(partial, root / "submission", "my work.ipynb")
+    script = root / "source" / "run_autograder"
+    done = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "BNLAB_AUTOGRADER_ROOT": str(root), "BNLAB_PYTHON": sys.executable},
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    results = json.loads((root / "results" / "results.json").read_text())
+    tests = {t["name"]: t for t in results["tests"]}
+    assert results["score"] == 8  # the fused backward's two test cells (3 points) fail
+    assert tests["ex2_fused_tests"]["status"] == "failed" and tests["ex2_backward_tests"]["status"] == "passed"
+    assert "treated as constants" in tests["ex2_fused_tests"]["output"]
+    assert all(t["visibility"] == "visible" for t in results["tests"])
+
+
+def test_gradescope_run_without_a_notebook_says_what_to_upload(tmp_path):
+    (tmp_path / "submission").mkdir()
+    (tmp_path / "source").mkdir()
+    (tmp_path / "source" / "solutions").symlink_to(ROOT / "solutions")
+    run = bnlab("gradescope-run", "--root", str(tmp_path))
+    assert run.returncode == 0, run.stderr
+    results = json.loads((tmp_path / "results" / "results.json").read_text())
+    assert results["score"] == 0 and "No .ipynb file" in results["output"]
