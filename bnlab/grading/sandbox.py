@@ -8,12 +8,16 @@ until it reports ``done``, dies, or runs out of time, and then kills its whole p
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
+import types
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,7 +150,8 @@ def run_plan(plan: dict[str, Any], workdir: str, limits: Limits) -> RunResult:
     reader, writer = ctx.Pipe(duplex=False)
     process = ctx.Process(target=child.main, args=(plan, writer, workdir), name="bnlab-grade")
     result = RunResult()
-    process.start()  # the first start waits for the fork server's imports; the clock starts after it
+    with _context_lock, _no_main_module():
+        process.start()  # the first start waits for the fork server's imports; the clock starts after it
     start = time.monotonic()
     writer.close()
     total = 0
@@ -185,6 +190,22 @@ def run_plan(plan: dict[str, Any], workdir: str, limits: Limits) -> RunResult:
     result.exitcode = process.exitcode
     result.seconds = time.monotonic() - start
     return result
+
+
+@contextlib.contextmanager
+def _no_main_module() -> Iterator[None]:
+    """Hide the grader's ``__main__`` while a child is launched.
+
+    multiprocessing re-imports the parent's main script in every child it starts (so that functions defined
+    there can be unpickled). Our target lives in bnlab.grading.child, so that import would only cost time and
+    run an instructor's script where submissions run; a stand-in module without ``__file__`` skips it.
+    """
+    saved = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = saved
 
 
 def _kill_group(pid: int | None) -> None:
