@@ -67,12 +67,13 @@ def _expand(paths: list[str], parser: argparse.ArgumentParser) -> list[str]:
 
 
 def _cmd_grade(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    paths = _expand(args.paths, parser)  # before the (slow) imports: bad input fails at once
+
     from bnlab.grading.export import write_results
     from bnlab.grading.grade import grade_many
     from bnlab.grading.notebooks import find_masters
     from bnlab.grading.sandbox import Limits
 
-    paths = _expand(args.paths, parser)
     try:
         masters = find_masters(_solutions_dir(args.solutions))
     except (FileNotFoundError, ValueError) as exc:

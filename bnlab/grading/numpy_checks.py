@@ -316,10 +316,12 @@ class _BackwardBase(Check):
                 records.append({"forward_error": made.record.get("error", "it did not return (out, cache)")})
                 continue
             cache = made.raw[1]
+            forward_out = to_plain(made.raw[0])
             given = dout.copy()
             first = call(backward, given, cache)
             second = call(backward, dout.copy(), cache)
-            record = {"first": first.record, "second": second.record, "after": {"x": x, "dout": given}}
+            record = {"first": first.record, "second": second.record, "after": {"x": x, "dout": given},
+                      "forward_out": forward_out}
             record["numeric"] = _perturbed_outputs(forward, case, inputs["step"])
             records.append(record)
         return records
@@ -404,10 +406,21 @@ class _BackwardBase(Check):
                     f"(relative error {error:.0e}): a gradient check passes, but the pair is not batch norm. Your "
                     f"forward and backward share a convention that batch norm does not use (e.g. the unbiased "
                     f"variance in both); only reference values catch this. Fix the forward, then the backward.")
+            reference_out = _reference_forward(case)
+            if array_problem("out", record.get("forward_out"), reference_out, TOL) is not None:
+                raise CheckFailed(f"{bname} on {label}: {problem}. Your {fname} does not match the reference on this "
+                                  f"batch either (see its own test), and the backward reads its cache: fix the "
+                                  f"forward first.")
             raise CheckFailed(f"{bname} on {label}: {problem}. It also disagrees with finite differences of your own "
                               f"{fname} (relative error {error:.1e}): check each step's local derivative, and sum "
                               f"every per-channel gradient over the batch.")
         raise CheckFailed(f"{bname} on {label}: {problem}.")
+
+
+def _reference_forward(case: dict[str, Any]) -> np.ndarray:
+    from bnlab.functional import batchnorm_forward
+
+    return batchnorm_forward(case["x"], case["gamma"], case["beta"])[0]
 
 
 def _perturbed_outputs(forward: Any, case: dict[str, Any], step: float) -> Any:
