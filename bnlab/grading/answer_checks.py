@@ -165,5 +165,6 @@ class ChoiceCheck(_ValueCheck):
             return f"{name} = {value.strip().lower()!r} is a valid choice (it is marked when the exercise is graded)."
         if value.strip().lower() != str(correct).lower():
             why = self.options.get("why", "")
-            raise CheckFailed(f"{name}: {value.strip().lower()!r} is not the right answer." + (f" {why}" if why else ""))
+            raise CheckFailed(f"{name}: {value.strip().lower()!r} is not the right answer."
+                              + (f" {why}" if why else ""))
         return f"{name}: right."

@@ -23,7 +23,8 @@ import nbformat
 
 __all__ = ["parse_source", "master_from_source", "build_masters"]
 
-MARKER = re.compile(r"^# %%(?: \[(?P<markdown>markdown)\]| (?P<role>solution|tests|locked)(?P<attrs>(?: \w+=\S+)*))?\s*$")
+MARKER = re.compile(r"^# %%(?: \[(?P<markdown>markdown)\]"
+                    r"| (?P<role>solution|tests|locked)(?P<attrs>(?: \w+=\S+)*))?\s*$")
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
 
 

@@ -25,7 +25,8 @@ import numpy as np
 from bnlab.grading import wire
 from bnlab.grading.wire import Opaque
 
-__all__ = ["Check", "CheckFailed", "TimeLimit", "Blocked", "CHECKS", "register", "call", "Call",
+__all__ = ["Check", "CaseCheck", "ScriptCheck", "CheckFailed", "TimeLimit", "Blocked", "CHECKS", "register", "call",
+           "Call",
            "run_in_process", "as_array", "array_problem", "closest_mistake", "describe_exception"]
 
 CHECKS: dict[str, type[Check]] = {}
@@ -62,6 +63,8 @@ class Check:
     #: what the learner's objects are called, in order, for messages ("batchnorm_forward", ...)
     subjects: ClassVar[tuple[str, ...]] = ()
     needs_torch: ClassVar[bool] = False
+    #: what the check covers, for its success message
+    summary: ClassVar[str] = ""
 
     def __init__(self, **options: Any) -> None:
         self.options = options
@@ -80,6 +83,28 @@ class Check:
     def judge(self, inputs: dict[str, Any], data: Any) -> str:
         """Return a one-line success message or raise :class:`CheckFailed` naming the likely mistake."""
         raise NotImplementedError
+
+
+class CaseCheck(Check):
+    """A check whose inputs are a list of cases (dicts of arrays and options) from :meth:`cases`."""
+
+    def cases(self) -> list[dict[str, Any]]:
+        """The cases, the same on every call."""
+        raise NotImplementedError
+
+    def inputs(self) -> dict[str, Any]:
+        return {"cases": self.cases()}
+
+
+class ScriptCheck(Check):
+    """A check whose input is a script of layer operations from :meth:`steps` (see ``layer_script``)."""
+
+    def steps(self) -> list[tuple[Any, ...]]:
+        """The script, the same on every call."""
+        raise NotImplementedError
+
+    def inputs(self) -> dict[str, Any]:
+        return {"steps": self.steps()}
 
 
 @dataclass

@@ -150,7 +150,8 @@ def _notes(run: RunResult, limits: Limits) -> list[str]:
     return notes
 
 
-def grade_submission(path: str, masters: dict[str, Master] | None = None, limits: Limits = Limits()) -> SubmissionResult:
+def grade_submission(path: str, masters: dict[str, Master] | None = None,
+                     limits: Limits = Limits()) -> SubmissionResult:
     """Grade one notebook file; ``path`` is reported exactly as given. Never raises for a bad submission."""
     masters = masters if masters is not None else find_masters()
     source = Path(path)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from bnlab.grading.core import Check, CheckFailed, as_array, register, relative_error
+from bnlab.grading.core import CheckFailed, ScriptCheck, as_array, register, relative_error
 from bnlab.grading.diagnoses import explain
 from bnlab.grading.layer_script import compare_scripts, model_records, play_numpy
 from bnlab.grading.numpy_checks import batch
@@ -35,14 +35,8 @@ def independent_rows(steps: Sequence[tuple[Any, ...]], records: Sequence[dict[st
                           f"changed.\n{explain('batch_statistics_in_eval')}")
 
 
-class _LayerBase(Check):
+class _LayerBase(ScriptCheck):
     subjects = ("BatchNorm",)
-
-    def steps(self) -> list[tuple[Any, ...]]:
-        raise NotImplementedError
-
-    def inputs(self) -> dict[str, Any]:
-        return {"steps": self.steps()}
 
     @staticmethod
     def probe(objects: Sequence[Any], inputs: dict[str, Any]) -> Any:
@@ -61,8 +55,6 @@ class _LayerBase(Check):
 
     def extra(self, steps: Sequence[tuple[Any, ...]], records: Sequence[dict[str, Any]]) -> None:
         """Further checks after the step-by-step comparison."""
-
-    summary = ""
 
 
 @register

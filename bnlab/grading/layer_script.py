@@ -35,83 +35,95 @@ def _not_constructed(reason: str) -> dict[str, str]:
     return {"error": f"not run: the layer could not be constructed ({reason})"}
 
 
-def play_numpy(cls: Any, steps: Sequence[Step]) -> list[dict[str, Any]]:
-    """Play ``steps`` on a numpy layer class with the ``bnlab.layers.BatchNorm`` interface."""
-    records: list[dict[str, Any]] = []
-    layer = None
-    for step in steps:
-        kind = step[0]
-        if kind == "new":
-            made = call(cls, **step[1])
-            layer = made.raw if made.ok else None
-            records.append({"value": True} if made.ok else made.record)
-            continue
-        if layer is None:
-            records.append(_not_constructed(records[0].get("error", "?") if records else "?"))
-            continue
-        if kind in ("train", "eval"):
-            records.append(_mode_record(call(lambda: getattr(layer, kind)())))
-        elif kind == "forward":
-            records.append(call(lambda x: layer.forward(x), step[1].copy()).record)
-        elif kind == "backward":
-            def backward(dout: np.ndarray) -> list[Any]:
-                dx = layer.backward(dout)
-                return [dx, layer.grad["weight"], layer.grad["bias"]]
-            records.append(call(backward, step[1].copy()).record)
-        elif kind == "state":
-            records.append(call(lambda: {k: getattr(layer, k, None) for k in _STATE_KEYS}).record)
-        else:
-            raise ValueError(f"unknown step {kind!r}")
-    return records
-
-
 def _mode_record(made: Any) -> dict[str, Any]:
     return {"value": True} if made.ok else made.record
 
 
+class _Player:
+    """Plays a script on a learner's (or the reference) layer class; subclasses say how to run forward/backward."""
+
+    def __init__(self, cls: Any) -> None:
+        self.cls, self.layer = cls, None
+
+    def play(self, steps: Sequence[Step]) -> list[dict[str, Any]]:
+        records: list[dict[str, Any]] = []
+        for step in steps:
+            kind = step[0]
+            if kind == "new":
+                made = call(self.cls, **step[1])
+                self.layer = made.raw if made.ok else None
+                records.append(_mode_record(made))
+            elif self.layer is None:
+                records.append(_not_constructed(records[0].get("error", "?") if records else "?"))
+            elif kind in ("train", "eval"):
+                records.append(_mode_record(call(lambda: getattr(self.layer, kind)())))
+            elif kind == "state":
+                records.append(call(lambda: {k: getattr(self.layer, k, None) for k in _STATE_KEYS}).record)
+            elif kind in ("forward", "backward", "names"):
+                records.append(getattr(self, kind)(*step[1:]))
+            else:
+                raise ValueError(f"unknown step {kind!r}")
+        return records
+
+    def forward(self, x: np.ndarray, grad: bool = True) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def backward(self, dout: np.ndarray) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def names(self) -> dict[str, Any]:
+        raise ValueError("a names step needs a torch module")
+
+
+class _NumpyPlayer(_Player):
+    def forward(self, x: np.ndarray, grad: bool = True) -> dict[str, Any]:
+        return call(lambda v: self.layer.forward(v), x.copy()).record
+
+    def backward(self, dout: np.ndarray) -> dict[str, Any]:
+        def run(d: np.ndarray) -> list[Any]:
+            dx = self.layer.backward(d)
+            return [dx, self.layer.grad["weight"], self.layer.grad["bias"]]
+        return call(run, dout.copy()).record
+
+
+class _TorchPlayer(_Player):
+    last: tuple[Any, Any] | None = None
+
+    def forward(self, x: np.ndarray, grad: bool = True) -> dict[str, Any]:
+        import torch
+
+        tensor = torch.tensor(x, requires_grad=bool(grad))
+
+        def run() -> Any:
+            with torch.set_grad_enabled(bool(grad)):
+                return self.layer(tensor)
+        made = call(run)
+        self.last = (tensor, made.raw) if made.ok and grad else None
+        return made.record
+
+    def backward(self, dout: np.ndarray) -> dict[str, Any]:
+        import torch
+
+        def run() -> list[Any]:
+            if self.last is None:
+                raise RuntimeError("no differentiable forward to backpropagate through")
+            inputs = [self.last[0], self.layer.weight, self.layer.bias]
+            return list(torch.autograd.grad(self.last[1], inputs, torch.tensor(dout), allow_unused=True))
+        return call(run).record
+
+    def names(self) -> dict[str, Any]:
+        return call(lambda: {"state_dict": list(self.layer.state_dict()),
+                             "parameters": [n for n, _ in self.layer.named_parameters()]}).record
+
+
+def play_numpy(cls: Any, steps: Sequence[Step]) -> list[dict[str, Any]]:
+    """Play ``steps`` on a numpy layer class with the ``bnlab.layers.BatchNorm`` interface."""
+    return _NumpyPlayer(cls).play(steps)
+
+
 def play_torch(cls: Any, steps: Sequence[Step]) -> list[dict[str, Any]]:
     """Play ``steps`` on a torch module class with the ``torch.nn.BatchNorm2d`` interface (float32 input)."""
-    import torch
-
-    records: list[dict[str, Any]] = []
-    layer = None
-    last: tuple[Any, Any] | None = None
-    for step in steps:
-        kind = step[0]
-        if kind == "new":
-            made = call(cls, **step[1])
-            layer = made.raw if made.ok else None
-            records.append({"value": True} if made.ok else made.record)
-            continue
-        if layer is None:
-            records.append(_not_constructed(records[0].get("error", "?") if records else "?"))
-            continue
-        if kind in ("train", "eval"):
-            records.append(_mode_record(call(lambda: getattr(layer, kind)())))
-        elif kind == "forward":
-            x = torch.tensor(step[1], requires_grad=bool(step[2]))
-
-            def forward(x: Any = x, grad: bool = bool(step[2])) -> Any:
-                with torch.set_grad_enabled(grad):
-                    return layer(x)
-            made = call(forward)
-            last = (x, made.raw) if made.ok and step[2] else None
-            records.append(made.record)
-        elif kind == "backward":
-            def backward(dout: np.ndarray) -> list[Any]:
-                if last is None:
-                    raise RuntimeError("no differentiable forward to backpropagate through")
-                inputs = [last[0], layer.weight, layer.bias]
-                return list(torch.autograd.grad(last[1], inputs, torch.tensor(dout), allow_unused=True))
-            records.append(call(backward, step[1].copy()).record)
-        elif kind == "state":
-            records.append(call(lambda: {k: getattr(layer, k, None) for k in _STATE_KEYS}).record)
-        elif kind == "names":
-            records.append(call(lambda: {"state_dict": list(layer.state_dict()),
-                                         "parameters": [n for n, _ in layer.named_parameters()]}).record)
-        else:
-            raise ValueError(f"unknown step {kind!r}")
-    return records
+    return _TorchPlayer(cls).play(steps)
 
 
 def play_model(model: LayerModel, steps: Sequence[Step]) -> list[dict[str, Any]]:

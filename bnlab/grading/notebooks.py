@@ -28,7 +28,8 @@ from typing import Any
 
 import nbformat
 
-__all__ = ["strip_cell_source", "NBGRADER_KEYS", "TestCall", "TestCell", "Master", "cell_role", "exercise_of", "grade_id_of",
+__all__ = ["strip_cell_source", "NBGRADER_KEYS", "TestCall", "TestCell", "Master", "cell_role", "exercise_of",
+           "grade_id_of",
            "parse_test_calls", "validate_nbgrader_metadata", "load_master", "find_masters",
            "default_solutions_dir", "BEGIN_SOLUTION", "END_SOLUTION", "BEGIN_HIDDEN", "END_HIDDEN"]
 

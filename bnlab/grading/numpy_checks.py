@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from bnlab.grading.core import (Check, CheckFailed, array_problem, as_array, call, closest_mistake, describe,
-                                register, relative_error)
+from bnlab.grading.core import (CaseCheck, Check, CheckFailed, array_problem, as_array, call, closest_mistake,
+                                describe, register, relative_error)
 from bnlab.grading.diagnoses import (backward_dx_candidates, backward_param_candidates, explain, forward_candidates,
                                      hint_for_error, inference_candidates)
 from bnlab.grading.wire import to_plain
@@ -74,14 +74,8 @@ def _raise_if_mutated(fname: str, label: str, case: dict[str, Any], after: dict[
 # ---------------------------------------------------------------------------------------------------- forward
 
 
-class _ForwardBase(Check):
+class _ForwardBase(CaseCheck):
     subjects = ("batchnorm_forward",)
-
-    def cases(self) -> list[dict[str, Any]]:
-        raise NotImplementedError
-
-    def inputs(self) -> dict[str, Any]:
-        return {"cases": self.cases()}
 
     @staticmethod
     def probe(objects: Sequence[Any], inputs: dict[str, Any]) -> Any:
@@ -127,8 +121,6 @@ class _ForwardBase(Check):
                 _raise_mismatch("batchnorm_forward", label, problem, out, candidates)
         return f"batchnorm_forward matches the reference on {len(data)} batches ({self.summary})."
 
-    summary = ""
-
 
 @register
 class ForwardCheck(_ForwardBase):
@@ -146,8 +138,8 @@ class ForwardCheck(_ForwardBase):
              "beta": beta, "eps": None},
             {"label": "a nearly constant feature (values 1, 1 + 1e-4, 1 - 1e-4)", "x": near_constant,
              "gamma": np.ones(2), "beta": np.zeros(2), "eps": None},
-            {"label": "a batch of 2", "x": pair, "gamma": np.array([1.0, 2.0, 0.5]), "beta": np.array([0.0, 1.0, -1.0]),
-             "eps": None},
+            {"label": "a batch of 2", "x": pair, "gamma": np.array([1.0, 2.0, 0.5]),
+             "beta": np.array([0.0, 1.0, -1.0]), "eps": None},
             {"label": "a (6, 3) batch with gamma = 0 in one channel", "x": batch((6, 3), 3), "gamma": gamma,
              "beta": beta, "eps": None},
         ]
@@ -191,14 +183,8 @@ class ForwardOptionsCheck(_ForwardBase):
 # -------------------------------------------------------------------------------------------------- inference
 
 
-class _InferenceBase(Check):
+class _InferenceBase(CaseCheck):
     subjects = ("batchnorm_inference",)
-
-    def cases(self) -> list[dict[str, Any]]:
-        raise NotImplementedError
-
-    def inputs(self) -> dict[str, Any]:
-        return {"cases": self.cases()}
 
     @staticmethod
     def probe(objects: Sequence[Any], inputs: dict[str, Any]) -> Any:
@@ -236,8 +222,6 @@ class _InferenceBase(Check):
                     raise CheckFailed("batchnorm_inference gave example 0 a different output when the rest of the "
                                       "batch changed.\n" + explain("batch_statistics_in_eval"))
         return f"batchnorm_inference matches the reference on {len(data)} batches ({self.summary})."
-
-    summary = ""
 
 
 def _running_stats(num_channels: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -365,7 +349,8 @@ class _BackwardBase(Check):
             for name in ("dgamma", "dbeta"):
                 problem = array_problem(name, actual[name], expected[name], TOL)
                 if problem:
-                    candidates = {k: v[name] for k, v in backward_param_candidates(case["x"], case["dout"], 1e-5).items()}
+                    models = backward_param_candidates(case["x"], case["dout"], 1e-5)
+                    candidates = {label: values[name] for label, values in models.items()}
                     _raise_mismatch(bname, label, problem, actual[name], candidates)
         return (f"{bname} matches the reference gradients (dx, dgamma, dbeta) on {len(data)} "
                 f"{'batch' if len(data) == 1 else 'batches'} with a random upstream gradient.")

@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from bnlab.grading.core import Check, CheckFailed, array_problem, as_array, call, closest_mistake, register
+from bnlab.grading.core import (CaseCheck, CheckFailed, ScriptCheck, array_problem, as_array, call,
+                                closest_mistake, register)
 from bnlab.grading.diagnoses import (LayerModel, backward_dx_candidates, explain, forward_candidates,
                                      hint_for_error, inference_candidates)
 from bnlab.grading.layer_checks import independent_rows
@@ -40,15 +41,9 @@ def _function_case(label: str, shape: tuple[int, ...], seed: int, training: bool
             "training": training, "momentum": momentum, "eps": eps, "dout": rng.standard_normal(shape)}
 
 
-class _FunctionBase(Check):
+class _FunctionBase(CaseCheck):
     subjects = ("BatchNormFunction",)
     needs_torch = True
-
-    def cases(self) -> list[dict[str, Any]]:
-        raise NotImplementedError
-
-    def inputs(self) -> dict[str, Any]:
-        return {"cases": self.cases()}
 
     @staticmethod
     def probe(objects: Sequence[Any], inputs: dict[str, Any]) -> Any:
@@ -161,15 +156,9 @@ class FunctionConvCheck(_FunctionBase):
                 _function_case("a (2, 3) batch in training mode", (2, 3), 85, True)]
 
 
-class _ModuleBase(Check):
+class _ModuleBase(ScriptCheck):
     subjects = ("BatchNorm2d",)
     needs_torch = True
-
-    def steps(self) -> list[tuple[Any, ...]]:
-        raise NotImplementedError
-
-    def inputs(self) -> dict[str, Any]:
-        return {"steps": self.steps()}
 
     @staticmethod
     def probe(objects: Sequence[Any], inputs: dict[str, Any]) -> Any:
@@ -209,8 +198,6 @@ class _ModuleBase(Check):
                     raise CheckFailed(f"{self.names[0]}.{buffer} is not in state_dict() (keys {keys}): register it "
                                       f"with self.register_buffer('{buffer}', ...) so that it is saved and moved "
                                       f"with the module.")
-
-    summary = ""
 
 
 @register

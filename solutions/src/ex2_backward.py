@@ -137,7 +137,8 @@ checks.jacobian(J)
 #
 # **Hints.** Keep the reduction axes and $m$ in your cache (or recompute them from the shape). A per-channel
 # gradient such as $d\mu$ is one number per channel: sum with `keepdims=True` so it broadcasts back. Augmented
-# assignment on an array from the cache (`xhat *= ...`) changes the cache: make a new array instead (`y = xhat * 2`, not `xhat *= 2`).
+# assignment on an array from the cache (`xhat *= ...`) changes the cache: make a new array instead
+# (`y = xhat * 2`, not `xhat *= 2`).
 
 # %% solution id=ex2_backward
 def batchnorm_backward(dout, cache):

@@ -198,7 +198,8 @@ WRONG_LAYER = {
                                "            self.update(mean, var, x.size // x.shape[1])\n"),
     "update_in_eval": layer_with("            mean, var = self.running_mean, self.running_var\n",
                                  "            mean, var = self.running_mean, self.running_var\n"
-                                 "            self.update(x.mean(axis=axes), x.var(axis=axes), x.size // x.shape[1])\n"),
+                                 "            self.update(x.mean(axis=axes), x.var(axis=axes),"
+                                 " x.size // x.shape[1])\n"),
     "batch_statistics_in_eval": layer_with("        if self.training:\n            mean, var = x.mean(axis=axes), "
                                            "x.var(axis=axes)\n",
                                            "        mean, var = x.mean(axis=axes), x.var(axis=axes)\n"
@@ -269,7 +270,8 @@ WRONG_TORCH_FUNCTION = {
         "        dx = a / m * (m * g - dbias.reshape(shape) - xhat * dweight.reshape(shape))\n",
         "        dx = a * g\n"),
     "unbiased_variance": TORCH_FUNCTION.replace("unbiased=False", "unbiased=True"),
-    "momentum_swapped": TORCH_FUNCTION.replace("mul_(1 - momentum).add_(momentum * ", "mul_(momentum).add_((1 - momentum) * "),
+    "momentum_swapped": TORCH_FUNCTION.replace("mul_(1 - momentum).add_(momentum * ",
+                                               "mul_(momentum).add_((1 - momentum) * "),
 }
 WRONG_TORCH_MODULE = {
     "mode_from_grad": TORCH_MODULE.replace("training = self.training", "training = torch.is_grad_enabled()"),
