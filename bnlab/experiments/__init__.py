@@ -25,8 +25,14 @@ from bnlab.experiments._cache import (
     user_cache_dir,
 )
 from bnlab.experiments._runs import SeedRuns, set_progress
-from bnlab.experiments.batch_size import BatchSizeConfig, batch_size_experiment, batch_size_grid
-from bnlab.experiments.depth import DepthConfig, depth_experiment, depth_grid
+from bnlab.experiments.batch_size import (
+    BatchSizeConfig,
+    batch_size_experiment,
+    batch_size_grid,
+    norm_batch_size_sweep,
+    sgd_batch_size_sweep,
+)
+from bnlab.experiments.depth import DepthConfig, depth_experiment, depth_grid, depth_sweep
 from bnlab.experiments.learning_rate import (
     GRID_LEARNING_RATES,
     GRID_WEIGHT_DECAYS,
@@ -35,11 +41,14 @@ from bnlab.experiments.learning_rate import (
     WeightDecayConfig,
     learning_rate_experiment,
     learning_rate_grid,
+    learning_rate_sweep,
     max_stable_learning_rate,
     one_step_loss_ratio,
+    one_step_sweep,
     trains,
     weight_decay_experiment,
     weight_decay_grid,
+    weight_decay_sweep,
 )
 
 from bnlab.experiments import batch_size as _batch_size  # noqa: E402
@@ -71,14 +80,20 @@ __all__ = [
     "clear_user_cache",
     "depth_experiment",
     "depth_grid",
+    "depth_sweep",
     "is_cached",
     "learning_rate_experiment",
     "learning_rate_grid",
+    "learning_rate_sweep",
     "max_stable_learning_rate",
+    "norm_batch_size_sweep",
     "one_step_loss_ratio",
+    "one_step_sweep",
     "set_progress",
     "trains",
     "user_cache_dir",
     "weight_decay_experiment",
     "weight_decay_grid",
+    "weight_decay_sweep",
+    "sgd_batch_size_sweep",
 ]

@@ -23,7 +23,7 @@ from bnlab.experiments._cache import cached_run
 from bnlab.experiments._runs import SeedRuns, check_seeds, final_accuracy, mnist, pad, progress_enabled, train_mlp
 
 __all__ = ["BATCH_NORMS", "BatchSizeConfig", "batch_size_experiment", "batch_size_grid",
-           "batch_statistics_accuracy"]
+           "batch_statistics_accuracy", "norm_batch_size_sweep", "sgd_batch_size_sweep"]
 
 BATCH_NORMS = ("batch", "layer", "group")
 EXPERIMENT = "batch_size"
@@ -143,3 +143,33 @@ def batch_size_grid(base: BatchSizeConfig = BatchSizeConfig()) -> list[BatchSize
         configs += [replace(base, norm=norm, batch_size=batch_size, norm_batch_size=2)
                     for norm in ("layer", "group")]
     return configs
+
+
+def norm_batch_size_sweep(batch_size: int = 128, base: BatchSizeConfig = BatchSizeConfig(), *,
+                          cached_only: bool = False, progress: bool | None = None
+                          ) -> tuple[dict[int, SeedRuns], dict[str, SeedRuns]]:
+    """At SGD batch ``batch_size``: ``({nbs: BN runs} for every grid NBS dividing it, {"LayerNorm": runs,
+    "GroupNorm": runs})``, what :func:`bnlab.plots.plot_norm_batch_size` draws."""
+    config = replace(base, batch_size=batch_size)
+    bn = {nbs: batch_size_experiment(replace(config, norm="batch", norm_batch_size=nbs), cached_only=cached_only,
+                                     progress=progress)
+          for nbs in GRID_NORM_BATCH_SIZES if nbs <= batch_size and batch_size % nbs == 0}
+    others = {label: batch_size_experiment(replace(config, norm=norm), cached_only=cached_only, progress=progress)
+              for label, norm in (("LayerNorm", "layer"), ("GroupNorm", "group"))}
+    return bn, others
+
+
+def sgd_batch_size_sweep(base: BatchSizeConfig = BatchSizeConfig(), *, cached_only: bool = False,
+                         progress: bool | None = None) -> dict[str, dict[int, SeedRuns]]:
+    """``{setting: {sgd_batch: runs}}`` over the grid's SGD batch sizes at equal numbers of updates, for BN
+    normalizing the whole SGD batch, BN with a fixed normalization batch of 16, LayerNorm and GroupNorm."""
+    settings = {
+        "BN, normalization batch = SGD batch": lambda b: replace(base, norm="batch", batch_size=b,
+                                                                 norm_batch_size=b),
+        "BN, normalization batch 16": lambda b: replace(base, norm="batch", batch_size=b, norm_batch_size=16),
+        "LayerNorm": lambda b: replace(base, norm="layer", batch_size=b),
+        "GroupNorm": lambda b: replace(base, norm="group", batch_size=b),
+    }
+    return {label: {b: batch_size_experiment(make(b), cached_only=cached_only, progress=progress)
+                    for b in GRID_BATCH_SIZES}
+            for label, make in settings.items()}

@@ -19,7 +19,8 @@ from bnlab._options import check_choice, check_float, check_int
 from bnlab.experiments._cache import cached_run
 from bnlab.experiments._runs import SeedRuns, check_seeds, final_accuracy, pad, progress_enabled, train_mlp
 
-__all__ = ["DEPTH_ACTIVATIONS", "DEPTH_INITS", "DEPTH_NORMS", "DepthConfig", "depth_experiment", "depth_grid"]
+__all__ = ["DEPTH_ACTIVATIONS", "DEPTH_INITS", "DEPTH_NORMS", "DEPTH_SETTINGS", "DepthConfig", "depth_experiment", "depth_grid",
+           "depth_sweep"]
 
 DEPTH_ACTIVATIONS = ("sigmoid", "tanh", "relu")
 DEPTH_NORMS = ("none", "batch", "layer")
@@ -129,3 +130,24 @@ def depth_grid(base: DepthConfig = DepthConfig()) -> list[DepthConfig]:
     return [replace(base, depth=depth, activation=activation, norm=norm, init=init)
             for depth in GRID_DEPTHS for activation in DEPTH_ACTIVATIONS for norm in DEPTH_NORMS
             for init in GRID_INITS]
+
+
+DEPTH_SETTINGS = {  # label -> (norm, init): the lines of the lecture's summary figure
+    "no norm": ("none", "default"),
+    "BN": ("batch", "default"),
+    "LayerNorm": ("layer", "default"),
+    "no norm, He init": ("none", "he"),
+}
+
+
+def depth_sweep(base: DepthConfig = DepthConfig(), depths: tuple[int, ...] = GRID_DEPTHS,
+                activations: tuple[str, ...] = DEPTH_ACTIVATIONS, *, cached_only: bool = False,
+                progress: bool | None = None) -> dict[str, dict[str, dict[int, SeedRuns]]]:
+    """``sweep[activation][setting][depth]``: runs of every depth for each activation and each of
+    :data:`DEPTH_SETTINGS` (what :func:`bnlab.plots.plot_depth_sweep` draws)."""
+    return {activation: {label: {depth: depth_experiment(replace(base, depth=depth, activation=activation,
+                                                                 norm=norm, init=init),
+                                                         cached_only=cached_only, progress=progress)
+                                 for depth in depths}
+                         for label, (norm, init) in DEPTH_SETTINGS.items()}
+            for activation in activations}

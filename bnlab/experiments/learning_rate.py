@@ -32,10 +32,13 @@ __all__ = [
     "WeightDecayConfig",
     "learning_rate_experiment",
     "learning_rate_grid",
+    "learning_rate_sweep",
     "max_stable_learning_rate",
     "one_step_loss_ratio",
+    "one_step_sweep",
     "weight_decay_experiment",
     "weight_decay_grid",
+    "weight_decay_sweep",
 ]
 
 LR_EXPERIMENT = "learning_rate"
@@ -257,3 +260,35 @@ def weight_decay_experiment(config: WeightDecayConfig = WeightDecayConfig(), *, 
 
 def weight_decay_grid(base: WeightDecayConfig = WeightDecayConfig()) -> list[WeightDecayConfig]:
     return [replace(base, weight_decay=wd) for wd in GRID_WEIGHT_DECAYS]
+
+
+LR_SETTINGS = {"no BN": "none", "BN": "batch"}
+
+
+def learning_rate_sweep(base: LearningRateConfig = LearningRateConfig(),
+                        learning_rates: tuple[float, ...] = GRID_LEARNING_RATES, *, cached_only: bool = False,
+                        progress: bool | None = None) -> dict[str, dict[float, SeedRuns]]:
+    """``{"no BN": {lr: runs}, "BN": {lr: runs}}`` over ``learning_rates`` (what
+    :func:`bnlab.plots.plot_lr_sweep` draws; :func:`max_stable_learning_rate` reads each)."""
+    return {label: {lr: learning_rate_experiment(replace(base, norm=norm, lr=lr), cached_only=cached_only,
+                                                 progress=progress)
+                    for lr in learning_rates}
+            for label, norm in LR_SETTINGS.items()}
+
+
+def one_step_sweep(settings: dict[str, OneStepConfig], learning_rates: tuple[float, ...],
+                   seeds: tuple[int, ...] = (0, 1, 2)) -> dict[str, dict[float, list[float]]]:
+    """``{label: {lr: [ratio per seed]}}`` of :func:`one_step_loss_ratio` for each setting (a base config)."""
+    seeds = check_seeds(seeds)
+    return {label: {lr: [one_step_loss_ratio(replace(config, lr=lr, seed=seed)) for seed in seeds]
+                    for lr in learning_rates}
+            for label, config in settings.items()}
+
+
+def weight_decay_sweep(base: WeightDecayConfig = WeightDecayConfig(),
+                       weight_decays: tuple[float, ...] = GRID_WEIGHT_DECAYS, *, cached_only: bool = False,
+                       progress: bool | None = None) -> dict[float, SeedRuns]:
+    """``{weight_decay: runs}`` (what :func:`bnlab.plots.plot_weight_decay` draws)."""
+    return {wd: weight_decay_experiment(replace(base, weight_decay=wd), cached_only=cached_only,
+                                        progress=progress)
+            for wd in weight_decays}

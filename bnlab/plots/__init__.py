@@ -25,3 +25,22 @@ __all__ = [
     "plot_unbiased_variance_error",
     "plot_variance_precision",
 ]
+from bnlab.plots.experiments import (  # noqa: E402  (lectures 7-9)
+    plot_batch_size_sweep,
+    plot_depth_runs,
+    plot_depth_sweep,
+    plot_lr_sweep,
+    plot_norm_batch_size,
+    plot_one_step_ratio,
+    plot_weight_decay,
+)
+
+__all__ += [
+    "plot_batch_size_sweep",
+    "plot_depth_runs",
+    "plot_depth_sweep",
+    "plot_lr_sweep",
+    "plot_norm_batch_size",
+    "plot_one_step_ratio",
+    "plot_weight_decay",
+]

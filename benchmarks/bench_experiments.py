@@ -1,0 +1,116 @@
+"""How fast the lecture 7-9 dashboards answer: a cached slider update, and a live run of the default size.
+
+    .venv/bin/python benchmarks/bench_experiments.py [--rounds 5] [--live-rounds 2]
+
+Targets: a cached slider update redraws in under 1 s; a live run of an experiment's default config (all its
+seeds, one torch thread) in under 5 s on 2 cores. The machine may be shared, so measurements are interleaved
+(each round times every case once, in turn) and the report gives, per case, the minimum over rounds of the
+per-round median: the least-disturbed estimate, with the spread over rounds next to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def slider_cases():
+    """name -> (dashboard, control, values to cycle through; every value is in the shipped grid)."""
+    from bnlab.widgets import BatchSizeDashboard, DepthDashboard, LearningRateDashboard, WeightDecayDashboard
+
+    return {
+        "depth slider (depth 5/10/20)": (DepthDashboard(progress=False), "depth", [5, 20, 10]),
+        "normalization batch slider": (BatchSizeDashboard(progress=False), "norm_batch_size", [2, 32, 8]),
+        "learning-rate slider": (LearningRateDashboard(progress=False), "lr", [1.0, 0.01, 0.1]),
+        "weight-decay slider": (WeightDecayDashboard(progress=False), "weight_decay", [5e-3, 5e-4, 0.0]),
+    }
+
+
+def live_cases():
+    from bnlab.experiments import (
+        BatchSizeConfig,
+        DepthConfig,
+        LearningRateConfig,
+        batch_size_experiment,
+        depth_experiment,
+        learning_rate_experiment,
+    )
+
+    return {
+        "depth default (10 x ReLU, 600 steps, 3 seeds)": lambda: depth_experiment(DepthConfig(), progress=False),
+        "depth default, 1 seed": lambda: depth_experiment(DepthConfig(seeds=(0,)), progress=False),
+        "batch size default (3 x 100, NBS 8, 3 seeds)": lambda: batch_size_experiment(BatchSizeConfig(),
+                                                                                      progress=False),
+        "learning rate default (10 x ReLU, lr 0.1, 3 seeds)": lambda: learning_rate_experiment(
+            LearningRateConfig(), progress=False),
+    }
+
+
+def report(title: str, timings: dict[str, list[list[float]]], unit: str, scale: float) -> None:
+    print(title)
+    for name, rounds in timings.items():
+        medians = [statistics.median(r) for r in rounds]
+        print(f"  {name:52s} min of medians {min(medians) * scale:8.1f} {unit}   "
+              f"(per-round medians {', '.join(f'{m * scale:.1f}' for m in medians)})")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--live-rounds", type=int, default=2)
+    args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(1)
+    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start; torch "
+          f"{torch.__version__}, 1 thread")
+
+    cases = slider_cases()
+    sliders: dict[str, list[list[float]]] = {name: [] for name in cases}
+    for _ in range(args.rounds):
+        for name, (dash, control, values) in cases.items():
+            times = []
+            for value in values:
+                started = time.perf_counter()
+                dash.controls[control].value = value
+                times.append(time.perf_counter() - started)
+                assert dash.last_error is None and dash.status.value == "from the cache", (name, dash.status.value)
+            sliders[name].append(times)
+    report("Cached slider update (lookup + figure + PNG render):", sliders, "ms", 1e3)
+
+    from bnlab.experiments import _cache
+    from bnlab.experiments._runs import mnist
+
+    mnist()  # the data are loaded once per kernel; not part of a run
+    live = live_cases()
+    runs: dict[str, list[list[float]]] = {name: [] for name in live}
+    with tempfile.TemporaryDirectory() as empty:
+        os.environ[_cache.CACHE_ENV] = empty
+        shipped = dict(_cache._shipped)
+        for _ in range(args.live_rounds):
+            for name, run in live.items():
+                _cache._memory.clear()
+                _cache._shipped.clear()
+                for experiment in ("depth", "batch_size", "learning_rate"):
+                    _cache._shipped[experiment] = {}  # pretend nothing ships: force training
+                _cache.clear_user_cache()
+                started = time.perf_counter()
+                run()
+                runs[name].append([time.perf_counter() - started])
+        _cache._shipped.clear()
+        _cache._shipped.update(shipped)
+    report("Live run (training from scratch, progress bar off):", runs, "s", 1.0)
+    print(f"load average {os.getloadavg()[0]:.2f} at the end")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
