@@ -53,14 +53,36 @@ def pad(values: np.ndarray, length: int) -> np.ndarray:
     return np.concatenate([values, filler])
 
 
+def percentiles_in_training_mode(model, data: Dataset | None = None) -> np.ndarray:
+    """(L, 3) 15/50/85th percentiles of each hidden layer's pre-activation when the test split passes through
+    ``model`` in **training** mode (batch statistics of the 1,000 test examples), on a copy of the model.
+
+    At initialization this is what the first training steps see. (In eval mode a fresh BN layer's running
+    statistics are still 0 and 1, so BN would look like the identity.)
+    """
+    import copy
+
+    import torch
+
+    from bnlab.recording import PreActivationRecorder, hidden_activations
+
+    data = data or mnist()
+    probe = copy.deepcopy(model).train()
+    with torch.no_grad(), PreActivationRecorder(hidden_activations(probe)) as recorder:
+        probe(data.x_test)
+    return recorder.percentiles()[0]
+
+
 def train_mlp(*, seed: int, steps: int, batch_size: int, lr: float, record_every: int, progress: bool,
-              weight_decay: float = 0.0, **model_options) -> tuple[TrainResult, object]:
+              weight_decay: float = 0.0, before_training=None, **model_options) -> tuple[TrainResult, object]:
     """Build a seeded MLP (``build_mlp(**model_options)``) and train it on :func:`mnist`; returns (result, model).
 
     The same ``seed`` draws the weights and the minibatch order; one torch thread, so runs are bit-exact
-    repeatable on one machine.
+    repeatable on one machine. ``before_training(model)``, if given, is called on the untrained model.
     """
     model = build_mlp(seed=seed, **model_options)
+    if before_training is not None:
+        before_training(model)
     result = train(model, mnist(), TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                                                weight_decay=weight_decay, record_every=record_every,
                                                threads=1, progress=progress))

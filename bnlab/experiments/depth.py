@@ -17,7 +17,15 @@ import numpy as np
 
 from bnlab._options import check_choice, check_float, check_int
 from bnlab.experiments._cache import cached_run
-from bnlab.experiments._runs import SeedRuns, check_seeds, final_accuracy, pad, progress_enabled, train_mlp
+from bnlab.experiments._runs import (
+    SeedRuns,
+    check_seeds,
+    final_accuracy,
+    pad,
+    percentiles_in_training_mode,
+    progress_enabled,
+    train_mlp,
+)
 
 __all__ = ["DEPTH_ACTIVATIONS", "DEPTH_INITS", "DEPTH_NORMS", "DEPTH_SETTINGS", "DepthConfig", "depth_experiment", "depth_grid",
            "depth_sweep"]
@@ -26,6 +34,8 @@ DEPTH_ACTIVATIONS = ("sigmoid", "tanh", "relu")
 DEPTH_NORMS = ("none", "batch", "layer")
 DEPTH_INITS = ("default", "he", "gaussian")
 EXPERIMENT = "depth"
+VERSION = 2  # part of every run's key; bump when what a depth run measures changes (2: init percentiles in
+#              training mode)
 
 # The default grid: every combination is shipped precomputed (tools/build_experiment_cache.py).
 GRID_DEPTHS = (2, 5, 10, 15, 20)
@@ -78,11 +88,14 @@ class DepthConfig:
         params = {k: v for k, v in asdict(self).items() if k != "seeds"}
         if self.init != "gaussian":
             params["init_std"] = None
-        return {**params, "seed": seed}
+        return {**params, "seed": seed, "version": VERSION}
 
 
 def run_seed(config: DepthConfig, seed: int, progress: bool) -> dict[str, np.ndarray]:
-    result, _ = train_mlp(seed=seed, steps=config.steps, batch_size=config.batch_size, lr=config.lr,
+    """One seed's run of ``config``, computed now (no cache)."""
+    at_init = {}
+    result, _ = train_mlp(before_training=lambda model: at_init.update(
+                              percentiles=percentiles_in_training_mode(model)), seed=seed, steps=config.steps, batch_size=config.batch_size, lr=config.lr,
                           record_every=config.record_every, progress=progress, depth=config.depth,
                           width=config.width, activation=config.activation, norm=config.norm, init=config.init,
                           init_std=config.init_std)
@@ -92,7 +105,7 @@ def run_seed(config: DepthConfig, seed: int, progress: bool) -> dict[str, np.nda
         "steps": steps,
         "test_accuracy": pad(result.test_accuracy, records),
         "train_loss": pad(result.train_loss_avg, records),
-        "percentiles_init": result.percentiles[0],                 # (L, 3) at step 0
+        "percentiles_init": at_init["percentiles"],                # (L, 3) at step 0, training mode
         "percentiles_final": result.percentiles[-1],               # (L, 3) at the last record
         "grad_norms_init": result.grad_norms[0],                   # (L + 1,)
         "grad_norms_final": result.grad_norms[-1],                 # (L + 1,)
@@ -109,7 +122,8 @@ def depth_experiment(config: DepthConfig = DepthConfig(), *, progress: bool | No
         :class:`SeedRuns` with, per seed (K = records, L = depth):
         ``steps`` (K,), ``test_accuracy`` (K,), ``train_loss`` (K,) (mean minibatch loss since the previous
         record), ``percentiles_init``/``percentiles_final`` (L, 3) (15/50/85th percentile of each hidden
-        layer's pre-activation on the test split, at step 0 and at the end), ``grad_norms_init``/
+        layer's pre-activation on the test split: at step 0 in training mode, i.e. with batch statistics as the
+        first steps see them; at the end in eval mode), ``grad_norms_init``/
         ``grad_norms_final`` (L + 1,) (Frobenius norm of each weight layer's gradient, output layer last),
         ``final_accuracy`` () and ``diverged`` () (0 or 1).
 

@@ -213,7 +213,7 @@ def plot_lr_sweep(sweeps: Mapping[str, Mapping[float, SeedRuns]], selected: floa
     _chance(sweep)
     sweep.set(xlabel="learning rate (log scale)", ylabel="test accuracy after training",
               title="Accuracy vs learning rate (x: diverged; dotted: largest stable)")
-    sweep.legend(loc="upper left", fontsize=8)
+    sweep.legend(loc="center left", fontsize=8)
     curves.set_yscale("log")
     curves.set(xlabel="training step (SGD updates)", ylabel="training loss (cross-entropy, log)",
                title=f"Training loss at lr = {selected:g}" if selected is not None else "Training loss")
