@@ -49,13 +49,15 @@ def test_a_setting_outside_the_grid_waits_for_train_live_then_trains(user_cache)
     assert dash.last_result is None
     dash.run_button.click()
     assert dash.last_error is None, dash.error.value
-    assert dash.updates == 1 and dash.status.value.startswith("trained live")
+    # drawn twice: the first seed alone (a quick first answer), then both seeds
+    assert dash.updates == 2 and dash.status.value == "trained live (now cached)"
     assert dash.last_result["runs"].seeds == (0, 1)
     assert len(list(user_cache.glob("depth-*.npz"))) == 2
+    assert dash.base == TINY_DEPTH, "the staged run must restore the dashboard's config"
     dash.set(depth=3)                                   # not trained yet: waits again
-    assert dash.updates == 1 and "not precomputed" in dash.status.value
+    assert dash.updates == 2 and "not precomputed" in dash.status.value
     dash.set(depth=10)                                  # trained above: answers from the cache
-    assert dash.updates == 2 and dash.status.value == "from the cache"
+    assert dash.updates == 3 and dash.status.value == "from the cache"
 
 
 def test_an_exception_in_the_computation_is_shown_not_swallowed(monkeypatch):

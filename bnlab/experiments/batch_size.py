@@ -20,7 +20,16 @@ import torch
 
 from bnlab._options import check_choice, check_float, check_int
 from bnlab.experiments._cache import cached_run
-from bnlab.experiments._runs import SeedRuns, check_seeds, final_accuracy, mnist, pad, progress_enabled, train_mlp
+from bnlab.experiments._runs import (
+    SeedRuns,
+    check_seeds,
+    final_accuracy,
+    map_seeds,
+    mnist,
+    pad,
+    progress_enabled,
+    train_mlp,
+)
 
 __all__ = ["BATCH_NORMS", "BatchSizeConfig", "batch_size_experiment", "batch_size_grid",
            "batch_statistics_accuracy", "norm_batch_size_sweep", "sgd_batch_size_sweep"]
@@ -128,9 +137,9 @@ def batch_size_experiment(config: BatchSizeConfig = BatchSizeConfig(), *, progre
     if not isinstance(config, BatchSizeConfig):
         raise TypeError(f"batch_size_experiment takes a BatchSizeConfig, got {type(config).__name__}")
     show = progress_enabled(progress)
-    arrays = tuple(cached_run(EXPERIMENT, config.run_params(seed),
-                              lambda seed=seed: run_seed(config, seed, show), cached_only=cached_only)
-                   for seed in config.seeds)
+    arrays = map_seeds(lambda seed: cached_run(EXPERIMENT, config.run_params(seed),
+                                               lambda: run_seed(config, seed, show), cached_only=cached_only),
+                       config.seeds, parallel=not cached_only)
     return SeedRuns(seeds=config.seeds, arrays=arrays)
 
 

@@ -19,6 +19,7 @@ from bnlab._options import check_choice, check_float, check_int
 from bnlab.experiments._cache import cached_run
 from bnlab.experiments._runs import (
     SeedRuns,
+    map_seeds,
     check_seeds,
     final_accuracy,
     pad,
@@ -133,9 +134,9 @@ def depth_experiment(config: DepthConfig = DepthConfig(), *, progress: bool | No
     if not isinstance(config, DepthConfig):
         raise TypeError(f"depth_experiment takes a DepthConfig, got {type(config).__name__}")
     show = progress_enabled(progress)
-    arrays = tuple(cached_run(EXPERIMENT, config.run_params(seed),
-                              lambda seed=seed: run_seed(config, seed, show), cached_only=cached_only)
-                   for seed in config.seeds)
+    arrays = map_seeds(lambda seed: cached_run(EXPERIMENT, config.run_params(seed),
+                                               lambda: run_seed(config, seed, show), cached_only=cached_only),
+                       config.seeds, parallel=not cached_only)
     return SeedRuns(seeds=config.seeds, arrays=arrays)
 
 

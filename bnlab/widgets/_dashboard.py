@@ -14,10 +14,12 @@ the red error area with its traceback (and kept in ``last_error``), never droppe
 
 from __future__ import annotations
 
+import contextlib
 import html
 import io
 import traceback
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import ipywidgets as widgets
@@ -44,6 +46,7 @@ class Dashboard:
 
     title = "Dashboard"
     live_hint = "a few seconds"
+    base: Any = None  # the experiment config the controls modify (its ``seeds`` are trained on Train live)
 
     def __init__(self, controls: Mapping[str, widgets.ValueWidget], *, progress: bool = True,
                  update: bool = True):
@@ -101,28 +104,36 @@ class Dashboard:
     def update(self, live: bool = False) -> bool:
         """Compute (from caches only, unless ``live``) and redraw; returns True when a figure was drawn.
 
-        Any exception is shown in the error area and kept in ``last_error``.
+        A live run trains the first seed alone and draws it (a first answer in a few seconds), then the other
+        seeds (in parallel on a multi-core machine) and draws the full spread. Any exception is shown in the
+        error area and kept in ``last_error``.
         """
         params = self.params()
-        try:
-            if live:
-                self.status.value = "training live…"
-                self.progress.outputs = ()  # (clear_output() would print escape codes outside a kernel)
-                with self.progress:
-                    result = self.compute(params, live=True)
-                self.progress.outputs = ()
-                source = "trained live (now cached)"
-            else:
-                result = self.compute(params, live=False)
-                source = "from the cache"
-        except NotCachedError:
-            self.status.value = (f"<i>not precomputed: press <b>Train live</b> to train it "
-                                 f"({self.live_hint})</i>")
-            self.run_button.disabled = False
-            return False
-        except Exception as error:  # noqa: BLE001 - shown to the learner, never swallowed
-            self._show_error(error, "computing")
-            return False
+        stages = self._live_stages() if live else [None]
+        for number, seeds in enumerate(stages, start=1):
+            try:
+                if live:
+                    self.status.value = f"training live ({len(seeds)} of {len(stages[-1])} seeds)…"
+                    self.progress.outputs = ()  # (clear_output() would print escape codes outside a kernel)
+                    with self.progress, self._seeds(seeds):
+                        result = self.compute(params, live=True)
+                    self.progress.outputs = ()
+                else:
+                    result = self.compute(params, live=False)
+            except NotCachedError:
+                self.status.value = (f"<i>not precomputed: press <b>Train live</b> to train it "
+                                     f"({self.live_hint})</i>")
+                return False
+            except Exception as error:  # noqa: BLE001 - shown to the learner, never swallowed
+                self._show_error(error, "computing")
+                return False
+            source = ("from the cache" if not live else "trained live (now cached)" if number == len(stages)
+                      else f"trained live: {len(seeds)} seed shown, training the others…")
+            if not self._show(params, result, source):
+                return False
+        return True
+
+    def _show(self, params: dict[str, Any], result: Any, source: str) -> bool:
         try:
             figure = self.draw(params, result)
             png = self._render(figure)
@@ -136,6 +147,26 @@ class Dashboard:
         self.updates += 1
         return True
 
+    def _live_stages(self) -> list[tuple[int, ...] | None]:
+        """Seeds to train in turn: the first alone, then all (a dashboard without ``base.seeds``: one stage)."""
+        seeds = getattr(self.base, "seeds", None)
+        if not seeds:
+            return [None]
+        return [seeds[:1], seeds] if len(seeds) > 1 else [seeds]
+
+    @contextlib.contextmanager
+    def _seeds(self, seeds: tuple[int, ...] | None):
+        """Temporarily train only ``seeds`` (None: leave ``base`` alone)."""
+        if seeds is None:
+            yield
+            return
+        base = self.base
+        self.base = replace(base, seeds=seeds)
+        try:
+            yield
+        finally:
+            self.base = base
+
     def run(self) -> bool:
         """Train the current setting live (what the Run button does)."""
         return self.update(live=True)
@@ -143,17 +174,14 @@ class Dashboard:
     # -- internals ----------------------------------------------------------------------------------------
     _holding = False
 
+    @contextlib.contextmanager
     def _held(self):
-        dashboard = self
-
-        class Hold:
-            def __enter__(self):
-                dashboard._holding = True
-
-            def __exit__(self, *exc):
-                dashboard._holding = False
-
-        return Hold()
+        """Control changes inside do not update (``set`` updates once at the end)."""
+        self._holding = True
+        try:
+            yield
+        finally:
+            self._holding = False
 
     def _on_change(self, change: dict) -> None:
         if not self._holding:
