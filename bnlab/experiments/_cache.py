@@ -196,8 +196,9 @@ def write_shipped(experiment: str, runs: Iterable[tuple[Mapping[str, Any] | Any,
                                 "arrays": {name: rounded(value) for name, value in arrays.items()}})
     path = path or shipped_path(experiment)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with gzip.open(path, "wt", compresslevel=9) as handle:
-        json.dump(payload, handle, separators=(",", ":"))
+    text = json.dumps(payload, separators=(",", ":")).encode()
+    with path.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=9, mtime=0) as handle:
+        handle.write(text)  # mtime 0: rebuilding the same numbers gives the same bytes
     _shipped.pop(experiment, None)
     return path
 
