@@ -161,3 +161,19 @@ def final_accuracy(result: TrainResult) -> float:
     if result.diverged or not result.test_accuracy.size:
         return math.nan
     return float(result.test_accuracy[-1])
+
+
+def run_seeds(experiment: str, config, run_one: Callable[..., dict[str, np.ndarray]], progress: bool | None,
+              cached_only: bool) -> SeedRuns:
+    """Every seed's run of ``config``: from the cache, or computed by ``run_one(config, seed, show_progress)``.
+
+    ``config`` has ``seeds`` and ``run_params(seed)`` (the cache key's parameters). Seeds that must be computed
+    train in parallel threads; with ``cached_only`` a missing seed raises :class:`NotCachedError` instead.
+    """
+    from bnlab.experiments._cache import cached_run
+
+    show = progress_enabled(progress)
+    arrays = map_seeds(lambda seed: cached_run(experiment, config.run_params(seed),
+                                               lambda: run_one(config, seed, show), cached_only=cached_only),
+                       config.seeds, parallel=not cached_only)
+    return SeedRuns(seeds=config.seeds, arrays=arrays)

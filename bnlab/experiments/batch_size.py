@@ -19,15 +19,13 @@ import numpy as np
 import torch
 
 from bnlab._options import check_choice, check_float, check_int
-from bnlab.experiments._cache import cached_run
 from bnlab.experiments._runs import (
     SeedRuns,
     check_seeds,
     final_accuracy,
-    map_seeds,
     mnist,
     pad,
-    progress_enabled,
+    run_seeds,
     train_mlp,
 )
 
@@ -136,11 +134,7 @@ def batch_size_experiment(config: BatchSizeConfig = BatchSizeConfig(), *, progre
     """
     if not isinstance(config, BatchSizeConfig):
         raise TypeError(f"batch_size_experiment takes a BatchSizeConfig, got {type(config).__name__}")
-    show = progress_enabled(progress)
-    arrays = map_seeds(lambda seed: cached_run(EXPERIMENT, config.run_params(seed),
-                                               lambda: run_seed(config, seed, show), cached_only=cached_only),
-                       config.seeds, parallel=not cached_only)
-    return SeedRuns(seeds=config.seeds, arrays=arrays)
+    return run_seeds(EXPERIMENT, config, run_seed, progress, cached_only)
 
 
 def batch_size_grid(base: BatchSizeConfig = BatchSizeConfig()) -> list[BatchSizeConfig]:

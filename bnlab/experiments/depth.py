@@ -16,15 +16,13 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from bnlab._options import check_choice, check_float, check_int
-from bnlab.experiments._cache import cached_run
 from bnlab.experiments._runs import (
     SeedRuns,
-    map_seeds,
     check_seeds,
     final_accuracy,
     pad,
     percentiles_in_training_mode,
-    progress_enabled,
+    run_seeds,
     train_mlp,
 )
 
@@ -133,11 +131,7 @@ def depth_experiment(config: DepthConfig = DepthConfig(), *, progress: bool | No
     """
     if not isinstance(config, DepthConfig):
         raise TypeError(f"depth_experiment takes a DepthConfig, got {type(config).__name__}")
-    show = progress_enabled(progress)
-    arrays = map_seeds(lambda seed: cached_run(EXPERIMENT, config.run_params(seed),
-                                               lambda: run_seed(config, seed, show), cached_only=cached_only),
-                       config.seeds, parallel=not cached_only)
-    return SeedRuns(seeds=config.seeds, arrays=arrays)
+    return run_seeds(EXPERIMENT, config, run_seed, progress, cached_only)
 
 
 def depth_grid(base: DepthConfig = DepthConfig()) -> list[DepthConfig]:

@@ -18,15 +18,13 @@ import torch
 import torch.nn.functional as F
 
 from bnlab._options import check_choice, check_float, check_int
-from bnlab.experiments._cache import cached_run
 from bnlab.experiments._runs import (
     SeedRuns,
     check_seeds,
     final_accuracy,
-    map_seeds,
     mnist,
     pad,
-    progress_enabled,
+    run_seeds,
     train_mlp,
 )
 from bnlab.models import build_mlp
@@ -113,11 +111,7 @@ def learning_rate_experiment(config: LearningRateConfig = LearningRateConfig(), 
     """
     if not isinstance(config, LearningRateConfig):
         raise TypeError(f"learning_rate_experiment takes a LearningRateConfig, got {type(config).__name__}")
-    show = progress_enabled(progress)
-    arrays = map_seeds(lambda seed: cached_run(LR_EXPERIMENT, config.run_params(seed),
-                                               lambda: run_lr_seed(config, seed, show), cached_only=cached_only),
-                       config.seeds, parallel=not cached_only)
-    return SeedRuns(seeds=config.seeds, arrays=arrays)
+    return run_seeds(LR_EXPERIMENT, config, run_lr_seed, progress, cached_only)
 
 
 def trains(runs: SeedRuns, threshold: float = TRAINS_THRESHOLD) -> bool:
@@ -260,11 +254,7 @@ def weight_decay_experiment(config: WeightDecayConfig = WeightDecayConfig(), *, 
     """
     if not isinstance(config, WeightDecayConfig):
         raise TypeError(f"weight_decay_experiment takes a WeightDecayConfig, got {type(config).__name__}")
-    show = progress_enabled(progress)
-    arrays = map_seeds(lambda seed: cached_run(WD_EXPERIMENT, config.run_params(seed),
-                                               lambda: run_wd_seed(config, seed, show), cached_only=cached_only),
-                       config.seeds, parallel=not cached_only)
-    return SeedRuns(seeds=config.seeds, arrays=arrays)
+    return run_seeds(WD_EXPERIMENT, config, run_wd_seed, progress, cached_only)
 
 
 def weight_decay_grid(base: WeightDecayConfig = WeightDecayConfig()) -> list[WeightDecayConfig]:
