@@ -20,7 +20,13 @@ def batches(draw, min_n: int = 2):
     shape = (n, c) + spatial
     channel = (1, c) + (1,) * len(spatial)
     offset = draw(st.sampled_from([0.0, 3.0, -50.0]))
-    x = rng.standard_normal(shape) * rng.uniform(0.1, 10.0, channel) + offset * rng.uniform(0.5, 1.5, channel)
+    # Standardize each channel's draws first, so its spread is exactly the drawn scale: a channel that happens
+    # to be nearly constant is a conditioning problem (rounding against eps), not a property of batch norm.
+    z = rng.standard_normal(shape)
+    axes = (0,) + tuple(range(2, len(shape)))
+    spread = z.std(axis=axes, keepdims=True)
+    z = np.where(spread > 0, (z - z.mean(axis=axes, keepdims=True)) / np.where(spread > 0, spread, 1.0), z)
+    x = z * rng.uniform(0.1, 10.0, channel) + offset * rng.uniform(0.5, 1.5, channel)
     gamma = rng.uniform(-2.0, 2.0, c)
     beta = rng.standard_normal(c)
     dout = rng.standard_normal(shape)
@@ -62,11 +68,15 @@ def test_per_channel_sum_of_dx_times_xhat_is_zero_up_to_the_eps_term(batch):
 @SETTINGS
 @given(batches(), st.floats(-100, 100), st.floats(0.01, 100))
 def test_output_is_invariant_to_shifting_and_positively_scaling_x(batch, shift, scale):
+    """BN(a*x + b) with eps * a**2 equals BN(x) with eps, exactly; eps itself is the only scale BN has."""
     x, gamma, beta, _ = batch
-    out, cache = batchnorm_forward(x, gamma, beta, eps=1e-12)
-    out_moved, _ = batchnorm_forward(x * scale + shift, gamma, beta, eps=1e-12)
-    # Only channels whose spread is well above rounding can be compared; generated data always has it.
-    np.testing.assert_allclose(out_moved, out, rtol=1e-6, atol=1e-6 * (1 + np.abs(beta).max()))
+    eps = 1e-5
+    out, cache = batchnorm_forward(x, gamma, beta, eps=eps)
+    out_moved, _ = batchnorm_forward(x * scale + shift, gamma, beta, eps=eps * scale**2)
+    # Rounding of the shifted, scaled input relative to the spread it must resolve.
+    conditioning = (abs(shift) + scale * np.abs(x).max()) / (scale * cache.std.min())
+    np.testing.assert_allclose(out_moved, out, rtol=1e-9,
+                               atol=1e-14 * conditioning * (1 + np.abs(gamma).max()) + 1e-12)
 
 
 @SETTINGS
