@@ -7,10 +7,11 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from bnlab._options import check_float, check_int
 from bnlab.data import Dataset, load_mnist_subset
 from bnlab.models import build_mlp
 from bnlab.train import TrainConfig, TrainResult, train
@@ -44,6 +45,25 @@ def check_seeds(seeds: object) -> tuple[int, ...]:
             or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
         raise ValueError(f"seeds must be a non-empty sequence of non-negative integers, got {seeds!r}")
     return tuple(int(s) for s in seeds)
+
+
+def check_training_fields(config) -> None:
+    """The checks every experiment config shares: depth, lr, batch_size, steps, record_every and seeds.
+
+    Normalizes ``config.seeds`` to a tuple (configs are frozen dataclasses, hence ``object.__setattr__``).
+    """
+    check_int(config.depth, "depth", minimum=1)
+    check_float(config.lr, "lr", 0.0, inclusive=False)
+    check_int(config.batch_size, "batch_size", minimum=2)
+    check_int(config.steps, "steps", minimum=1)
+    check_int(config.record_every, "record_every", minimum=1)
+    object.__setattr__(config, "seeds", check_seeds(config.seeds))
+
+
+def seed_run_params(config, seed: int, **overrides) -> dict:
+    """One seed's cache-key parameters: every field but ``seeds``, then ``overrides``, then ``seed``."""
+    params = {k: v for k, v in asdict(config).items() if k != "seeds"}
+    return {**params, **overrides, "seed": seed}
 
 
 def map_seeds(run: Callable[[int], dict[str, np.ndarray]], seeds: tuple[int, ...], parallel: bool = True

@@ -13,19 +13,20 @@ of test batches of NBS examples (train-mode normalization at test time).
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
-from bnlab._options import check_choice, check_float, check_int
+from bnlab._options import check_choice, check_int
 from bnlab.experiments._runs import (
     SeedRuns,
-    check_seeds,
+    check_training_fields,
     final_accuracy,
     mnist,
     pad,
     run_seeds,
+    seed_run_params,
     train_mlp,
 )
 
@@ -66,23 +67,16 @@ class BatchSizeConfig:
     def __post_init__(self) -> None:
         check_choice(self.norm, "norm", BATCH_NORMS)
         check_int(self.norm_batch_size, "norm_batch_size", minimum=2)
-        check_int(self.batch_size, "batch_size", minimum=2)
         if self.norm == "batch" and self.batch_size % self.norm_batch_size:
             raise ValueError(f"norm_batch_size must divide batch_size={self.batch_size} (each SGD batch is cut "
                              f"into normalization batches), got {self.norm_batch_size}")
-        check_int(self.depth, "depth", minimum=1)
         check_int(self.width, "width", minimum=4)
         check_choice(self.activation, "activation", ("sigmoid", "tanh", "relu"))
-        check_float(self.lr, "lr", 0.0, inclusive=False)
-        check_int(self.steps, "steps", minimum=1)
-        check_int(self.record_every, "record_every", minimum=1)
-        object.__setattr__(self, "seeds", check_seeds(self.seeds))
+        check_training_fields(self)
 
     def run_params(self, seed: int) -> dict:
-        params = {k: v for k, v in asdict(self).items() if k != "seeds"}
-        if self.norm != "batch":
-            params["norm_batch_size"] = None
-        return {**params, "seed": seed}
+        unused_size = {"norm_batch_size": None} if self.norm != "batch" else {}
+        return seed_run_params(self, seed, **unused_size)
 
 
 def batch_statistics_accuracy(model: torch.nn.Module, norm_batch_size: int) -> float:

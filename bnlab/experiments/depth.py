@@ -11,18 +11,19 @@ init, SGD with lr 0.1, batch 64, 600 steps. Without normalization, sigmoid nets 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from bnlab._options import check_choice, check_float, check_int
 from bnlab.experiments._runs import (
     SeedRuns,
-    check_seeds,
+    check_training_fields,
     final_accuracy,
     pad,
     percentiles_in_training_mode,
     run_seeds,
+    seed_run_params,
     train_mlp,
 )
 
@@ -68,7 +69,6 @@ class DepthConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
 
     def __post_init__(self) -> None:
-        check_int(self.depth, "depth", minimum=1)
         if self.depth > 40:
             raise ValueError(f"depth must be at most 40 (a live run must stay short), got {self.depth}")
         check_choice(self.activation, "activation", DEPTH_ACTIVATIONS)
@@ -76,18 +76,12 @@ class DepthConfig:
         check_choice(self.init, "init", DEPTH_INITS)
         check_float(self.init_std, "init_std", 0.0, inclusive=False)
         check_int(self.width, "width", minimum=2)
-        check_float(self.lr, "lr", 0.0, inclusive=False)
-        check_int(self.batch_size, "batch_size", minimum=2)
-        check_int(self.steps, "steps", minimum=1)
-        check_int(self.record_every, "record_every", minimum=1)
-        object.__setattr__(self, "seeds", check_seeds(self.seeds))
+        check_training_fields(self)
 
     def run_params(self, seed: int) -> dict:
         """What identifies one seed's run (the cache key's parameters)."""
-        params = {k: v for k, v in asdict(self).items() if k != "seeds"}
-        if self.init != "gaussian":
-            params["init_std"] = None
-        return {**params, "seed": seed, "version": VERSION}
+        unused_std = {"init_std": None} if self.init != "gaussian" else {}
+        return {**seed_run_params(self, seed, **unused_std), "version": VERSION}
 
 
 def run_seed(config: DepthConfig, seed: int, progress: bool) -> dict[str, np.ndarray]:

@@ -11,7 +11,7 @@ weight decay shrinks ||W|| and so *raises* the effective learning rate.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -21,10 +21,12 @@ from bnlab._options import check_choice, check_float, check_int
 from bnlab.experiments._runs import (
     SeedRuns,
     check_seeds,
+    check_training_fields,
     final_accuracy,
     mnist,
     pad,
     run_seeds,
+    seed_run_params,
     train_mlp,
 )
 from bnlab.models import build_mlp
@@ -73,19 +75,14 @@ class LearningRateConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
 
     def __post_init__(self) -> None:
-        check_float(self.lr, "lr", 0.0, inclusive=False)
         check_choice(self.norm, "norm", LR_NORMS)
-        check_int(self.depth, "depth", minimum=1)
         check_int(self.width, "width", minimum=2)
         check_choice(self.activation, "activation", ("sigmoid", "tanh", "relu"))
         check_choice(self.init, "init", ("default", "he"))
-        check_int(self.batch_size, "batch_size", minimum=2)
-        check_int(self.steps, "steps", minimum=1)
-        check_int(self.record_every, "record_every", minimum=1)
-        object.__setattr__(self, "seeds", check_seeds(self.seeds))
+        check_training_fields(self)
 
     def run_params(self, seed: int) -> dict:
-        return {**{k: v for k, v in asdict(self).items() if k != "seeds"}, "seed": seed}
+        return seed_run_params(self, seed)
 
 
 def run_lr_seed(config: LearningRateConfig, seed: int, progress: bool) -> dict[str, np.ndarray]:
@@ -155,14 +152,11 @@ class OneStepConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        check_float(self.lr, "lr", 0.0, inclusive=False)
         check_choice(self.norm, "norm", LR_NORMS)
-        check_int(self.depth, "depth", minimum=1)
         check_int(self.width, "width", minimum=2)
         check_choice(self.activation, "activation", ("sigmoid", "tanh", "relu"))
         check_choice(self.init, "init", ("default", "he", "gaussian"))
         check_float(self.init_std, "init_std", 0.0, inclusive=False)
-        check_int(self.batch_size, "batch_size", minimum=2)
 
 
 def one_step_loss_ratio(config: OneStepConfig = OneStepConfig()) -> float:
@@ -216,17 +210,12 @@ class WeightDecayConfig:
     def __post_init__(self) -> None:
         check_float(self.weight_decay, "weight_decay", 0.0)
         check_choice(self.norm, "norm", LR_NORMS)
-        check_int(self.depth, "depth", minimum=1)
         check_int(self.width, "width", minimum=2)
         check_choice(self.activation, "activation", ("sigmoid", "tanh", "relu"))
-        check_float(self.lr, "lr", 0.0, inclusive=False)
-        check_int(self.batch_size, "batch_size", minimum=2)
-        check_int(self.steps, "steps", minimum=1)
-        check_int(self.record_every, "record_every", minimum=1)
-        object.__setattr__(self, "seeds", check_seeds(self.seeds))
+        check_training_fields(self)
 
     def run_params(self, seed: int) -> dict:
-        return {**{k: v for k, v in asdict(self).items() if k != "seeds"}, "seed": seed}
+        return seed_run_params(self, seed)
 
 
 def run_wd_seed(config: WeightDecayConfig, seed: int, progress: bool) -> dict[str, np.ndarray]:
