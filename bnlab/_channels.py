@@ -32,10 +32,10 @@ def _channel_view(a: np.ndarray) -> tuple[np.ndarray, str]:
     return a.reshape(a.shape[0], a.shape[1], -1), "ncl"
 
 
-def channel_sum(a: np.ndarray, dtype: np.dtype | type | None = None) -> np.ndarray:
-    """Sum of ``a`` over every axis but 1, shape (C,). ``dtype`` sets the accumulator (and result) type."""
+def channel_sum(a: np.ndarray) -> np.ndarray:
+    """Sum of ``a`` over every axis but 1, shape (C,), in a's dtype."""
     view, subscripts = _channel_view(a)
-    return np.einsum(f"{subscripts}->c", view, dtype=dtype)
+    return np.einsum(f"{subscripts}->c", view)
 
 
 def channel_mean(a: np.ndarray) -> np.ndarray:

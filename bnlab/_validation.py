@@ -18,15 +18,20 @@ def describe_shape(shape: tuple[int, ...]) -> str:
     return str(tuple(int(s) for s in shape))
 
 
+def to_numpy(value: Any) -> np.ndarray:
+    """A numpy view of an array-like; a torch tensor is detached and moved to the CPU first (never tracked)."""
+    if hasattr(value, "detach") and hasattr(value, "cpu"):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
 def as_float_array(value: Any, name: str) -> np.ndarray:
     """Return ``value`` as a floating-point numpy array (no copy when it already is one).
 
     Raises TypeError for integer, boolean, complex or object data: batch norm on integers would silently
     truncate the normalized values.
     """
-    if hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch tensor: read it, never track it
-        value = value.detach().cpu().numpy()
-    array = np.asarray(value)
+    array = to_numpy(value)
     if not np.issubdtype(array.dtype, np.floating):
         raise TypeError(
             f"{name} must be a floating-point array (float32 or float64), got dtype {array.dtype}; "
@@ -46,6 +51,15 @@ def check_batch_input(x: Any, name: str = "x") -> np.ndarray:
             f"got shape {describe_shape(x.shape)} ({x.ndim}-D)"
         )
     return x
+
+
+def check_upstream_gradient(dout: Any, x: np.ndarray) -> np.ndarray:
+    """dout must be a float array shaped like the forward's input ``x``; returned in x's dtype."""
+    dout = check_batch_input(dout, "dout")
+    if dout.shape != x.shape:
+        raise ValueError(f"dout must have the shape of the forward's input {describe_shape(x.shape)}, "
+                         f"got {describe_shape(dout.shape)}")
+    return dout.astype(x.dtype, copy=False)
 
 
 def check_channel_vector(value: Any, name: str, num_channels: int) -> np.ndarray:

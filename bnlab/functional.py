@@ -31,7 +31,7 @@ from bnlab._validation import (
     check_channel_vector,
     check_eps,
     check_more_than_one_value_per_channel,
-    describe_shape,
+    check_upstream_gradient,
 )
 
 __all__ = [
@@ -86,16 +86,6 @@ class BatchNormCache:
     def m(self) -> int:
         """Number of values per channel, N * prod(spatial)."""
         return values_per_channel(self.x.shape)
-
-
-def _check_dout(dout: np.ndarray, x: np.ndarray) -> np.ndarray:
-    dout = check_batch_input(dout, "dout")
-    if dout.shape != x.shape:
-        raise ValueError(
-            f"dout must have the shape of the forward's input {describe_shape(x.shape)}, "
-            f"got {describe_shape(dout.shape)}"
-        )
-    return dout.astype(x.dtype, copy=False)
 
 
 def _check_affine(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -168,7 +158,7 @@ def batchnorm_backward(dout: np.ndarray, cache: BatchNormCache) -> tuple[np.ndar
         dx: dL/dx, shape of x. dgamma, dbeta: dL/dgamma and dL/dbeta, shape (C,).
     """
     x, xc, std, inv, xhat, gamma = cache.x, cache.xc, cache.std, cache.inv, cache.xhat, cache.gamma
-    dout = _check_dout(dout, x)
+    dout = check_upstream_gradient(dout, x)
     m = x.dtype.type(cache.m)
 
     # Step 7, out = gamma * xhat + beta.    d out/d beta = 1, d out/d gamma = xhat, d out/d xhat = gamma.
@@ -212,7 +202,7 @@ def batchnorm_backward_fused(
     Args and returns as :func:`batchnorm_backward`.
     """
     x, xhat, inv, gamma = cache.x, cache.xhat, cache.inv, cache.gamma
-    dout = _check_dout(dout, x)
+    dout = check_upstream_gradient(dout, x)
     m = x.dtype.type(cache.m)
 
     dbeta = channel_sum(dout)
@@ -331,7 +321,7 @@ def groupnorm_backward(dout: np.ndarray, cache: GroupNormCache) -> tuple[np.ndar
         dx: shape of x. dgamma, dbeta: shape (C,).
     """
     xhat = cache.xhat
-    dout = _check_dout(dout, xhat)
+    dout = check_upstream_gradient(dout, xhat)
     dbeta = channel_sum(dout)
     dgamma = channel_dot(dout, xhat)
 

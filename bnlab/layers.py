@@ -27,7 +27,9 @@ from bnlab._validation import (
     check_momentum,
     check_num_channels,
     check_num_features,
+    check_upstream_gradient,
     describe_shape,
+    to_numpy,
 )
 from bnlab.functional import BatchNormCache, batchnorm_backward_fused, batchnorm_forward, batchnorm_inference
 
@@ -158,10 +160,7 @@ class BatchNorm:
             dx, dgamma, dbeta = batchnorm_backward_fused(dout, saved)
         else:
             x = saved
-            dout = check_batch_input(dout, "dout")
-            if dout.shape != x.shape:
-                raise ValueError(f"dout must have the shape of the last input {describe_shape(x.shape)}, "
-                                 f"got {describe_shape(dout.shape)}")
+            dout = check_upstream_gradient(dout, x)
             gamma, _ = self._gamma_beta(x.dtype)
             inv_std = (1.0 / np.sqrt(self.running_var + self.eps)).astype(x.dtype)
             xhat = (x - as_channel(self.running_mean.astype(x.dtype), x.ndim)) * as_channel(inv_std, x.ndim)
@@ -196,7 +195,7 @@ class BatchNorm:
         if missing or unexpected:
             raise KeyError(f"state_dict keys do not match {self!r}: missing {missing}, unexpected {unexpected}; "
                            f"expected exactly {expected}")
-        values = {key: _to_numpy(value) for key, value in state_dict.items()}
+        values = {key: np.array(to_numpy(value)) for key, value in state_dict.items()}
         for key in expected:
             if key == "num_batches_tracked":
                 if values[key].size != 1:
@@ -216,9 +215,3 @@ class BatchNorm:
         return (f"BatchNorm({self.num_features}, eps={self.eps}, momentum={self.momentum}, "
                 f"affine={self.affine}, track_running_stats={self.track_running_stats})")
 
-
-def _to_numpy(value: Any) -> np.ndarray:
-    """A numpy copy of an array-like or a torch tensor (detached, on the CPU)."""
-    if hasattr(value, "detach") and hasattr(value, "cpu"):
-        value = value.detach().cpu().numpy()
-    return np.array(value)
