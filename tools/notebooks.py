@@ -14,7 +14,6 @@ strips widget state and execution timestamps, and refuses to write a notebook th
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 from pathlib import Path
@@ -22,45 +21,23 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
+from bnlab.percent_format import new_course_notebook, parse_source
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 SOURCES = NOTEBOOKS / "src"
-KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
-CELL_MARKER = re.compile(r"^# %%(?P<markdown> \[markdown\])?\s*$")
-
-
-def parse_percent_source(text: str) -> list[tuple[str, str]]:
-    """Split a percent-format script into ``(cell_type, source)`` pairs, in order."""
-    cells: list[tuple[str, list[str]]] = []
-    for line in text.splitlines():
-        marker = CELL_MARKER.match(line)
-        if marker:
-            cells.append(("markdown" if marker.group("markdown") else "code", []))
-        elif cells:
-            cells[-1][1].append(line)
-        elif line.strip():
-            raise ValueError(f"text before the first '# %%' marker: {line!r}")
-    parsed = []
-    for cell_type, lines in cells:
-        if cell_type == "markdown":
-            bad = [ln for ln in lines if ln and not ln.startswith("#")]
-            if bad:
-                raise ValueError(f"markdown cell line without '# ': {bad[0]!r}")
-            lines = [ln[2:] if ln.startswith("# ") else ln[1:] for ln in lines]
-        parsed.append((cell_type, "\n".join(lines).strip("\n")))
-    return parsed
 
 
 def notebook_from_source(path: Path) -> nbformat.NotebookNode:
-    """An unexecuted notebook with the cells of a percent-format source."""
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = dict(KERNELSPEC)
-    nb.metadata["language_info"] = {"name": "python"}
-    for cell_type, source in parse_percent_source(path.read_text()):
-        make = nbformat.v4.new_markdown_cell if cell_type == "markdown" else nbformat.v4.new_code_cell
-        nb.cells.append(make(source))
-    for index, cell in enumerate(nb.cells):
+    """An unexecuted notebook with the cells of a percent-format lecture source (no exercise roles)."""
+    nb = new_course_notebook()
+    for index, spec in enumerate(parse_source(path.read_text())):
+        if spec["role"]:
+            raise ValueError(f"{path.name}: exercise cell markers ('{spec['role']}') do not belong in a lecture")
+        make = nbformat.v4.new_markdown_cell if spec["type"] == "markdown" else nbformat.v4.new_code_cell
+        cell = make(spec["source"])
         cell["id"] = f"{path.stem}-{index:03d}"  # stable ids keep diffs small
+        nb.cells.append(cell)
     return nb
 
 

@@ -15,44 +15,14 @@ sources in a test.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 import nbformat
 
-__all__ = ["parse_source", "master_from_source", "build_masters"]
+from bnlab.percent_format import new_course_notebook, parse_source
 
-MARKER = re.compile(r"^# %%(?: \[(?P<markdown>markdown)\]"
-                    r"| (?P<role>solution|tests|locked)(?P<attrs>(?: \w+=\S+)*))?\s*$")
-KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
-
-
-def parse_source(text: str) -> list[dict[str, Any]]:
-    """Cells of a percent-format source: ``{"type", "role", "attrs", "source"}`` dicts, in order."""
-    cells: list[dict[str, Any]] = []
-    for line in text.splitlines():
-        marker = MARKER.match(line)
-        if marker:
-            attrs = dict(pair.split("=", 1) for pair in (marker.group("attrs") or "").split())
-            cells.append({"type": "markdown" if marker.group("markdown") else "code",
-                          "role": marker.group("role"), "attrs": attrs, "lines": []})
-        elif line.startswith("# %%"):
-            raise ValueError(f"malformed cell marker: {line!r}")
-        elif cells:
-            cells[-1]["lines"].append(line)
-        elif line.strip():
-            raise ValueError(f"text before the first '# %%' marker: {line!r}")
-    for cell in cells:
-        lines = cell.pop("lines")
-        if cell["type"] == "markdown":
-            bad = [ln for ln in lines if ln and not ln.startswith("#")]
-            if bad:
-                raise ValueError(f"markdown line without '# ': {bad[0]!r}")
-            lines = [ln[2:] if ln.startswith("# ") else ln[1:] for ln in lines]
-        cell["source"] = "\n".join(lines).strip("\n")
-    return cells
-
+__all__ = ["master_from_source", "build_masters"]
 
 def _nbgrader(role: str, attrs: dict[str, str]) -> dict[str, Any]:
     if "id" not in attrs:
@@ -68,9 +38,7 @@ def _nbgrader(role: str, attrs: dict[str, str]) -> dict[str, Any]:
 
 def master_from_source(path: Path) -> Any:
     """The master notebook of one source file (no outputs)."""
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = dict(KERNELSPEC)
-    nb.metadata["language_info"] = {"name": "python"}
+    nb = new_course_notebook()
     nb.metadata["bnlab"] = {"exercise": path.stem}
     for index, spec in enumerate(parse_source(path.read_text())):
         if spec["type"] == "markdown":
