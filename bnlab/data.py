@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bnlab._options import check_choice, check_float, check_int, check_seed
+from bnlab._validation import check_choice, check_float, check_int, check_seed
 
 __all__ = [
     "Dataset",

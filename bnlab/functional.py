@@ -10,13 +10,16 @@ Layout and conventions (the same as ``torch.nn.functional.batch_norm``):
   per channel.
 * gamma and beta are (C,) vectors; they are cast to ``x``'s dtype, and every output has ``x``'s dtype.
 
-Statistics are computed in two passes (mean, then the variance of the centred data) with a float64
-accumulator for the mean. The textbook one-pass formula E[x^2] - E[x]^2 cancels catastrophically in float32
-once the mean is large compared with the spread; lecture 2 shows it failing.
+Statistics are computed in two passes (mean, then the variance of the centred data), each accumulated in
+float64. The textbook one-pass formula E[x^2] - E[x]^2 cancels catastrophically in float32 once the mean is
+large compared with the spread, and a long float32 sum drifts; lecture 2 shows both failing.
 
 The forward's intermediate values carry the names used throughout the course: ``mu``, ``xc`` (centred input),
 ``var``, ``std``, ``inv`` (1/std) and ``xhat``. ``batchnorm_backward`` walks those steps in reverse with the
-same names, so the two functions can be read side by side.
+same names, so the two functions can be read side by side. This module is the course's reference: plain numpy,
+one line per step, no speed tricks. Arguments are checked once, by the public functions; the numpy layer
+(:mod:`bnlab.layers`) checks its own input and calls the unchecked steps (``_train_forward``,
+``_inference_forward``) directly.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bnlab._channels import as_channel, channel_dot, channel_mean, channel_sum, row_blocks, values_per_channel
+from bnlab._channels import as_channel, channel_sum, reduction_axes, values_per_channel
 from bnlab._validation import (
     check_batch_input,
     check_channel_vector,
@@ -53,24 +56,18 @@ class BatchNormCache:
     """Everything the backward passes need from a training-mode forward.
 
     Per-channel quantities are stored in broadcast shape (1, C, 1, ...), so they combine with the batch
-    directly; ``batch_mean`` and ``batch_var`` give them back as (C,) vectors. The centred input ``xc`` is not
-    stored (the forward normalizes in its buffer): the property recomputes ``x - mu``, bit for bit the value
-    the forward used.
+    directly; ``batch_mean`` and ``batch_var`` give them back as (C,) vectors.
     """
 
     x: np.ndarray  # input, (N, C, *spatial)
     mu: np.ndarray  # batch mean, (1, C, 1, ...)
+    xc: np.ndarray  # centred input x - mu, like x
     var: np.ndarray  # biased batch variance mean(xc**2), (1, C, 1, ...)
     std: np.ndarray  # sqrt(var + eps), (1, C, 1, ...)
     inv: np.ndarray  # 1 / std, (1, C, 1, ...)
     xhat: np.ndarray  # normalized input xc * inv, like x
     gamma: np.ndarray  # scale, (1, C, 1, ...)
     eps: float
-
-    @property
-    def xc(self) -> np.ndarray:
-        """Centred input x - mu, like x (recomputed)."""
-        return self.x - self.mu
 
     @property
     def batch_mean(self) -> np.ndarray:
@@ -88,12 +85,13 @@ class BatchNormCache:
         return values_per_channel(self.x.shape)
 
 
-def _check_affine(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """gamma and beta as (C,) vectors in x's dtype."""
+def _check_arguments(x, gamma, beta, eps) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """The public functions' one check: x (N, C, ...) float; gamma, beta (C,) cast to x's dtype; eps > 0."""
+    x = check_batch_input(x)
     num_channels = x.shape[1]
     gamma = check_channel_vector(gamma, "gamma", num_channels).astype(x.dtype, copy=False)
     beta = check_channel_vector(beta, "beta", num_channels).astype(x.dtype, copy=False)
-    return gamma, beta
+    return x, gamma, beta, check_eps(eps)
 
 
 def batchnorm_forward(
@@ -111,35 +109,33 @@ def batchnorm_forward(
         out: ``gamma * (x - mu) / sqrt(var + eps) + beta``, shape and dtype of ``x``.
         cache: a :class:`BatchNormCache` for :func:`batchnorm_backward` / :func:`batchnorm_backward_fused`.
     """
-    x = check_batch_input(x)
-    gamma, beta = _check_affine(x, gamma, beta)
-    eps = check_eps(eps)
+    x, gamma, beta, eps = _check_arguments(x, gamma, beta, eps)
     check_more_than_one_value_per_channel(x.shape)
-    m = values_per_channel(x.shape)
+    return _train_forward(x, gamma, beta, eps)
 
-    # Step 1: batch mean per channel (accumulated in float64: a long float32 sum drifts).
-    mu = as_channel(channel_mean(x).astype(x.dtype), x.ndim)
+
+def _train_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
+                   eps: float) -> tuple[np.ndarray, BatchNormCache]:
+    """:func:`batchnorm_forward` on checked arguments (gamma, beta already (C,) in x's dtype)."""
+    axes = reduction_axes(x.ndim)  # (0,) for (N, C); (0, 2, 3) for (N, C, H, W)
+    gamma, beta = as_channel(gamma, x.ndim), as_channel(beta, x.ndim)  # (1, C, 1, ...): broadcast per channel
+
+    # Step 1: batch mean per channel (summed in float64: a long float32 sum drifts).
+    mu = x.mean(axis=axes, keepdims=True, dtype=np.float64).astype(x.dtype)
     # Step 2: centre the batch.
     xc = x - mu
     # Step 3: biased variance -- divide by m, not m - 1, as in the paper's Algorithm 1.
-    var = as_channel(channel_dot(xc, xc) / x.dtype.type(m), x.ndim)
+    var = (xc * xc).mean(axis=axes, keepdims=True, dtype=np.float64).astype(x.dtype)
     # Step 4: standard deviation; eps sits inside the square root.
-    std = np.sqrt(var + x.dtype.type(eps))
+    std = np.sqrt(var + eps)
     # Step 5: its reciprocal, so that step 6 multiplies instead of divides.
-    inv = 1.0 / std
-    # Steps 6 and 7, block by block so each block is still in cache for step 7 (see row_blocks). Step 6
-    # normalizes in xc's own buffer, which from then on holds xhat. gamma and beta can undo steps 1-6
-    # (gamma = std, beta = mu gives back x).
-    xhat = xc
-    out = np.empty_like(x)
-    gamma_c, beta_c = as_channel(gamma, x.ndim), as_channel(beta, x.ndim)
-    for rows in row_blocks(x):
-        np.multiply(xhat[rows], inv, out=xhat[rows])  # Step 6: xhat = xc * inv
-        np.multiply(xhat[rows], gamma_c, out=out[rows])  # Step 7: out = gamma * xhat + beta
-        out[rows] += beta_c
+    inv = 1 / std
+    # Step 6: normalize.
+    xhat = xc * inv
+    # Step 7: scale and shift. gamma = std, beta = mu would give back x -- for this batch only.
+    out = gamma * xhat + beta
 
-    cache = BatchNormCache(x=x, mu=mu, var=var, std=std, inv=inv, xhat=xhat,
-                           gamma=gamma_c, eps=eps)
+    cache = BatchNormCache(x=x, mu=mu, xc=xc, var=var, std=std, inv=inv, xhat=xhat, gamma=gamma, eps=eps)
     return out, cache
 
 
@@ -148,7 +144,8 @@ def batchnorm_backward(dout: np.ndarray, cache: BatchNormCache) -> tuple[np.ndar
 
     Every line applies one local derivative (written in the comment) to the gradient flowing in from above.
     A node that feeds two others (``xc`` feeds both ``xhat`` and ``var``; ``x`` feeds both ``xc`` and ``mu``)
-    receives the sum of the gradients of both branches.
+    receives the sum of the gradients of both branches. A per-channel value (mu, var, std, inv, gamma, beta)
+    was broadcast over the batch in the forward, so its gradient is a sum over the batch.
 
     Args:
         dout: upstream gradient dL/dout, shape of the forward's input.
@@ -159,34 +156,33 @@ def batchnorm_backward(dout: np.ndarray, cache: BatchNormCache) -> tuple[np.ndar
     """
     x, xc, std, inv, xhat, gamma = cache.x, cache.xc, cache.std, cache.inv, cache.xhat, cache.gamma
     dout = check_upstream_gradient(dout, x)
-    m = x.dtype.type(cache.m)
+    axes, m = reduction_axes(x.ndim), cache.m
 
     # Step 7, out = gamma * xhat + beta.    d out/d beta = 1, d out/d gamma = xhat, d out/d xhat = gamma.
-    # gamma and beta are shared by the whole batch, so their gradients sum over every axis but C.
-    dbeta = channel_sum(dout)
-    dgamma = channel_dot(dout, xhat)
+    dbeta = dout.sum(axis=axes)
+    dgamma = (dout * xhat).sum(axis=axes)
     dxhat = dout * gamma
     # Step 6, xhat = xc * inv.              d xhat/d inv = xc (summed: inv is per channel), d xhat/d xc = inv.
-    dinv = as_channel(channel_dot(dxhat, xc), x.ndim)
+    dinv = (dxhat * xc).sum(axis=axes, keepdims=True)
     dxc = dxhat * inv  # first of the two branches into xc
     # Step 5, inv = 1 / std.                d inv/d std = -1 / std**2.
     dstd = -dinv / std**2
     # Step 4, std = sqrt(var + eps).        d std/d var = 1 / (2 * std).
-    dvar = dstd / (2.0 * std)
+    dvar = dstd / (2 * std)
     # Step 3, var = sum(xc**2) / m.         d var/d xc = 2 * xc / m: the second branch into xc.
-    dxc += (2.0 / m) * xc * dvar
+    dxc = dxc + (2 / m) * xc * dvar
     # Step 2, xc = x - mu.                  d xc/d x = 1, d xc/d mu = -1 (summed: mu is per channel).
-    dmu = -as_channel(channel_sum(dxc), x.ndim)
-    dx = dxc.copy()  # first branch into x
+    dmu = -dxc.sum(axis=axes, keepdims=True)
+    dx = dxc  # first branch into x
     # Step 1, mu = sum(x) / m.              d mu/d x = 1 / m: the second branch into x.
-    dx += dmu / m
+    dx = dx + dmu / m
     return dx, dgamma, dbeta
 
 
 def batchnorm_backward_fused(
     dout: np.ndarray, cache: BatchNormCache
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    r"""Closed-form backward, few passes over memory.
+    r"""Closed-form backward (lecture 4): two per-channel sums, then one expression for dx.
 
     With per-channel sums over the m values of a channel,
 
@@ -196,29 +192,17 @@ def batchnorm_backward_fused(
         \qquad \frac{\partial L}{\partial \gamma} = \sum \delta \hat x,
         \qquad \frac{\partial L}{\partial \beta} = \sum \delta,
 
-    where :math:`\delta` is ``dout``. It is evaluated as ``dx = a*dout + b*xhat + c`` with per-channel
-    coefficients a, b, c, block by block, so the batch crosses main memory about three times (two sums, then dx).
+    where :math:`\delta` is ``dout``. The two sums are dbeta and dgamma, which the backward needs anyway.
 
     Args and returns as :func:`batchnorm_backward`.
     """
     x, xhat, inv, gamma = cache.x, cache.xhat, cache.inv, cache.gamma
     dout = check_upstream_gradient(dout, x)
-    m = x.dtype.type(cache.m)
+    m = cache.m
 
     dbeta = channel_sum(dout)
-    dgamma = channel_dot(dout, xhat)
-    a = gamma * inv  # (1, C, 1, ...)
-    b = -a * as_channel(dgamma, x.ndim) / m
-    c = -a * as_channel(dbeta, x.ndim) / m
-
-    dx = np.empty_like(dout)
-    scratch = np.empty_like(dout[row_blocks(dout)[0]])
-    for rows in row_blocks(dout):  # all three terms per block while it is in cache
-        block, part = dx[rows], scratch[: dx[rows].shape[0]]
-        np.multiply(dout[rows], a, out=block)
-        np.multiply(xhat[rows], b, out=part)
-        block += part
-        block += c
+    dgamma = channel_sum(dout * xhat)
+    dx = (gamma * inv / m) * (m * dout - as_channel(dbeta, x.ndim) - xhat * as_channel(dgamma, x.ndim))
     return dx, dgamma, dbeta
 
 
@@ -244,23 +228,21 @@ def batchnorm_inference(
     Returns:
         out: shape and dtype of ``x``.
     """
-    x = check_batch_input(x)
-    gamma, beta = _check_affine(x, gamma, beta)
-    eps = check_eps(eps)
+    x, gamma, beta, eps = _check_arguments(x, gamma, beta, eps)
     num_channels = x.shape[1]
     running_mean = check_channel_vector(running_mean, "running_mean", num_channels)
     running_var = check_channel_vector(running_var, "running_var", num_channels)
     if np.any(running_var < 0):
         raise ValueError(f"running_var must be non-negative, got minimum {running_var.min()!r}")
+    return _inference_forward(x, gamma, beta, running_mean, running_var, eps)
 
+
+def _inference_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, running_mean: np.ndarray,
+                       running_var: np.ndarray, eps: float) -> np.ndarray:
+    """:func:`batchnorm_inference` on checked arguments."""
     scale = (gamma / np.sqrt(running_var + eps)).astype(x.dtype)
     shift = (beta - running_mean * scale).astype(x.dtype)
-    scale, shift = as_channel(scale, x.ndim), as_channel(shift, x.ndim)
-    out = np.empty_like(x)
-    for rows in row_blocks(x):
-        np.multiply(x[rows], scale, out=out[rows])
-        out[rows] += shift
-    return out
+    return x * as_channel(scale, x.ndim) + as_channel(shift, x.ndim)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -295,9 +277,7 @@ def groupnorm_forward(
     Returns:
         out: shape of x. cache: for :func:`groupnorm_backward`.
     """
-    x = check_batch_input(x)
-    gamma, beta = _check_affine(x, gamma, beta)
-    eps = check_eps(eps)
+    x, gamma, beta, eps = _check_arguments(x, gamma, beta, eps)
     num_channels = x.shape[1]
     if isinstance(num_groups, bool) or not isinstance(num_groups, (int, np.integer)) or num_groups < 1 \
             or num_channels % num_groups:
@@ -323,7 +303,7 @@ def groupnorm_backward(dout: np.ndarray, cache: GroupNormCache) -> tuple[np.ndar
     xhat = cache.xhat
     dout = check_upstream_gradient(dout, xhat)
     dbeta = channel_sum(dout)
-    dgamma = channel_dot(dout, xhat)
+    dgamma = channel_sum(dout * xhat)
 
     grouped_shape = (xhat.shape[0], cache.num_groups, -1)
     dxhat = (dout * cache.gamma).reshape(grouped_shape)

@@ -20,18 +20,20 @@ from typing import Any
 
 import numpy as np
 
-from bnlab._channels import as_channel, channel_dot, channel_sum
+from bnlab._channels import as_channel, channel_sum
 from bnlab._validation import (
     check_batch_input,
     check_eps,
     check_momentum,
+    check_more_than_one_value_per_channel,
     check_num_channels,
     check_num_features,
     check_upstream_gradient,
     describe_shape,
     to_numpy,
 )
-from bnlab.functional import BatchNormCache, batchnorm_backward_fused, batchnorm_forward, batchnorm_inference
+from bnlab.functional import BatchNormCache, _inference_forward, _train_forward, batchnorm_backward_fused
+from bnlab.running_stats import newest_batch_weight, updated_running_stats
 
 __all__ = ["BatchNorm"]
 
@@ -122,30 +124,30 @@ class BatchNorm:
 
         In training mode (or without running statistics) every channel needs more than one value.
         """
-        x = check_batch_input(x)
+        x = check_batch_input(x)  # the layer's one check of its input, before any state changes
         check_num_channels(x.shape, self.num_features, repr(self))
         gamma, beta = self._gamma_beta(x.dtype)
 
         if self.training or not self.track_running_stats:
-            out, cache = batchnorm_forward(x, gamma, beta, self.eps)
+            check_more_than_one_value_per_channel(x.shape)
+            out, cache = _train_forward(x, gamma, beta, self.eps)
             if self.training and self.track_running_stats:
                 self._update_running_stats(cache)
             self._saved = ("batch", cache)
         else:
-            out = batchnorm_inference(x, gamma, beta, self.running_mean, self.running_var, self.eps)
+            out = _inference_forward(x, gamma, beta, self.running_mean, self.running_var, self.eps)
             self._saved = ("running", x)
         return out
 
     __call__ = forward
 
     def _update_running_stats(self, cache: BatchNormCache) -> None:
-        """Fold one batch's statistics into the running averages (PyTorch's rule)."""
+        """Fold one batch's statistics into the running averages (PyTorch's rule, :mod:`bnlab.running_stats`)."""
         self.num_batches_tracked += 1
-        factor = 1.0 / self.num_batches_tracked if self.momentum is None else self.momentum
-        m = cache.m
-        unbiased_var = cache.batch_var.astype(np.float64) * (m / (m - 1))
-        self.running_mean = ((1.0 - factor) * self.running_mean + factor * cache.batch_mean).astype(self.dtype)
-        self.running_var = ((1.0 - factor) * self.running_var + factor * unbiased_var).astype(self.dtype)
+        mean, var = updated_running_stats(self.running_mean, self.running_var, cache.batch_mean,
+                                          cache.batch_var.astype(np.float64), cache.m,
+                                          newest_batch_weight(self.momentum, self.num_batches_tracked))
+        self.running_mean, self.running_var = mean.astype(self.dtype), var.astype(self.dtype)
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         """Backpropagate dL/dout through the last forward; returns dL/dx and stores ``grad``.
@@ -165,7 +167,7 @@ class BatchNorm:
             inv_std = (1.0 / np.sqrt(self.running_var + self.eps)).astype(x.dtype)
             xhat = (x - as_channel(self.running_mean.astype(x.dtype), x.ndim)) * as_channel(inv_std, x.ndim)
             dx = dout * as_channel(gamma * inv_std, x.ndim)
-            dgamma, dbeta = channel_dot(dout, xhat), channel_sum(dout)
+            dgamma, dbeta = channel_sum(dout * xhat), channel_sum(dout)
         self.grad = {"weight": dgamma, "bias": dbeta} if self.affine else {}
         return dx
 

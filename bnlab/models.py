@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from bnlab._options import check_choice, check_float, check_int, check_seed
+from bnlab._validation import check_choice, check_float, check_int, check_seed
 
 __all__ = [
     "ACTIVATIONS",

@@ -1,40 +1,133 @@
-"""The running-statistics update rules of the frameworks and the paper, side by side.
+"""Running statistics: the one update rule behind every layer, and the conventions of other frameworks.
 
-* PyTorch: ``running = (1 - momentum) * running + momentum * batch_stat``, momentum 0.1 by default; the weight
-  of the *newest* batch.
-* Keras / TensorFlow: ``moving = momentum * moving + (1 - momentum) * batch_stat``, momentum 0.99 by default;
-  the weight of the *old* average. Keras momentum k is PyTorch momentum 1 - k.
-* The paper (Algorithm 2): the population statistics are plain averages over training batches, every batch with
-  the same weight -- PyTorch's ``momentum=None``.
+Every bnlab layer that keeps running statistics -- the numpy :class:`~bnlab.layers.BatchNorm`, the torch
+modules of :mod:`bnlab.nn` and ghost batch norm -- updates them with :func:`updated_running_stats`, PyTorch's
+rule:
+
+    running_mean = (1 - w) * running_mean + w * batch_mean
+    running_var  = (1 - w) * running_var  + w * batch_var * m / (m - 1)      (the *unbiased* batch variance)
+
+with w = momentum (0.1 by default), or w = 1/k for the k-th batch when ``momentum=None`` (an equal-weight
+average over all batches so far, the paper's Algorithm 2). The arithmetic works unchanged on floats, numpy
+arrays and torch tensors.
+
+Other codes use other conventions for the same idea; :data:`CONVENTIONS` describes four of them, each with the
+place in its source where the rule is written, and :meth:`Convention.update` applies one step of each.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
 import numpy as np
 
-CONVENTIONS = ("pytorch", "keras")
+from bnlab._channels import reduction_axes, values_per_channel
+from bnlab._validation import check_choice, check_float
+
+__all__ = ["CONVENTIONS", "Convention", "convention", "moving_average", "newest_batch_weight", "unbiased_variance",
+           "updated_running_stats"]
+
+Stat = TypeVar("Stat")  # a float, a numpy array or a torch tensor
 
 
-def ema_update(running: np.ndarray, batch_stat: np.ndarray, momentum: float, convention: str = "pytorch") -> np.ndarray:
-    """One exponential-moving-average step of a running statistic under a framework's momentum convention.
+def newest_batch_weight(momentum: float | None, num_batches_tracked: int) -> float:
+    """The weight w of the newest batch: ``momentum``, or 1/k for the k-th batch when momentum is None.
+
+    ``num_batches_tracked`` counts the batches including the newest one (k >= 1).
+    """
+    return 1.0 / num_batches_tracked if momentum is None else momentum
+
+
+def unbiased_variance(biased_var: Stat, m: int) -> Stat:
+    """biased_var * m / (m - 1): the unbiased estimate of the population variance from m values."""
+    return biased_var * (m / (m - 1))
+
+
+def moving_average(running: Stat, batch_stat: Stat, weight_of_new: float) -> Stat:
+    """One exponential-moving-average step: ``(1 - w) * running + w * batch_stat`` (torch's order of terms)."""
+    return weight_of_new * batch_stat + (1.0 - weight_of_new) * running
+
+
+def updated_running_stats(running_mean: Stat, running_var: Stat, batch_mean: Stat, biased_var: Stat, m: int,
+                          weight_of_new: float) -> tuple[Stat, Stat]:
+    """PyTorch's update of (running_mean, running_var) by one batch; returns the new values.
 
     Args:
-        running: the current running value(s), any shape.
-        batch_stat: this batch's statistic, same shape (for the variance: the unbiased batch variance).
-        momentum: in [0, 1], meaning what ``convention`` says it means.
-        convention: "pytorch" (momentum weights the new batch) or "keras" (momentum weights the old average).
+        running_mean, running_var: current running statistics, (C,).
+        batch_mean, biased_var: this batch's per-channel mean and biased variance (what the forward used), (C,).
+        m: values per channel in the batch (N, or N*H*W for images).
+        weight_of_new: w from :func:`newest_batch_weight`.
 
     Returns:
-        The updated running value(s).
+        (new running_mean, new running_var); running_var moves towards the **unbiased** batch variance.
     """
-    if convention not in CONVENTIONS:
-        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
-    if not 0.0 <= momentum <= 1.0:
-        raise ValueError(f"momentum must be in [0, 1], got {momentum!r}")
-    weight_of_new = momentum if convention == "pytorch" else 1.0 - momentum
-    return (1.0 - weight_of_new) * np.asarray(running) + weight_of_new * np.asarray(batch_stat)
+    return (moving_average(running_mean, batch_mean, weight_of_new),
+            moving_average(running_var, unbiased_variance(biased_var, m), weight_of_new))
 
 
-def pytorch_momentum(keras_momentum: float) -> float:
-    """The PyTorch momentum equivalent to a Keras/TensorFlow one: 1 - keras_momentum (0.99 -> 0.01)."""
-    return 1.0 - keras_momentum
+@dataclass(frozen=True)
+class Convention:
+    """How one code base updates its running statistics, and where that is written.
+
+    Attributes:
+        name: who uses it.
+        momentum: its default momentum, in its own meaning.
+        momentum_is: "new" (momentum weights the newest batch, PyTorch) or "old" (momentum weights the old
+            average, Keras); Keras' k is PyTorch's 1 - k.
+        variance: which batch variance feeds the running variance, "unbiased" (m - 1) or "biased" (m).
+        eps: its default eps.
+        initial_var: the running variance before any batch (1 in PyTorch and Keras; CS231n starts at 0).
+        source: where the rule can be read.
+    """
+
+    name: str
+    momentum: float
+    momentum_is: str
+    variance: str
+    eps: float
+    initial_var: float
+    source: str
+
+    def weight_of_new(self, momentum: float | None = None) -> float:
+        """w, the weight of the newest batch, for ``momentum`` in this convention's meaning (default: its own)."""
+        momentum = self.momentum if momentum is None else check_float(momentum, "momentum", 0.0, maximum=1.0)
+        return momentum if self.momentum_is == "new" else 1.0 - momentum
+
+    def update(self, running_mean: np.ndarray, running_var: np.ndarray, batch: np.ndarray,
+               momentum: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """One update by ``batch`` (N, C) or (N, C, *spatial); returns (new running mean, new running var)."""
+        batch = np.asarray(batch, dtype=np.float64)
+        axes, m = reduction_axes(batch.ndim), values_per_channel(batch.shape)
+        mean, biased = batch.mean(axis=axes), batch.var(axis=axes)
+        var = unbiased_variance(biased, m) if self.variance == "unbiased" else biased
+        w = self.weight_of_new(momentum)
+        return moving_average(np.asarray(running_mean, float), mean, w), moving_average(
+            np.asarray(running_var, float), var, w)
+
+
+CONVENTIONS: dict[str, Convention] = {
+    "pytorch": Convention(
+        "PyTorch nn.BatchNorm1d/2d", 0.1, "new", "unbiased", 1e-5, 1.0,
+        "torch/nn/modules/batchnorm.py (_NormBase: momentum=0.1, running_var = ones); the rule as torch writes it "
+        "in torch/_decomp/decompositions.py (native_batch_norm): new_running_var = momentum * unbiased_var + "
+        "(1 - momentum) * running_var, unbiased_var = var * n / (n - 1)"),
+    "keras": Convention(
+        "Keras 3 BatchNormalization", 0.99, "old", "biased", 1e-3, 1.0,
+        "keras/src/layers/normalization/batch_normalization.py, call(): moving = moving * momentum + "
+        "stat * (1 - momentum), with mean and variance from ops.moments (biased); momentum=0.99, epsilon=1e-3"),
+    "cs231n": Convention(
+        "CS231n assignment 2 (layers.py)", 0.9, "old", "biased", 1e-5, 0.0,
+        "cs231n/layers.py, batchnorm_forward: running_mean = momentum * running_mean + (1 - momentum) * "
+        "sample_mean, sample_var = np.var(x, axis=0); momentum 0.9; running_var starts as np.zeros(D)"),
+    "d2l": Convention(
+        "Dive into Deep Learning, 8.5 (PyTorch tab)", 0.1, "new", "biased", 1e-5, 1.0,
+        "d2l.ai chapter_convolutional-modern/batch-norm.md, batch_norm(): moving_var = (1.0 - momentum) * "
+        "moving_var + momentum * var with var = ((X - mean) ** 2).mean(...); BatchNorm passes momentum=0.1"),
+}
+
+
+def convention(name: Any) -> Convention:
+    """The convention called ``name`` (a key of :data:`CONVENTIONS`)."""
+    return CONVENTIONS[check_choice(name, "convention", CONVENTIONS)]
+

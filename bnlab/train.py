@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from bnlab._options import check_float, check_int, check_seed
+from bnlab._validation import check_float, check_int, check_seed
 from bnlab.data import Dataset
 from bnlab.models import ModelSpec, Network
 from bnlab.recording import (

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from bnlab._options import check_float, check_int
+from bnlab._validation import check_float, check_int
 from bnlab.data import Dataset, load_mnist_subset
 from bnlab.models import build_mlp
 from bnlab.train import TrainConfig, TrainResult, train

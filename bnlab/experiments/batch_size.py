@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from bnlab._options import check_choice, check_int
+from bnlab._validation import check_choice, check_int
 from bnlab.experiments._runs import (
     SeedRuns,
     check_training_fields,

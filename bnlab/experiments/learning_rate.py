@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bnlab._options import check_choice, check_float, check_int
+from bnlab._validation import check_choice, check_float, check_int
 from bnlab.experiments._runs import (
     SeedRuns,
     check_seeds,

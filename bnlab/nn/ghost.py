@@ -20,19 +20,20 @@ Rules (decided here, tested in tests/test_nn_ghost.py):
 
 Implementation: the ghost batches become extra channels. (N, C, L) is viewed as (k, g, C, L), transposed to
 (g, k*C, L), and normalized by one :func:`batch_norm` call with weight and bias repeated k times (autograd sums
-the repeated gradients back).
+the repeated gradients back). The running statistics take one :func:`bnlab.running_stats.updated_running_stats`
+step with the ghost batches' average mean and average biased variance (its unbiased correction is linear, so
+this is the average of the ghost batches' unbiased variances).
 """
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 
-from bnlab._validation import describe_shape
+from bnlab._validation import check_int, describe_shape
 from bnlab.nn._checks import check_batch_norm_arguments, check_input_tensor
 from bnlab.nn.functional import batch_norm
 from bnlab.nn.modules import BatchNorm1d, BatchNorm2d
+from bnlab.running_stats import updated_running_stats
 
 __all__ = ["GhostBatchNorm1d", "GhostBatchNorm2d", "ghost_batch_norm"]
 
@@ -51,11 +52,8 @@ def check_ghost_batch(x: torch.Tensor, ghost_batch_size: int) -> None:
 
 
 def _check_ghost_batch_size(ghost_batch_size: object) -> int:
-    if isinstance(ghost_batch_size, bool) or not isinstance(ghost_batch_size, numbers.Integral) \
-            or ghost_batch_size < 1:
-        raise ValueError(f"ghost_batch_size must be a positive integer (examples per normalization batch), "
-                         f"got {ghost_batch_size!r}")
-    return int(ghost_batch_size)
+    return check_int(ghost_batch_size, "ghost_batch_size", 1,
+                     kind="a positive integer (examples per normalization batch)")
 
 
 def ghost_batch_norm(
@@ -95,16 +93,15 @@ def ghost_batch_norm(
     repeated_weight = None if weight is None else weight.repeat(num_ghosts)
     repeated_bias = None if bias is None else bias.repeat(num_ghosts)
 
-    ghost_mean = ghost_var = None
-    if running_mean is not None:
-        # With momentum 1 the "running" statistics become exactly each ghost batch's mean and unbiased variance.
-        ghost_mean = x.new_zeros(num_ghosts * c)
-        ghost_var = x.new_ones(num_ghosts * c)
-    out = batch_norm(as_channels, ghost_mean, ghost_var, repeated_weight, repeated_bias, True, 1.0, eps)
+    out = batch_norm(as_channels, None, None, repeated_weight, repeated_bias, True, momentum, eps)
     if running_mean is not None:
         with torch.no_grad():
-            running_mean.mul_(1.0 - momentum).add_(ghost_mean.view(num_ghosts, c).mean(0), alpha=momentum)
-            running_var.mul_(1.0 - momentum).add_(ghost_var.view(num_ghosts, c).mean(0), alpha=momentum)
+            ghosts = x.detach().reshape(num_ghosts, ghost_batch_size, c, -1)  # (k, g, C, L)
+            means, biased_vars = ghosts.mean((1, 3)), ghosts.var((1, 3), correction=0)  # (k, C) each
+            new_mean, new_var = updated_running_stats(running_mean, running_var, means.mean(0),
+                                                      biased_vars.mean(0), ghosts[0, :, 0].numel(), momentum)
+            running_mean.copy_(new_mean)
+            running_var.copy_(new_var)
     return out.reshape(ghost_batch_size, num_ghosts, c, -1).transpose(0, 1).reshape(x.shape)
 
 

@@ -24,9 +24,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bnlab._validation import check_momentum, check_num_channels, check_num_features
-from bnlab.nn._checks import check_batch_norm_arguments, check_eps_value
+from bnlab._validation import check_eps, check_momentum, check_num_channels, check_num_features
+from bnlab.nn._checks import check_batch_norm_arguments
 from bnlab.nn.functional import batch_norm
+from bnlab.running_stats import newest_batch_weight
 
 __all__ = ["BatchNormBase", "BatchNorm1d", "BatchNorm2d"]
 
@@ -66,7 +67,7 @@ class BatchNormBase(nn.Module):
         super().__init__()
         factory = {"device": device, "dtype": dtype}
         self.num_features = check_num_features(num_features)
-        self.eps = check_eps_value(eps)
+        self.eps = check_eps(eps, allow_zero=True)  # 0 works in eval mode only, as in torch
         self.momentum = check_momentum(momentum)
         self.affine = bool(affine)
         self.track_running_stats = bool(track_running_stats)
@@ -132,7 +133,7 @@ class BatchNormBase(nn.Module):
         if self.training and self.track_running_stats:
             # Counted only now, after validation (torch counts before validating, see the module docstring).
             self.num_batches_tracked.add_(1)
-            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+            factor = newest_batch_weight(self.momentum, int(self.num_batches_tracked))
 
         # In training, the buffers are passed only when tracked, so that they get updated; in eval mode they
         # are passed whenever they exist, so that they are used.

@@ -8,7 +8,8 @@ from matplotlib.figure import Figure
 
 from bnlab.functional import batchnorm_forward
 from bnlab.gradcheck import rel_error
-from bnlab.variants import normalize, one_pass_variance, two_pass_variance
+from bnlab.mistakes import forward_with
+from bnlab.numerics import one_pass_variance, two_pass_variance
 
 
 def plot_normalization_stages(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray) -> Figure:
@@ -31,14 +32,16 @@ def plot_normalization_stages(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray
 def plot_eps_effect(eps: float = 1e-5) -> Figure:
     """Normalized value of a point one standard deviation above the mean, against the channel's spread.
 
-    Each channel holds the three values 1 - s, 1, 1 + s; the curves come from :func:`bnlab.variants.normalize`
-    with eps inside the square root (right) and outside it (a classic mistake).
+    Each channel holds the three values 1 - s, 1, 1 + s; the curves come from
+    :func:`bnlab.functional.batchnorm_forward` (eps inside the square root, right) and from the catalogued
+    mistake ``eps_outside_sqrt`` (:func:`bnlab.mistakes.forward_with`).
     """
     spreads = np.logspace(-7, 0, 200)
     x = np.stack([1 - spreads, np.ones_like(spreads), 1 + spreads])  # (3, channels)
     std = spreads * np.sqrt(2 / 3)
-    inside = normalize(x, eps)[2] * np.sqrt(2 / 3)  # value at mean + std, in units of the ideal 1
-    outside = normalize(x, eps, eps_inside_sqrt=False)[2] * np.sqrt(2 / 3)
+    ones, zeros = np.ones(len(spreads)), np.zeros(len(spreads))
+    inside = batchnorm_forward(x, ones, zeros, eps)[0][2] * np.sqrt(2 / 3)  # value at mean + std, ideal 1
+    outside = forward_with("eps_outside_sqrt", x, eps=eps)[2] * np.sqrt(2 / 3)
     fig, ax = plt.subplots()
     ax.semilogx(std, inside, label=r"$(x-\mu)/\sqrt{\sigma^2+\epsilon}$ (right)")
     ax.semilogx(std, outside, "--", label=r"$(x-\mu)/(\sigma+\epsilon)$ (eps outside)")
@@ -58,7 +61,7 @@ def plot_unbiased_variance_error(batch_sizes: tuple[int, ...] = (2, 3, 4, 6, 8, 
     errors = []
     for m in batch_sizes:
         x = rng.standard_normal((m, 8)) * 3 + 5
-        errors.append(rel_error(normalize(x, unbiased=True), normalize(x)))
+        errors.append(rel_error(forward_with("unbiased_variance", x), batchnorm_forward(x, np.ones(8), np.zeros(8))[0]))
     fig, ax = plt.subplots()
     ax.loglog(batch_sizes, errors, "o-")
     ax.set_xlabel("values per channel m")

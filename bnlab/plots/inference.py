@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from bnlab.running_stats import ema_update
+from bnlab.running_stats import moving_average
 
 
 def plot_running_average_lag(steps: int = 300, noise: float = 0.3, seed: int = 0) -> Figure:
@@ -23,7 +23,7 @@ def plot_running_average_lag(steps: int = 300, noise: float = 0.3, seed: int = 0
     for momentum, style in ((0.1, "-"), (0.01, "--"), (0.001, ":")):
         running, trace = 0.0, []
         for value in batch_means:
-            running = ema_update(running, value, momentum)
+            running = moving_average(running, value, momentum)
             trace.append(running)
         ax.plot(t, trace, style, lw=1.8, label=f"PyTorch momentum {momentum}" + (" (= Keras 0.99)" if momentum == 0.01 else ""))
     cumulative = np.cumsum(batch_means) / t
