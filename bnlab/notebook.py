@@ -32,8 +32,19 @@ def setup(threads: int = 1) -> None:
     })
 
 
+def source_header(obj: Any) -> str:
+    """The first line of a :func:`show_source` listing: ``# <file relative to the package root> : <qualname>``."""
+    module = inspect.getmodule(obj)
+    path = module.__name__.replace(".", "/") + ".py"
+    return f"# {path} : {obj.__qualname__}  (the library's current source)"
+
+
 def show_source(obj: Any) -> Any:
-    """Display the source code of a bnlab function or class, highlighted, so a lecture can read the real code."""
+    """Display the source code of a bnlab function or class, highlighted, so a lecture can read the real code.
+
+    The listing starts with :func:`source_header`, which names the file and the object, so a reader can find
+    it and ``tests/test_notebooks.py`` can check that every stored listing is still the current source.
+    """
     from IPython.display import Code
 
-    return Code(inspect.getsource(obj), language="python")
+    return Code(f"{source_header(obj)}\n{inspect.getsource(obj)}", language="python")

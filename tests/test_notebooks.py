@@ -79,3 +79,69 @@ def test_relative_links_point_to_files_that_exist(path):
     links = [target for target in re.findall(r"\]\(([^)\s]+)\)", text) if "://" not in target]
     for target in links:
         assert (path.parent / target.split("#")[0]).exists(), f"{path.name} links to missing {target}"
+
+
+def _code_outputs_text(cell) -> str:
+    return "".join(o.get("text", "") if o.output_type == "stream" else o.get("data", {}).get("text/plain", "")
+                   for o in cell.outputs)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_stored_source_listing_is_the_current_source(path):
+    """A show_source listing stored in a notebook must equal the library's source today (no stale code)."""
+    import importlib
+    import inspect
+    import re
+
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type != "code" or "show_source(" not in cell.source:
+            continue
+        text = _code_outputs_text(cell)
+        header = re.match(r"# (bnlab/[\w/]+)\.py : ([\w.]+)  \(the library's current source\)\n", text)
+        assert header, f"{path.name}: a show_source output without its header line: {text[:120]!r}"
+        module = importlib.import_module(header.group(1).replace("/", "."))
+        obj = module
+        for part in header.group(2).split("."):
+            obj = getattr(obj, part)
+        assert text[header.end():] == inspect.getsource(obj), \
+            (f"{path.name} shows a stale listing of {header.group(2)}: rebuild it with "
+             f".venv/bin/python tools/notebooks.py build {path.stem[:2]}")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_lectures_mentioned_exist_or_are_marked_planned(path):
+    """'lecture 11' in the text needs notebooks/11_*.ipynb, unless the same line says it is planned."""
+    import re
+
+    existing = {int(p.stem[:2]) for p in NOTEBOOKS}
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type != "markdown":
+            continue
+        for line in cell.source.splitlines():
+            for mention in re.finditer(r"[Ll]ectures?\s+(\d+(?:\s*(?:,|and|or|–|-)\s*\d+)*)", line):
+                numbers = {int(n) for n in re.findall(r"\d+", mention.group(1))}
+                missing = sorted(numbers - existing)
+                assert not missing or "planned" in line, \
+                    f"{path.name} refers to lecture(s) {missing}, which do not exist yet: {line.strip()!r}"
+
+
+# Lectures 7-9 still print verdicts; issue 10 rewrites their checked cells. strict: the marks must go then.
+_VERDICTS_PENDING = {"07_depth", "08_batch_size", "09_learning_rate"}
+
+
+@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.xfail(
+    strict=True, reason="issue 10: lectures 7-9 checked cells still print verdicts")) if p.stem in _VERDICTS_PENDING
+    else p for p in NOTEBOOKS], ids=lambda p: p.stem)
+def test_checked_cells_print_numbers_not_bare_verdicts(path):
+    """A checked line shows the value and its bracket ('2.1e-16 (< 1e-10)'), not a bare True or False."""
+    import re
+
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type != "code" or "NBVAL_CHECK_OUTPUT" not in cell.source:
+            continue
+        for line in _code_outputs_text(cell).splitlines():
+            assert not re.search(r"(^|[:=\s])(True|False)\s*$", line), \
+                f"{path.name}: checked output line ends in a bare verdict: {line.strip()!r}"

@@ -7,6 +7,11 @@ shows.
 
 Slider moves only read caches (instant). A setting nobody computed yet says so in the status line and waits
 for *Train live*, which trains it with a ``tqdm.auto`` progress bar (inside the dashboard) and remembers it.
+A dashboard whose computation is instant (``trains = False``, e.g. lecture 2's forward explorer) has no
+*Train live* button and computes on every move.
+
+Displayed in a notebook, a dashboard also carries a PNG of its current figure and a one-line text: viewers that
+run no kernel (GitHub, nbconvert, the static site) and a notebook opened before it is run show that figure.
 
 Widgets swallow exceptions raised in callbacks; here every callback is wrapped, and an exception is shown in
 the red error area with its traceback (and kept in ``last_error``), never dropped.
@@ -14,6 +19,7 @@ the red error area with its traceback (and kept in ``last_error``), never droppe
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import html
 import io
@@ -46,6 +52,7 @@ class Dashboard:
 
     title = "Dashboard"
     live_hint = "a few seconds"
+    trains = True  # False: compute() is instant, runs on every move, and there is no Train live button
     base: Any = None  # the experiment config the controls modify (its ``seeds`` are trained on Train live)
 
     def __init__(self, controls: Mapping[str, widgets.ValueWidget], *, progress: bool = True,
@@ -72,7 +79,8 @@ class Dashboard:
         self.run_button.on_click(self._on_run)
         rows = [widgets.HTML(f"<b>{html.escape(self.title)}</b>"),
                 widgets.HBox(list(self.controls.values()), layout=widgets.Layout(flex_flow="row wrap")),
-                widgets.HBox([self.run_button, self.status]), self.error, self.progress, self.image]
+                widgets.HBox([self.run_button, self.status] if self.trains else [self.status]), self.error,
+                self.progress, self.image]
         self.widget = widgets.VBox(rows)
         self.widget.add_class("bnlab-dashboard")
         if update:
@@ -109,10 +117,11 @@ class Dashboard:
         error area and kept in ``last_error``.
         """
         params = self.params()
-        stages = self._live_stages() if live else [None]
+        live = live or not self.trains
+        stages = self._live_stages() if live and self.trains else [None]
         for number, seeds in enumerate(stages, start=1):
             try:
-                if live:
+                if live and self.trains:
                     self.status.value = f"training live ({len(seeds)} of {len(stages[-1])} seeds)…"
                     self.progress.outputs = ()  # (clear_output() would print escape codes outside a kernel)
                     with self.progress, self._seeds(seeds):
@@ -127,7 +136,8 @@ class Dashboard:
             except Exception as error:  # noqa: BLE001 - shown to the learner, never swallowed
                 self._show_error(error, "computing")
                 return False
-            source = ("from the cache" if not live else "trained live (now cached)" if number == len(stages)
+            source = ("" if not self.trains else "from the cache" if not live
+                      else "trained live (now cached)" if number == len(stages)
                       else f"trained live: {len(seeds)} seed shown, training the others…")
             if not self._show(params, result, source):
                 return False
@@ -206,4 +216,14 @@ class Dashboard:
         self.status.value = "<b style='color:#a00000'>failed, see the error below</b>"
 
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        """The widget, plus a PNG of the current figure and a text line for viewers without a kernel.
+
+        JupyterLab with a running kernel renders the widget (highest priority); anything else falls back to
+        the PNG. ``tools/notebooks.py`` strips the widget view from stored notebooks, so they keep the figure.
+        """
+        bundle = dict(self.widget._repr_mimebundle_(**kwargs) or {})
+        bundle["text/plain"] = (f"{self.title}: an interactive dashboard (run the notebook to use its controls; "
+                                f"the figure shows the setting {self.params()}).")
+        if self.image.value:
+            bundle["image/png"] = base64.b64encode(self.image.value).decode("ascii")
+        return bundle

@@ -164,4 +164,4 @@ wd_dashboard
 # 4. The largest stable learning rate is found on a grid four points per decade. How would you locate it more
 #    precisely, and how many seeds would you need before trusting a factor of 2?
 #
-# Next: lecture 10 — the paper's figure 1, reproduced.
+# Next: lecture 10 (planned) — the paper's figure 1, reproduced.
