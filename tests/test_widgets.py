@@ -137,3 +137,43 @@ def test_live_batch_size_setting_trains_every_line_it_needs(user_cache):
     assert dash.run()
     assert set(dash.last_result["others"]) == {"LayerNorm", "GroupNorm"}
     assert list(dash.last_result["bn"]) == [8]
+
+
+def test_a_displayed_dashboard_carries_its_figure_for_viewers_without_a_kernel():
+    """JupyterLab renders the widget; GitHub, nbconvert and an unrun notebook fall back to the PNG."""
+    import base64
+
+    dash = DepthDashboard(progress=False)
+    bundle = dash._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert base64.b64decode(bundle["image/png"]) == bytes(dash.image.value)
+    assert bundle["text/plain"].startswith(dash.title) and "VBox" not in bundle["text/plain"]
+
+
+def test_an_instant_dashboard_has_no_train_button_and_computes_on_every_move():
+    from ipywidgets import FloatSlider
+    from matplotlib.figure import Figure
+
+    from bnlab.widgets import Dashboard
+
+    class Square(Dashboard):
+        title = "square"
+        trains = False
+
+        def __init__(self):
+            super().__init__({"a": FloatSlider(value=2.0, min=0.0, max=5.0)})
+
+        def compute(self, params, live):
+            assert live, "an instant dashboard always computes"
+            return params["a"] ** 2
+
+        def draw(self, params, result):
+            figure = Figure()
+            figure.add_subplot().set_title(f"{result:g}")
+            return figure
+
+    dash = Square()
+    assert dash.last_result == 4.0 and dash.last_error is None
+    assert all(dash.run_button not in getattr(row, "children", ()) for row in dash.widget.children)
+    dash.set(a=3.0)
+    assert dash.last_result == 9.0 and dash.last_error is None and dash.status.value == ""

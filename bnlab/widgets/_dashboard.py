@@ -128,7 +128,7 @@ class Dashboard:
                         result = self.compute(params, live=True)
                     self.progress.outputs = ()
                 else:
-                    result = self.compute(params, live=False)
+                    result = self.compute(params, live=live)
             except NotCachedError:
                 self.status.value = (f"<i>not precomputed: press <b>Train live</b> to train it "
                                      f"({self.live_hint})</i>")
