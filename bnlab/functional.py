@@ -33,6 +33,7 @@ from bnlab._validation import (
     check_batch_input,
     check_channel_vector,
     check_eps,
+    check_int,
     check_more_than_one_value_per_channel,
     check_upstream_gradient,
 )
@@ -279,10 +280,10 @@ def groupnorm_forward(
     """
     x, gamma, beta, eps = _check_arguments(x, gamma, beta, eps)
     num_channels = x.shape[1]
-    if isinstance(num_groups, bool) or not isinstance(num_groups, (int, np.integer)) or num_groups < 1 \
-            or num_channels % num_groups:
-        raise ValueError(f"num_groups must be a positive divisor of the channel count {num_channels}, "
-                         f"got {num_groups!r}")
+    divisor = f"a positive divisor of the channel count {num_channels}"
+    num_groups = check_int(num_groups, "num_groups", 1, kind=divisor)
+    if num_channels % num_groups:
+        raise ValueError(f"num_groups must be {divisor}, got {num_groups!r}")
 
     grouped = x.reshape(x.shape[0], num_groups, -1)  # (N, G, C/G * prod(spatial))
     mu = grouped.mean(axis=2, keepdims=True, dtype=np.float64).astype(x.dtype)
@@ -291,7 +292,7 @@ def groupnorm_forward(
     inv = 1.0 / np.sqrt(var + x.dtype.type(eps))
     xhat = (xc * inv).reshape(x.shape)
     out = xhat * as_channel(gamma, x.ndim) + as_channel(beta, x.ndim)
-    return out, GroupNormCache(xhat=xhat, inv=inv, gamma=as_channel(gamma, x.ndim), num_groups=int(num_groups))
+    return out, GroupNormCache(xhat=xhat, inv=inv, gamma=as_channel(gamma, x.ndim), num_groups=num_groups)
 
 
 def groupnorm_backward(dout: np.ndarray, cache: GroupNormCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -41,10 +41,9 @@ def mnist() -> Dataset:
 
 
 def check_seeds(seeds: object) -> tuple[int, ...]:
-    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence) or not seeds \
-            or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence) or not seeds:
         raise ValueError(f"seeds must be a non-empty sequence of non-negative integers, got {seeds!r}")
-    return tuple(int(s) for s in seeds)
+    return tuple(check_int(s, "each of seeds", 0) for s in seeds)
 
 
 def check_training_fields(config) -> None:

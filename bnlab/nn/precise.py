@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from bnlab._validation import check_int
 from bnlab.nn.find import batchnorm_layers
 from bnlab.nn.freeze import is_frozen
 
@@ -57,9 +58,8 @@ def recompute_batchnorm_statistics(
     they were before; only ``running_mean`` and ``running_var`` changed. Parameters are not touched (no
     gradients are computed). If anything raises, the old running statistics are restored too.
     """
-    if num_batches is not None and (isinstance(num_batches, bool) or not isinstance(num_batches, int)
-                                    or num_batches < 1):
-        raise ValueError(f"num_batches must be a positive integer or None (all batches), got {num_batches!r}")
+    if num_batches is not None:
+        num_batches = check_int(num_batches, "num_batches", 1, kind="a positive integer or None (all batches)")
     layers = [layer for _, layer in batchnorm_layers(model)
               if layer.running_mean is not None and not is_frozen(layer)]
     if not layers:
