@@ -5,12 +5,15 @@ two shortcuts make a broken backward look right:
 
 * **An all-ones upstream gradient.** With ``dout = 1`` the loss is ``L = sum(gamma * xhat + beta)``. Every
   channel of ``xhat`` sums to zero by construction, so ``L`` does not depend on ``x`` at all and the true
-  ``dL/dx`` is exactly zero. A backward that returns zeros -- or one that forgets the mean and variance
-  branches, or gets them wrong -- agrees with the finite differences. Random upstream gradients make
-  ``dL/dx`` non-zero and expose every such mistake.
+  ``dL/dx`` is exactly zero. A backward that returns zeros agrees with the finite differences, and so do
+  real mistakes whose dx vanishes for a constant ``dout``: a missing variance branch (with or without its
+  1/m), a missing gamma, a flipped sign (five of the ten in :data:`bnlab.mistakes.BACKWARD_DX_MISTAKES`).
+  Random upstream gradients make ``dL/dx`` non-zero and expose every one of them.
 * **float32.** With a step ``h = 1e-5`` a centred difference in float32 carries rounding error of order
   ``1e-7 / 1e-5 = 1e-2`` relative to the function values, which swamps the small relative errors that
-  distinguish a correct backward from a slightly wrong one. Check in float64, where the error is ~1e-10.
+  distinguish a correct backward from a slightly wrong one; even the best float32 step, about 1e-2, leaves an
+  error near 2e-5 (truncation, ~h**2, meets rounding, ~eps/h; lecture 3 measures both). Check in float64,
+  where the error is ~1e-10.
 
 :func:`check_forward_backward` applies both lessons, plus a non-trivial gamma (including a zero, so that
 missing factors of gamma show) and beta, and inputs whose channels have different means and scales (so that
@@ -29,7 +32,9 @@ import numpy as np
 
 from bnlab._validation import as_float_array, describe_shape
 
-__all__ = ["rel_error", "numerical_gradient", "GradientCheckReport", "check_forward_backward"]
+__all__ = ["DEFAULT_TOLERANCE", "rel_error", "numerical_gradient", "GradientCheckReport", "check_forward_backward"]
+
+DEFAULT_TOLERANCE = 1e-6  # largest rel_error check_forward_backward accepts: float64 differences reach ~1e-10
 
 ForwardFn = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, Any]]
 BackwardFn = Callable[[np.ndarray, Any], tuple[np.ndarray, np.ndarray, np.ndarray]]
@@ -122,7 +127,7 @@ def check_forward_backward(
     shape: tuple[int, ...] = (6, 4),
     *,
     seed: int = 0,
-    tolerance: float = 1e-6,
+    tolerance: float = DEFAULT_TOLERANCE,
 ) -> GradientCheckReport:
     """Check ``backward`` against finite differences of ``forward`` in a way that cannot be fooled.
 

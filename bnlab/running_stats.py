@@ -13,6 +13,10 @@ arrays and torch tensors.
 
 Other codes use other conventions for the same idea; :data:`CONVENTIONS` describes four of them, each with the
 place in its source where the rule is written, and :meth:`Convention.update` applies one step of each.
+
+An exponential moving average started at r0 still gives r0 the weight (1 - w)^t after t batches
+(:func:`initial_value_share`); :func:`bias_corrected` removes that share and rescales, as Adam does for its
+moment estimates (Kingma & Ba 2015, Sec. 3).
 """
 
 from __future__ import annotations
@@ -23,10 +27,10 @@ from typing import Any, TypeVar
 import numpy as np
 
 from bnlab._channels import reduction_axes, values_per_channel
-from bnlab._validation import check_choice, check_float
+from bnlab._validation import check_choice, check_float, check_int, check_momentum
 
-__all__ = ["CONVENTIONS", "Convention", "convention", "moving_average", "newest_batch_weight", "unbiased_variance",
-           "updated_running_stats"]
+__all__ = ["CONVENTIONS", "Convention", "bias_corrected", "convention", "initial_value_share", "moving_average",
+           "newest_batch_weight", "unbiased_variance", "updated_running_stats"]
 
 Stat = TypeVar("Stat")  # a float, a numpy array or a torch tensor
 
@@ -64,6 +68,45 @@ def updated_running_stats(running_mean: Stat, running_var: Stat, batch_mean: Sta
     """
     return (moving_average(running_mean, batch_mean, weight_of_new),
             moving_average(running_var, unbiased_variance(biased_var, m), weight_of_new))
+
+
+def initial_value_share(momentum: float | None, num_batches: int) -> float:
+    """(1 - momentum)^t: the weight a PyTorch-style running average still gives its initial value after t batches.
+
+    After t updates ``r_t = (1 - w)^t * r_0 + sum_k w (1 - w)^(t - k) * s_k``: the batch statistics s_k share the
+    weight 1 - (1 - w)^t and the initial value r_0 keeps the rest. ``momentum=None`` (equal weights, w = 1/k)
+    forgets r_0 at the first batch: share 0. ``momentum`` is PyTorch's (the weight of the newest batch).
+    """
+    momentum = check_momentum(momentum)
+    num_batches = check_int(num_batches, "num_batches", minimum=0)
+    if momentum is None:
+        return 0.0 if num_batches > 0 else 1.0
+    return (1.0 - momentum) ** num_batches
+
+
+def bias_corrected(running: Stat, initial: Stat | float, momentum: float | None, num_batches: int) -> Stat:
+    """The running average with its initial value's share removed: ``(r_t - f r_0) / (1 - f)``, f = (1 - w)^t.
+
+    What remains is the average of the t batch statistics alone, with weights ``w (1 - w)^(t - k) / (1 - f)``
+    that sum to 1 (for a small w and t << 1/w these are nearly equal). Adam corrects its moment estimates the
+    same way (there r_0 = 0, so only the division is left).
+
+    Args:
+        running: r_t, a running mean or variance (float, numpy array or torch tensor), after ``num_batches``
+            updates with the same ``momentum`` (PyTorch's meaning).
+        initial: r_0, the value before the first update (PyTorch: 0 for the mean, 1 for the variance).
+        momentum: w in (0, 1], or None (equal weights: nothing to correct, ``running`` is returned).
+        num_batches: t >= 1 (``num_batches_tracked`` of a PyTorch layer).
+    """
+    momentum = check_momentum(momentum)
+    num_batches = check_int(num_batches, "num_batches", minimum=1)
+    share = initial_value_share(momentum, num_batches)
+    if share == 1.0:
+        raise ValueError(f"bias_corrected needs a momentum whose batches left a trace: with momentum {momentum!r} "
+                         f"the running average is still exactly its initial value after {num_batches} batch(es)")
+    if share == 0.0:
+        return running
+    return (running - share * initial) / (1.0 - share)
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,7 @@ def ghost_batch_norm(
     if num_ghosts == 1:
         return batch_norm(x, running_mean, running_var, weight, bias, True, momentum, eps)
 
-    n, c = x.shape[0], x.shape[1]
+    c = x.shape[1]
     rows = x.reshape(num_ghosts, ghost_batch_size, c, -1)
     # Ghost batch j's channel i becomes channel j*C + i of a batch of g examples.
     as_channels = rows.transpose(0, 1).reshape(ghost_batch_size, num_ghosts * c, -1)

@@ -1,31 +1,11 @@
-"""Figures for the lectures. Every function computes what it draws from bnlab code and returns the Figure."""
+"""Figures for the lectures. Every function computes what it draws from bnlab code and returns the Figure.
 
-from bnlab.plots.forward import (
-    plot_eps_effect,
-    plot_normalization_stages,
-    plot_unbiased_variance_error,
-    plot_variance_precision,
-)
-from bnlab.plots.gradients import plot_gradient_check_vs_step, plot_jacobian, plot_timings
-from bnlab.plots.graph import draw_batchnorm_graph
-from bnlab.plots.inference import plot_running_average_lag
-from bnlab.plots.training import plot_gradient_norms, plot_layer_percentiles, plot_test_accuracy
+One module per topic: training (lecture 1), forward (2), graph and gradients (3, 4), inference (5), pytorch (6),
+experiments (7-9). Lectures import from the module, e.g. ``from bnlab.plots.forward import plot_eps_effect``;
+everything is also available here.
+"""
 
-__all__ = [
-    "draw_batchnorm_graph",
-    "plot_eps_effect",
-    "plot_gradient_check_vs_step",
-    "plot_gradient_norms",
-    "plot_jacobian",
-    "plot_layer_percentiles",
-    "plot_normalization_stages",
-    "plot_running_average_lag",
-    "plot_test_accuracy",
-    "plot_timings",
-    "plot_unbiased_variance_error",
-    "plot_variance_precision",
-]
-from bnlab.plots.experiments import (  # noqa: E402  (lectures 7-9)
+from bnlab.plots.experiments import (
     plot_batch_size_sweep,
     plot_depth_runs,
     plot_depth_sweep,
@@ -34,13 +14,50 @@ from bnlab.plots.experiments import (  # noqa: E402  (lectures 7-9)
     plot_one_step_ratio,
     plot_weight_decay,
 )
+from bnlab.plots.forward import (
+    plot_batch_dependence,
+    plot_eps_effect,
+    plot_forward_explorer,
+    plot_normalization_stages,
+    plot_unbiased_variance_error,
+    plot_variance_precision,
+)
+from bnlab.plots.gradients import plot_gradient_check_vs_step, plot_jacobian, plot_staged_vs_fused
+from bnlab.plots.graph import draw_batchnorm_graph
+from bnlab.plots.inference import plot_precise_bn, plot_running_averages
+from bnlab.plots.pytorch import plot_torch_batch_norm_timings
+from bnlab.plots.training import (
+    plot_gradient_norms,
+    plot_layer_percentiles,
+    plot_preactivation_spread,
+    plot_test_accuracy,
+    plot_unit_percentiles,
+)
 
-__all__ += [
+__all__ = [
+    "draw_batchnorm_graph",
+    "plot_batch_dependence",
     "plot_batch_size_sweep",
     "plot_depth_runs",
     "plot_depth_sweep",
+    "plot_eps_effect",
+    "plot_forward_explorer",
+    "plot_gradient_check_vs_step",
+    "plot_gradient_norms",
+    "plot_jacobian",
+    "plot_layer_percentiles",
     "plot_lr_sweep",
     "plot_norm_batch_size",
+    "plot_normalization_stages",
     "plot_one_step_ratio",
+    "plot_preactivation_spread",
+    "plot_precise_bn",
+    "plot_running_averages",
+    "plot_staged_vs_fused",
+    "plot_test_accuracy",
+    "plot_torch_batch_norm_timings",
+    "plot_unbiased_variance_error",
+    "plot_unit_percentiles",
+    "plot_variance_precision",
     "plot_weight_decay",
 ]

@@ -6,37 +6,37 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from bnlab.functional import batchnorm_backward, batchnorm_forward
-from bnlab.gradcheck import numerical_gradient, rel_error
+from bnlab.gradcheck import DEFAULT_TOLERANCE
 from bnlab.jacobian import channel_jacobian
+from bnlab.lessons.backward import FiniteDifferenceStudy, finite_difference_study
 
 
-def plot_gradient_check_vs_step(steps: np.ndarray | None = None, shape: tuple[int, int] = (5, 3),
-                                seed: int = 0) -> Figure:
-    """Relative error of a centred-difference dx against the exact one, in float64 and float32, against h."""
-    steps = np.logspace(-9, -1, 17) if steps is None else steps
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal(shape) * 2 + 1
-    gamma, beta = rng.uniform(0.5, 2, shape[1]), rng.standard_normal(shape[1])
-    dout = rng.standard_normal(shape)
-    _, cache = batchnorm_forward(x, gamma, beta)
-    exact, _, _ = batchnorm_backward(dout, cache)
-    curves = {}
-    for dtype in (np.float64, np.float32):
-        g, b = gamma.astype(dtype), beta.astype(dtype)
-        curves[dtype.__name__] = [
-            rel_error(exact, numerical_gradient(lambda v: batchnorm_forward(v, g, b)[0], x.astype(dtype), dout, h))
-            for h in steps
-        ]
-    fig, ax = plt.subplots()
-    for name, errors in curves.items():
-        ax.loglog(steps, errors, "o-", label=name)
-    ax.axhline(1e-7, color="gray", lw=0.8, ls="--")
-    ax.text(steps[0], 1.5e-7, "pass threshold 1e-7", color="gray", fontsize=9)
+def plot_gradient_check_vs_step(study: FiniteDifferenceStudy | None = None) -> Figure:
+    """Error of a centred-difference dx against the step h, float64 and float32, with the model K h^2 + eps/h.
+
+    ``study`` comes from :func:`bnlab.lessons.backward.finite_difference_study` (computed with its defaults if
+    omitted). Measured errors are dots; the model of each dtype is a dashed line, its predicted best step a
+    triangle on the axis; the gray line is :func:`bnlab.gradcheck.check_forward_backward`'s tolerance.
+    """
+    study = finite_difference_study() if study is None else study
+    fig, ax = plt.subplots(figsize=(9.0, 4.0), layout="constrained")
+    colors = {"float64": "#4a78a8", "float32": "#b07a2a"}
+    fine = np.logspace(np.log10(study.steps[0]), np.log10(study.steps[-1]), 200)
+    for name, errors in study.errors.items():
+        color = colors.get(name, "black")
+        model = study.curvature * fine**2 + study.machine_eps[name] / fine
+        ax.loglog(study.steps, errors, "o", color=color, ms=4, label=f"{name}, measured")
+        ax.loglog(fine, model, "--", color=color, lw=1, label=f"{name}, model")
+        h_star, floor = study.predicted[name]
+        ax.plot([h_star], [floor], "v", color=color, ms=9, mec="black", label=f"{name}, predicted best step")
+    ax.axhline(DEFAULT_TOLERANCE, color="gray", lw=0.8, ls=":")
+    ax.text(study.steps[0], DEFAULT_TOLERANCE * 1.6, f"gradient-check tolerance {DEFAULT_TOLERANCE:.0e}",
+            color="gray", fontsize=9)
+    ax.set_ylim(top=3.0)
     ax.set_xlabel("finite-difference step h")
-    ax.set_ylabel("relative error of numerical dx")
-    ax.set_title("Finite differences: float64 reaches 1e-10, float32 never passes")
-    ax.legend()
+    ax.set_ylabel("max-norm relative error of numerical dx")
+    ax.set_title(f"Centred differences: truncation $K h^2$ meets rounding $\\varepsilon/h$ (K = {study.curvature:.3f})")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
 
 
@@ -60,15 +60,32 @@ def plot_jacobian(x: np.ndarray, gamma: float = 1.0, eps: float = 1e-5) -> Figur
     return fig
 
 
-def plot_timings(timings: dict[str, float], shape: tuple[int, ...], what: str = "forward + backward") -> Figure:
-    """Horizontal bars of milliseconds per implementation; ``what`` names the timed work in the axis label."""
-    fig, ax = plt.subplots(figsize=(7, 2.4))
-    names = list(timings)
-    ax.barh(names, [timings[n] for n in names], color=["#a8c4e0", "#4a78a8", "#b07a2a"][: len(names)])
-    for i, name in enumerate(names):
-        ax.text(timings[name], i, f" {timings[name]:.2f} ms", va="center")
-    ax.invert_yaxis()
-    ax.set_xlabel(f"{what} time (ms, median, one thread)")
-    ax.set_title(f"float32 batch of shape {shape}")
-    ax.set_xlim(0, max(timings.values()) * 1.3)
+def plot_staged_vs_fused(results: dict[tuple[int, ...], dict[str, dict[str, float]]]) -> Figure:
+    """Bars of ms per implementation: one row per shape, one column per timed work (backward, forward + backward).
+
+    ``results`` is :func:`bnlab.lessons.backward.time_staged_vs_fused`'s ``{shape: {what: {name: ms}}}``. Each
+    panel's title gives the staged / fused ratio, the number that carries over between machines.
+    """
+    shapes = list(results)
+    works = list(results[shapes[0]])
+    fig, axes = plt.subplots(len(shapes), len(works), figsize=(10, 1.9 * len(shapes) + 0.6), squeeze=False,
+                             layout="constrained")
+    colors = ["#a8c4e0", "#4a78a8", "#b07a2a"]
+    for row, shape in enumerate(shapes):
+        for col, what in enumerate(works):
+            ax, timings = axes[row][col], results[shape][what]
+            names = list(timings)
+            ax.barh(names, [timings[n] for n in names], color=colors[: len(names)])
+            for i, name in enumerate(names):
+                ax.text(timings[name], i, f" {timings[name]:.2f} ms", va="center", fontsize=9)
+            ax.invert_yaxis()
+            ax.set_xlim(0, max(timings.values()) * 1.35)
+            ratio = timings["numpy staged"] / timings["numpy fused"]
+            ax.set_title(f"{what}: staged / fused = {ratio:.1f}")
+            ax.set_xlabel("time (ms, median, one thread)")
+            if col:
+                ax.set_yticklabels([])
+            else:
+                ax.set_ylabel(f"float32\n{shape}")
+    fig.suptitle("Staged vs closed-form (fused) backward, measured live: machine-dependent, compare the ratios")
     return fig

@@ -19,6 +19,14 @@ NODES = {
     "gamma": (13.5, -1.3, r"$\gamma$"),
     "beta": (14.9, -1.3, r"$\beta$"),
 }
+# nodes holding one value per channel: broadcast over the batch in the forward, summed over it in the backward
+PER_CHANNEL = ("mu", "var", "std", "inv")
+PARAMETERS = ("gamma", "beta")
+STYLES = {  # face and edge colour of a node's box
+    "example": ("#eef4fb", "#4a78a8"),
+    "channel": ("#e9f5e9", "#3d8a3d"),
+    "parameter": ("#fbf3e6", "#b07a2a"),
+}
 # (from, to, local derivative d to / d from)
 EDGES = [
     ("x", "xc", r"$1$"),
@@ -37,12 +45,20 @@ EDGES = [
 
 
 def draw_batchnorm_graph() -> Figure:
-    """Forward runs left to right; the backward multiplies the edge labels right to left and sums at forks."""
-    fig, ax = plt.subplots(figsize=(12, 3.4))
-    boxes = dict(boxstyle="round,pad=0.35", fc="#eef4fb", ec="#4a78a8")
+    """Forward runs left to right; the backward multiplies the edge labels right to left and sums at forks.
+
+    Blue nodes hold one value per example (m per channel: an (N, C) array in a fully connected layer), green ones
+    one value per channel (shape (1, C): broadcast in the forward, so their gradients sum over the batch),
+    orange ones are the learned parameters.
+    """
+    from matplotlib.patches import Patch
+
+    fig, ax = plt.subplots(figsize=(12, 3.8))
     artists = {}
     for name, (x, y, label) in NODES.items():
-        style = dict(boxes, fc="#fbf3e6", ec="#b07a2a") if name in ("gamma", "beta") else boxes
+        kind = "channel" if name in PER_CHANNEL else "parameter" if name in PARAMETERS else "example"
+        face, edge = STYLES[kind]
+        style = dict(boxstyle="round,pad=0.35", fc=face, ec=edge)
         artists[name] = ax.text(x, y, label, ha="center", va="center", fontsize=11, bbox=style, zorder=3)
     fig.canvas.draw()  # lay the boxes out so the arrows can be clipped to their outlines
     for start, end, derivative in EDGES:
@@ -58,8 +74,13 @@ def draw_batchnorm_graph() -> Figure:
             position, align = ((x0 + x1) / 2 - 0.25, (y0 + y1) / 2), "right"
         ax.text(*position, derivative, ha=align, va="bottom" if y0 == y1 else "center", fontsize=11,
                 color="#a03030", zorder=4)
+    legend = [Patch(fc=STYLES["example"][0], ec=STYLES["example"][1], label="one value per example, (N, C)"),
+              Patch(fc=STYLES["channel"][0], ec=STYLES["channel"][1],
+                    label="one value per channel, (1, C): broadcast forward, summed backward"),
+              Patch(fc=STYLES["parameter"][0], ec=STYLES["parameter"][1], label="learned parameter, (C,)")]
+    ax.legend(handles=legend, loc="lower left", fontsize=9, frameon=False)
     ax.set_xlim(-0.6, 15.8)
-    ax.set_ylim(-1.7, 1.9)
+    ax.set_ylim(-2.2, 1.9)
     ax.axis("off")
-    ax.set_title("Batch norm as a computational graph (one channel); red: local derivative on each edge")
+    ax.set_title("Batch norm as a computational graph; red: the local derivative on each edge")
     return fig

@@ -1,58 +1,124 @@
-"""Figures of training runs recorded by :func:`bnlab.train.train`: curves, activation percentiles, gradients."""
+"""Figures of training runs recorded by :func:`bnlab.train.train`: curves, activation percentiles, gradients,
+and lecture 1's spread of pre-activations over examples and units."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from bnlab.train import TrainResult
 
+__all__ = [
+    "SIGMOID_SATURATION",
+    "plot_gradient_norms",
+    "plot_layer_percentiles",
+    "plot_preactivation_spread",
+    "plot_test_accuracy",
+    "plot_unit_percentiles",
+]
+
 SIGMOID_SATURATION = 3.0  # |z| beyond which sigmoid'(z) < 0.05: the unit passes almost no gradient
+
+
+def _saturation_lines(ax: Axes, saturation: float | None) -> None:
+    if saturation is not None:
+        for sign in (-1, 1):
+            ax.axhline(sign * saturation, color="tab:red", ls="--", lw=0.8,
+                       label="sigmoid saturates" if sign > 0 else None)
 
 
 def plot_layer_percentiles(result: TrainResult, title: str, saturation: float | None = SIGMOID_SATURATION,
                            ylim: tuple[float, float] | None = None) -> Figure:
-    """One panel per hidden layer: 15th-85th percentile band and median of the nonlinearity's input over steps.
+    """One panel per hidden layer: 15th-85th percentile band and median of the nonlinearity's input over steps,
+    **pooled over all the layer's units** (``result.percentiles``, shape (K, L, 3)).
 
+    A pooled band mixes two spreads: how one unit's input varies from example to example, and how the units
+    differ from each other. :func:`plot_unit_percentiles` shows one unit, as the paper does.
     ``saturation`` draws dashed lines at +-saturation (the sigmoid's flat region); None for other activations.
     """
     percentiles = result.percentiles  # (records, layers, 3)
     layers = percentiles.shape[1]
-    fig, axes = plt.subplots(1, layers, figsize=(2.6 * layers + 0.6, 3.0), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, layers, figsize=(2.6 * layers + 0.6, 3.2), sharey=True, squeeze=False)
     for layer, ax in enumerate(axes[0]):
         low, mid, high = percentiles[:, layer].T
         ax.fill_between(result.steps, low, high, alpha=0.3, color="tab:blue", label="15th-85th percentile")
         ax.plot(result.steps, mid, color="tab:blue", label="median")
-        if saturation is not None:
-            for sign in (-1, 1):
-                ax.axhline(sign * saturation, color="tab:red", ls="--", lw=0.8,
-                           label="sigmoid saturates" if sign > 0 else None)
+        _saturation_lines(ax, saturation)
         ax.set_title(f"hidden layer {layer + 1}")
         ax.set_xlabel("training step")
         if ylim is not None:
             ax.set_ylim(*ylim)
-    axes[0][0].set_ylabel("input of the nonlinearity")
-    axes[0][-1].legend(loc="upper right", fontsize=8)
+    axes[0][0].set_ylabel("sigmoid input z\n(all units of the layer pooled)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig
 
 
-def plot_test_accuracy(results: Mapping[str, TrainResult], title: str = "Test accuracy") -> Figure:
-    """Test accuracy against training step, one line per labelled run."""
+def plot_unit_percentiles(results: Mapping[str, TrainResult], layer: int = -1,
+                          title: str = "One sigmoid input of the last hidden layer (as in the paper's figure 1)",
+                          saturation: float | None = SIGMOID_SATURATION,
+                          ylim: tuple[float, float] | None = None) -> Figure:
+    """One panel per labelled run: the 15th, 50th and 85th percentiles over the test set of the input of
+    **one unit** (``config.tracked_unit``) of hidden layer ``layer`` (default: the last), against training step.
+
+    This is what figure 1(b, c) of Ioffe & Szegedy (2015) plots; it uses ``result.unit_percentiles`` (K, L, 3).
+    """
+    if not results:
+        raise ValueError("results must hold at least one labelled TrainResult, got none")
+    fig, axes = plt.subplots(1, len(results), figsize=(3.6 * len(results) + 0.6, 3.2), sharey=True,
+                             squeeze=False)
+    for ax, (label, result) in zip(axes[0], results.items()):
+        num_layers = result.unit_percentiles.shape[1]
+        if not isinstance(layer, int) or isinstance(layer, bool) or not -num_layers <= layer < num_layers:
+            raise ValueError(f"layer must be an integer in [-{num_layers}, {num_layers - 1}] (run {label!r} has "
+                             f"{num_layers} hidden layers), got {layer!r}")
+        index = layer % num_layers
+        low, mid, high = result.unit_percentiles[:, index].T
+        for values, level, style in ((high, "85th", ":"), (mid, "50th", "-"), (low, "15th", "--")):
+            ax.plot(result.steps, values, color="tab:blue", ls=style, label=f"{level} percentile")
+        _saturation_lines(ax, saturation)
+        ax.set_title(f"{label}\n(hidden layer {index + 1}, unit {result.config.tracked_unit})")
+        ax.set_xlabel("training step")
+        if ylim is not None:
+            ax.set_ylim(*ylim)
+    axes[0][0].set_ylabel("sigmoid input z of one unit")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    return fig
+
+
+def plot_test_accuracy(results: Mapping[str, TrainResult | Sequence[TrainResult]],
+                       title: str = "Test accuracy") -> Figure:
+    """Test accuracy against training step, one colour per label.
+
+    A label may map to one run or to a sequence of runs (seeds): each seed is drawn as its own line in the
+    label's colour, so no seed is averaged away.
+    """
     fig, ax = plt.subplots()
-    for label, result in results.items():
-        ax.plot(result.steps, result.test_accuracy, marker="o", ms=3, label=label)
+    for label, runs in results.items():
+        runs = [runs] if isinstance(runs, TrainResult) else list(runs)
+        color = None
+        for i, result in enumerate(runs):
+            name = label if len(runs) == 1 else f"{label} ({len(runs)} seeds)"
+            line, = ax.plot(result.steps, result.test_accuracy, marker="o" if len(runs) == 1 else None, ms=3,
+                            lw=1.5 if len(runs) == 1 else 1.0, color=color, label=name if i == 0 else None)
+            color = line.get_color()
     ax.axhline(0.1, color="gray", lw=0.8, ls=":")
-    ax.text(0, 0.12, "chance (10 classes)", color="gray", fontsize=9)
+    ax.text(1.0, 0.03, "chance (10 classes): 0.1", color="gray", fontsize=9, ha="right",
+            transform=ax.get_yaxis_transform())
     ax.set_ylim(0, 1)
     ax.set_xlabel("training step")
     ax.set_ylabel("test accuracy")
     ax.set_title(title)
-    ax.legend()
+    ax.legend(loc="center right")
     return fig
 
 
@@ -71,4 +137,27 @@ def plot_gradient_norms(results: Mapping[str, TrainResult], record: int = 0,
     ax.set_ylabel("gradient norm (Frobenius)")
     ax.set_title(title)
     ax.legend()
+    return fig
+
+
+def plot_preactivation_spread(within: np.ndarray, between: np.ndarray,
+                              title: str = "Spread of the sigmoid inputs per layer") -> Figure:
+    """Two lines over the hidden layers, log scale: the spread of a unit's input over examples (``within``)
+    and the spread of the units' mean inputs (``between``), both (L,) as from
+    :func:`bnlab.lessons.problem.preactivation_spread`.
+    """
+    within, between = np.asarray(within, dtype=float), np.asarray(between, dtype=float)
+    if within.ndim != 1 or within.shape != between.shape or within.size == 0:
+        raise ValueError(f"within and between must be two 1-d arrays of the same length (one value per layer), "
+                         f"got shapes {within.shape} and {between.shape}")
+    layers = np.arange(1, within.size + 1)
+    fig, ax = plt.subplots()
+    ax.plot(layers, within, marker="o", label="within a unit: std over the test digits (RMS over units)")
+    ax.plot(layers, between, marker="s", label="between units: std of the units' mean inputs")
+    ax.set_yscale("log")
+    ax.set_xticks(layers)
+    ax.set_xlabel("hidden layer (input side on the left)")
+    ax.set_ylabel("standard deviation of z")
+    ax.set_title(title)
+    ax.legend(loc="lower left")
     return fig

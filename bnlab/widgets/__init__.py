@@ -1,4 +1,4 @@
-"""Thin dashboards over :mod:`bnlab.experiments` for lectures 7-9, drivable from tests without a kernel.
+"""Dashboards drivable from tests without a kernel: instant explorers (lectures 2, 5) and experiments (7-9).
 
     dash = DepthDashboard()          # display it in a notebook cell: `dash`
     dash.set(depth=20, norm="batch") # or dash.controls["depth"].value = 20
@@ -7,5 +7,8 @@
 
 from bnlab.widgets._dashboard import Dashboard
 from bnlab.widgets.dashboards import BatchSizeDashboard, DepthDashboard, LearningRateDashboard, WeightDecayDashboard
+from bnlab.widgets.forward import ForwardDashboard
+from bnlab.widgets.running import RunningAveragesDashboard
 
-__all__ = ["BatchSizeDashboard", "Dashboard", "DepthDashboard", "LearningRateDashboard", "WeightDecayDashboard"]
+__all__ = ["BatchSizeDashboard", "Dashboard", "DepthDashboard", "ForwardDashboard", "LearningRateDashboard",
+           "RunningAveragesDashboard", "WeightDecayDashboard"]

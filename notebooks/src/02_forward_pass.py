@@ -2,12 +2,16 @@
 # # Lecture 2 — The forward pass, step by step
 #
 # **Learning goals.** After this lecture you can
-# 1. compute a batch norm forward pass by hand (Algorithm 1 of Ioffe & Szegedy, 2015) and say which axis each
-#    statistic is taken over;
-# 2. explain why the learnable $\gamma$ and $\beta$ cost the network nothing: they can undo the normalization;
-# 3. say where $\epsilon$ goes and what it does to nearly constant features;
-# 4. explain why the training forward uses the *biased* variance;
-# 5. explain why a careful implementation computes the variance in two passes.
+# 1. write batch norm's training forward (Algorithm 1 of Ioffe & Szegedy, 2015) in a dozen lines of numpy, for
+#    fully connected $(N, C)$ and convolutional $(N, C, H, W)$ inputs, and say which axes each statistic is
+#    taken over;
+# 2. say exactly when $\gamma$ and $\beta$ can undo the normalization (with fixed statistics) and when they
+#    cannot (in training mode);
+# 3. explain why batch norm keeps the correlations between features (it is not whitening), why a bias just
+#    before it is redundant, and why one example's training output moves with its batch-mates;
+# 4. say where $\epsilon$ goes and how much it lets the layer amplify a nearly constant feature;
+# 5. explain why the training forward uses the *biased* variance, and why careful kernels compute the
+#    statistics in two passes with a wide accumulator.
 #
 # **Prerequisites.** Lecture 1 (why we want to normalize at all); numpy broadcasting.
 #
@@ -15,14 +19,34 @@
 
 # %%
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 import bnlab.notebook
-import bnlab.plots as plots
-from bnlab.functional import batchnorm_forward
+from bnlab.functional import batchnorm_backward, batchnorm_forward
 from bnlab.gradcheck import rel_error
-from bnlab.variants import normalize, output_std_far_from_zero
+from bnlab.lessons.forward import (
+    batch_dependence,
+    eps_gain,
+    forward_explorer,
+    identity_recovery,
+    sequential_float32_mean,
+    variance_precision,
+)
+from bnlab.mistakes import forward_with
+from bnlab.numerics import torch_kernel_statistics
+from bnlab.report import error_text
+from bnlab.plots.forward import (
+    plot_batch_dependence,
+    plot_eps_effect,
+    plot_normalization_stages,
+    plot_unbiased_variance_error,
+    plot_variance_precision,
+)
+from bnlab.widgets.forward import ForwardDashboard
 
 bnlab.notebook.setup()
+rng = np.random.default_rng(0)
 
 # %% [markdown]
 # ## Algorithm 1
@@ -42,10 +66,35 @@ bnlab.notebook.setup()
 # For a convolution the input is $(N, C, H, W)$ and one channel shares its statistics over the batch *and*
 # all positions, so $m = N\cdot H\cdot W$ — one $\gamma$ and one $\beta$ per channel.
 #
+# ## The forward in a dozen lines
+#
+# Here is Algorithm 1, line by line, in plain numpy. Read it next to the formulas above: the only decisions
+# are *which axes* to average over (every axis but the channel axis 1) and keeping those axes
+# (`keepdims=True`), so that the per-channel statistics of shape $(1, C)$ or $(1, C, 1, 1)$ broadcast against
+# the batch.
+
+# %%
+def forward(x, gamma, beta, eps=1e-5):
+    """Training-mode batch norm of x (N, C) or (N, C, H, W); gamma and beta have shape (C,)."""
+    axes = (0,) if x.ndim == 2 else (0, 2, 3)          # every axis but the channel axis 1
+    shape = (1, -1) if x.ndim == 2 else (1, -1, 1, 1)  # how a (C,) vector lines up with the channels
+    mu = x.mean(axis=axes, keepdims=True)              # 1. mini-batch mean
+    xc = x - mu                                        # 2. centre
+    var = (xc**2).mean(axis=axes, keepdims=True)       # 3. biased variance: divide by m, not m - 1
+    std = np.sqrt(var + eps)                           # 4. standard deviation, eps inside the root
+    xhat = xc / std                                    # 5. normalize
+    return gamma.reshape(shape) * xhat + beta.reshape(shape)  # 6. scale and shift
+
+
+# %% [markdown]
 # ## A worked example you can check by hand
 #
 # Three examples, two features. Take a pencil and compute feature 0 first: mean $3$, deviations $-2, -1, 3$,
 # variance $(4 + 1 + 9)/3 = 14/3$.
+#
+# **Predict, then run.** What is $\hat x$ for the third example's feature 0 (the value 6), and what is its
+# output $y$ with $\gamma = 2$, $\beta = 1$? (Two decimals are enough.) With $\gamma = 1$ and $\beta = 0$ the
+# forward returns $\hat x$ itself.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -55,79 +104,263 @@ x = np.array([[1.0, 10.0],
 gamma = np.array([2.0, 0.5])
 beta = np.array([1.0, -1.0])
 
-out, cache = batchnorm_forward(x, gamma, beta)
-print("mean     ", cache.batch_mean)
-print("variance ", cache.batch_var)
-print("x_hat\n", cache.xhat)
-print("y\n", out)
+print("mean     ", x.mean(axis=0))
+print("variance ", x.var(axis=0))     # np.var divides by m by default
+print("x_hat\n", forward(x, np.ones(2), np.zeros(2)))
+print("y\n", forward(x, gamma, beta))
 
 # %% [markdown]
-# Every column of $\hat x$ now has mean 0 and variance 1 (up to $\epsilon$), whatever the scale of the raw
-# feature: feature 1 was ten times larger than feature 0 and the two normalized columns are comparable.
-# The cache holds the intermediate values ($\mu$, $x_c = x-\mu$, $\sigma^2$, $1/\sqrt{\sigma^2+\epsilon}$,
-# $\hat x$) that the backward pass of lecture 3 will need.
+# $\hat x = 3/\sqrt{14/3} = 1.389$ and $y = 2 \cdot 1.389 + 1 = 3.777$. Every column of $\hat x$ now has mean 0
+# and variance 1 (up to $\epsilon$), whatever the scale of the raw feature: feature 1 was ten times larger than
+# feature 0, and the two normalized columns are the same numbers.
 #
-# On real data the picture is the same: two features on very different scales become two standard
+# The same function handles a convolutional batch: one mean and one variance per channel, over
+# $m = N\cdot H\cdot W$ values. **Predict, then run:** for a batch of shape $(8, 3, 4, 4)$, how many values
+# share one mean, and what are the per-channel means and variances of the output with $\gamma = 1$, $\beta = 0$?
+
+# %%
+# NBVAL_CHECK_OUTPUT
+images = rng.standard_normal((8, 3, 4, 4)) * np.array([2.0, 0.5, 5.0]).reshape(1, 3, 1, 1) + 3.0
+normalized = forward(images, np.ones(3), np.zeros(3))
+print("values per channel m:", images.size // images.shape[1])
+print("per-channel mean of the output, largest |value|:",
+      error_text(np.abs(normalized.mean(axis=(0, 2, 3))).max()), "(must be < 1e-12)")
+input_var, output_var = images.var(axis=(0, 2, 3)), normalized.var(axis=(0, 2, 3))
+print("per-channel variance of the input: ", input_var.round(3))
+print("per-channel variance of the output:", output_var.round(6), "= var / (var + eps), to",
+      error_text(np.abs(output_var - input_var / (input_var + 1e-5)).max()), "(must be < 1e-12)")
+
+# %% [markdown]
+# ## The library's forward, checked against yours
+#
+# `bnlab.functional.batchnorm_forward` is the course's reference implementation; the backward passes of
+# lectures 3 and 4 read its cache. It must agree with your dozen lines, and both with PyTorch's
+# `torch.nn.functional.batch_norm` in training mode, to float64 rounding.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+cases = {"(N, C) = (32, 5)": rng.standard_normal((32, 5)) * 3 + 2,
+         "(N, C, H, W) = (8, 3, 4, 4)": images}
+for name, batch in cases.items():
+    channels = batch.shape[1]
+    g, b = rng.standard_normal(channels), rng.standard_normal(channels)
+    yours = forward(batch, g, b)
+    library, _ = batchnorm_forward(batch, g, b)
+    reference = F.batch_norm(torch.from_numpy(batch), None, None, torch.from_numpy(g), torch.from_numpy(b),
+                             training=True, eps=1e-5).numpy()
+    print(f"{name}: max rel. error, library vs yours {error_text(rel_error(library, yours))}, "
+          f"torch vs yours {error_text(rel_error(reference, yours))} (both must be < 1e-12)")
+
+# %% [markdown]
+# The library's version is the same steps with the names the backward passes use. It differs in three small
+# ways: it sums the statistics in float64 even for float32 input (the end of this lecture shows why), it
+# multiplies by `inv` $= 1/\sqrt{\sigma^2+\epsilon}$ instead of dividing, and it returns a cache of every
+# intermediate value for lecture 3.
+
+# %%
+bnlab.notebook.show_source(batchnorm_forward)
+
+# %% [markdown]
+# On real data the picture is the same: two features on very different scales become two standardized
 # distributions, then $\gamma$ and $\beta$ give each its own scale and offset again.
 
 # %%
-rng = np.random.default_rng(0)
 features = np.c_[rng.gamma(2.0, 2.0, 1000) + 10.0, rng.standard_normal(1000) * 0.5 - 3.0]
-plots.plot_normalization_stages(features, gamma=np.array([1.0, 2.0]), beta=np.array([0.0, 1.0]));
+plot_normalization_stages(features, gamma=np.array([1.0, 2.0]), beta=np.array([0.0, 1.0]));
 
 # %% [markdown]
 # **What to notice.** Normalization changes location and scale, not shape: the skewed feature stays skewed.
 # Batch norm standardizes the first two moments of each feature, nothing more.
 #
-# ## $\gamma$ and $\beta$ can undo the normalization
+# ## Batch norm is not whitening
 #
-# Forcing every feature to mean 0 and variance 1 could limit what a layer can represent (a sigmoid fed only
-# values near 0 is almost linear). The paper's answer: the learned scale and shift can restore the original
-# activations exactly. With $\gamma = \sqrt{\sigma^2_\mathcal{B}+\epsilon}$ and $\beta = \mu_\mathcal{B}$,
+# Each feature is shifted and scaled *on its own*. That is an affine map per feature with a positive scale,
+# and such maps leave the correlation between two features unchanged. Whitening would also rotate the
+# features so that their covariance becomes the identity matrix; the paper (§3) considered it and chose
+# per-feature normalization because whitening is costly and not everywhere differentiable.
 #
-# $$ y = \sqrt{\sigma^2_\mathcal{B}+\epsilon}\;\frac{x-\mu_\mathcal{B}}{\sqrt{\sigma^2_\mathcal{B}+\epsilon}} + \mu_\mathcal{B} = x .$$
+# **Predict, then run.** Two features of the explorer's data set below are correlated (about 0.8). What is
+# their correlation after batch norm? What would it be after whitening?
 
 # %%
 # NBVAL_CHECK_OUTPUT
-identity_gamma = cache.std.reshape(-1)   # sqrt(var + eps), one per feature
-identity_beta = cache.batch_mean
-recovered, _ = batchnorm_forward(x, identity_gamma, identity_beta)
-print("identity recovered to within 1e-12:", rel_error(recovered, x) < 1e-12)
+batch = forward_explorer(m=1024)          # 1024 examples of two correlated features
+print(f"correlation of the two features: x {batch.corr['x']:.3f}, x_hat {batch.corr['xhat']:.3f}, "
+      f"y {batch.corr['y']:.3f}")
+print(f"change from x to x_hat: {error_text(abs(batch.corr['xhat'] - batch.corr['x']))} (must be < 1e-12)")
+x_var = batch.stages["x"].var(axis=0)
+print(f"variance of x: feature 0 {x_var[0]:.2f}, feature 1 {x_var[1]:.1e} = {x_var[1] / 1e-5:.0f} x eps")
+print("covariance matrix of x_hat (whitening would make it the identity):")
+print(np.cov(batch.stages["xhat"].T, bias=True).round(3))
 
 # %% [markdown]
-# So adding batch norm never removes a function the network could compute: the identity is one choice of
-# parameters away. What it changes is *how the parameters reach* that function — the subject of lectures 9
-# and 11.
+# The off-diagonal entry is the correlation, untouched; the diagonal is the variance of each $\hat x$: 1.000
+# for feature 0, and a little less (0.988) for feature 1, whose variance is only about 86 times $\epsilon$:
+# $\sigma^2/(\sigma^2+\epsilon) = 86/87$ (the $\epsilon$ section below explains that).
+#
+# ## Your turn: the forward explorer
+#
+# The dashboard runs the forward on a batch of $m$ examples of the same two features: feature 0 is large and
+# skewed (mean 14), feature 1 is nearly constant (mean 5, standard deviation 0.03) and correlated with it.
+# The sliders set feature 0's $\gamma$ and $\beta$ (feature 1 keeps $\gamma = 1$, $\beta = 0$), $\epsilon$ and
+# the batch size $m$. Things to try:
+#
+# - **$m = 2$**: every feature of $\hat x$ becomes $\pm 1$ whatever the data, up to $\epsilon$ (feature 1,
+#   whose two values are close, gets $\pm 0.97$; set $\epsilon = 10^{-8}$). With $m = 3$ and $4$, see how
+#   little a histogram of a few values tells you.
+# - **$\epsilon$ from $10^{-8}$ to $1$**: feature 0 (variance about 8 in large batches) barely moves;
+#   feature 1 (variance below $10^{-3}$) stops being normalized once $\epsilon$ passes its variance. Watch
+#   its gain $1/\sqrt{\sigma^2+\epsilon}$ in the table.
+# - **$\gamma = 0$**: feature 0's output is the constant $\beta$ and the correlation is undefined.
+#   **Negative $\gamma$** mirrors feature 0 and flips the *sign* of the correlation; no setting changes its
+#   size.
+# - **$\beta$** only shifts: the right histogram moves, nothing else does.
+
+# %%
+ForwardDashboard()
+
+# %% [markdown]
+# ## Can $\gamma$ and $\beta$ undo the normalization?
+#
+# Forcing every feature to mean 0 and variance 1 could limit what a layer can represent (a sigmoid fed only
+# values near 0 is almost linear). The paper's answer (§3) is that the learned scale and shift can restore the
+# original activations: with $\gamma = \sqrt{\sigma^2_\mathcal{B}+\epsilon}$ and $\beta = \mu_\mathcal{B}$,
+#
+# $$ y = \sqrt{\sigma^2_\mathcal{B}+\epsilon}\;\frac{x-\mu_\mathcal{B}}{\sqrt{\sigma^2_\mathcal{B}+\epsilon}} + \mu_\mathcal{B} = x .$$
+#
+# Look at what that needs: $\gamma$ and $\beta$ equal to *this batch's* statistics. In training mode the next
+# batch has other statistics, while $\gamma$ and $\beta$ are fixed parameters. At inference the layer uses
+# stored population statistics instead (lecture 5); then it is one fixed affine map per feature,
+# $y = \gamma\,(x - \mu)/\sqrt{\sigma^2+\epsilon} + \beta$, and $\gamma = \sqrt{\sigma^2+\epsilon}$, $\beta = \mu$
+# undo it for every input.
+#
+# **Predict, then run.** Set $\gamma, \beta$ from batch A (32 examples, two features) and run the training
+# forward on batch A and on a second batch B from the same population. Which comes back, and roughly how far
+# off is the other?
+
+# %%
+# NBVAL_CHECK_OUTPUT
+errors = identity_recovery(m=32)
+print(f"training mode, gamma and beta from batch A: batch A rel. error {error_text(errors['train A'])} (must be < 1e-12),"
+      f" batch B rel. error {errors['train B']:.3f} (> 0.01)")
+print(f"eval mode, population statistics:           batch A rel. error {error_text(errors['eval A'])}, "
+      f"batch B rel. error {error_text(errors['eval B'])} (both must be < 1e-12)")
+
+# %% [markdown]
+# So the identity is exactly recoverable with fixed statistics, and in training mode only for the one batch
+# whose statistics the parameters copy. In training mode every output batch has per-feature mean $\beta$ and
+# standard deviation $\approx|\gamma|$, whatever came in: batch norm always removes the batch-to-batch changes
+# of the first two moments. What the paper's argument does guarantee is the function the trained network
+# computes at inference; whether the parameters can *reach* a good function quickly is another question —
+# lectures 7 and 9 measure it.
+#
+# ## A bias just before batch norm is wasted
+#
+# A linear layer before batch norm computes $h = Wu + b$. The batch mean of $h$ is $W\bar u + b$, so
+# $h - \mu_\mathcal{B} = W(u - \bar u)$: the bias cancels, in the output and in the gradient (batch norm's
+# $\partial L/\partial h$ sums to zero over the batch, lecture 4, and that sum is exactly $\partial L/\partial b$).
+# $\beta$ takes over the bias's job, which is why the paper (§3.2) drops $b$ and why
+# `nn.Linear(..., bias=False)` or `nn.Conv2d(..., bias=False)` is usual before a batch norm layer.
+#
+# **Predict, then run:** how large is the difference between $\mathrm{BN}(Wu + b)$ and $\mathrm{BN}(Wu)$ for a
+# bias of size 10, and what gradient does $b$ get?
+
+# %%
+# NBVAL_CHECK_OUTPUT
+u = rng.standard_normal((16, 5))                  # a batch of 16 inputs to a linear layer
+W = rng.standard_normal((5, 3))
+b = rng.standard_normal(3) * 10                   # any bias
+g, beta3 = rng.standard_normal(3), rng.standard_normal(3)
+with_bias, cache = batchnorm_forward(u @ W + b, g, beta3)
+without_bias, _ = batchnorm_forward(u @ W, g, beta3)
+print(f"max |BN(uW + b) - BN(uW)|: {error_text(np.abs(with_bias - without_bias).max())} (must be < 1e-12)")
+dh = batchnorm_backward(rng.standard_normal(with_bias.shape), cache)[0]  # dL/dh for a random upstream gradient
+print(f"dL/db = column sums of dL/dh, largest |value|: {error_text(np.abs(dh.sum(axis=0)).max())} "
+      f"(must be < 1e-12; dL/dh itself is of size {np.abs(dh).max():.1f})")
+
+# %% [markdown]
+# ## One example's output depends on its batch-mates
+#
+# In training mode an example is normalized with statistics of the batch it happens to be in. The same example
+# in another batch gets another output: batch norm injects noise, and the smaller the batch, the larger the
+# noise. The paper (§3.4) credits this noise with a regularizing effect (in its Inception experiments dropout
+# could be removed). How large is it?
+#
+# Take one example that sits one population standard deviation above the mean ($x = 1$ for batch-mates drawn
+# from $N(0, 1)$) and put it into 4,000 random batches of size $m$. With population statistics its output
+# would be 1. For large $m$ the batch mean varies by about $1/\sqrt m$ and the batch standard deviation by
+# about $1/\sqrt{2m}$, so a first-order expansion predicts a spread of $\sqrt{(1 + x^2/2)/m} = 1.22/\sqrt m$.
+#
+# **Predict, then run:** by what factor does the spread shrink when $m$ grows 4×?
+
+# %%
+noise = batch_dependence(x0=1.0, batch_sizes=(4, 16, 64, 256), batches=4000)
+plot_batch_dependence(noise);
+
+# %%
+# NBVAL_CHECK_OUTPUT
+sizes = sorted(noise.spreads)
+for m in sizes:
+    print(f"m = {m:3d}: spread {noise.spreads[m]:.3f}, spread * sqrt(m) = {noise.spreads[m] * np.sqrt(m):.2f} "
+          f"(first-order prediction {np.sqrt(1 + noise.x0**2 / 2):.2f})")
+for small, large in zip(sizes, sizes[1:]):
+    print(f"spread ratio m = {small} -> {large}: {noise.spreads[small] / noise.spreads[large]:.2f} "
+          f"(1/sqrt(m) gives 2)")
+print(f"fitted slope of log(spread) against log(m): {noise.slope:.2f} (1/sqrt(m) gives -0.5; "
+      f"must be in [-0.55, -0.40])")
+
+# %% [markdown]
+# From $m = 16$ on, spread $\times\sqrt m$ sits at the predicted 1.22 and each 4× larger batch halves the
+# noise. At $m = 4$ the spread is smaller than the line: in a batch of $m$ no $|\hat x|$ can exceed
+# $\sqrt{m-1}$ (1.73 for $m = 4$: the sharp right edge of the blue histogram). The noise is what a
+# training-mode network sees; inference must not have it — a prediction may not depend on which other
+# examples share the batch — which is why lecture 5 switches to population statistics, and lecture 8 shows
+# what happens when the normalization batch is so small that the noise swamps the signal.
 #
 # ## Where $\epsilon$ goes, and what it does
 #
 # $\epsilon$ (PyTorch's default: $10^{-5}$) keeps the division finite when a feature is constant over the
-# batch. It belongs **inside** the square root. Compare with the tempting $(x-\mu)/(\sigma+\epsilon)$ on a
-# feature that barely moves:
+# batch. It belongs **inside** the square root. The normalization multiplies each deviation from the mean by
+# the *gain* $1/\sqrt{\sigma^2+\epsilon}$, which can never exceed $1/\sqrt{\epsilon} \approx 316$. The
+# tempting $(x-\mu)/(\sigma+\epsilon)$ has gain $1/(\sigma+\epsilon)$, capped only by $1/\epsilon = 10^5$.
+#
+# **Predict, then run.** A feature takes the values $1$, $1+10^{-4}$ and $1-10^{-4}$ (standard deviation
+# $8.2\cdot 10^{-5}$). What does each version output?
 
 # %%
 # NBVAL_CHECK_OUTPUT
 near_constant = np.array([[1.0], [1.0 + 1e-4], [1.0 - 1e-4]])
-inside = normalize(near_constant, eps=1e-5)
-outside = normalize(near_constant, eps=1e-5, eps_inside_sqrt=False)
+inside, _ = batchnorm_forward(near_constant, np.ones(1), np.zeros(1), eps=1e-5)
+outside = forward_with("eps_outside_sqrt", near_constant, eps=1e-5)
 print("eps inside the square root :", inside.ravel().round(3))
 print("eps outside the square root:", outside.ravel().round(3))
+gains = eps_gain(np.array([1e-4]), eps=1e-5)
+print(f"gain on this feature: inside {gains['inside'][0]:.1f}, outside {gains['outside'][0]:,.0f}")
+sweep = eps_gain(np.logspace(-9, 0, 200), eps=1e-5)
+print(f"largest gain for spreads 1e-9 to 1: inside {sweep['inside'].max():.1f} "
+      f"(1/sqrt(eps) = {1 / np.sqrt(1e-5):.1f}), outside {sweep['outside'].max():,.0f} (1/eps = 100,000)")
 
 # %% [markdown]
-# Inside the root, $\epsilon$ acts like a floor on the variance: a feature whose spread is far below
-# $\sqrt{\epsilon} \approx 0.003$ is mostly *not* amplified (outputs $\pm 0.03$), so rounding noise in a dead
-# feature does not get blown up to unit size. Outside the root the floor is only $\epsilon = 10^{-5}$ on the
-# standard deviation, so the same feature is amplified to $\pm 1.09$. The figure sweeps the spread:
+# Inside the root the deviation of $10^{-4}$ is amplified about 316 times, to $\pm 0.032$: the feature is
+# *not* blown up to unit size, because its spread is far below $\sqrt{\epsilon} \approx 0.003$, where the
+# gain stops growing. Outside the root the same feature is amplified almost 11,000 times, to $\pm 1.09$ —
+# the layer presents a feature that barely moves (perhaps only rounding noise) as if it were a full-size
+# signal. The figure sweeps the spread: the left panel shows the output size, the right one the gain with its
+# two caps.
 
 # %%
-plots.plot_eps_effect(eps=1e-5);
+plot_eps_effect(eps=1e-5);
 
 # %% [markdown]
+# **What to notice.** For $\sigma \gg \sqrt\epsilon$ both versions are the plain $1/\sigma$ and agree.
+# Below $\sqrt\epsilon$ the right version's gain flattens at 316, while the wrong one keeps growing until
+# $\sigma \approx \epsilon$. The forward explorer's $\epsilon$ slider shows the same on feature 1.
+#
 # ## Why the *biased* variance?
 #
 # Algorithm 1 divides by $m$, not $m-1$. The layer is not estimating a population variance here; it
 # standardizes *this* batch, and with the biased variance the batch's outputs have exactly unit variance
-# (up to $\epsilon$). A batch of two always normalizes to $\pm 1$:
+# (up to $\epsilon$). **Predict, then run:** what does a batch of two give, for any two different values?
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -135,19 +368,21 @@ pair = np.array([[3.0, -50.0], [7.0, 20.0]])
 print(batchnorm_forward(pair, np.ones(2), np.zeros(2))[0].round(4))
 
 # %% [markdown]
-# Using the unbiased $m-1$ version in the training forward is a common mistake that most tests miss: the output
-# is scaled by $\sqrt{(m-1)/m}$, which is invisible for a batch of 256 but not for a batch of 2. (The unbiased
-# variance *does* have a job: PyTorch stores it in `running_var` for inference — lecture 5.)
+# Using the unbiased $m-1$ version in the training forward is a common mistake that most tests miss: the
+# output is scaled by $\sqrt{(m-1)/m}$, so its relative error is $1-\sqrt{(m-1)/m}$ — invisible for a batch
+# of 256, large for a batch of 2. (The unbiased variance *does* have a job: PyTorch stores it in
+# `running_var` for inference — lecture 5.)
 
 # %%
 # NBVAL_CHECK_OUTPUT
 for m in (2, 4, 32):
     batch = rng.standard_normal((m, 8))
-    error = rel_error(normalize(batch, unbiased=True), normalize(batch))
-    print(f"m = {m:2d}: relative error of the output {error:.3f}")
+    right, _ = batchnorm_forward(batch, np.ones(8), np.zeros(8))
+    error = rel_error(forward_with("unbiased_variance", batch), right)
+    print(f"m = {m:2d}: relative error of the output {error:.3f} (1 - sqrt((m-1)/m) = {1 - np.sqrt((m - 1) / m):.3f})")
 
 # %%
-plots.plot_unbiased_variance_error();
+plot_unbiased_variance_error();
 
 # %% [markdown]
 # ## Two passes, not one
@@ -156,30 +391,97 @@ plots.plot_unbiased_variance_error();
 # both sums. In floating point it is a trap. When the mean is large compared with the spread, $E[x^2]$ and
 # $E[x]^2$ are two huge, nearly equal numbers; float32 keeps about 7 significant digits, and their difference
 # keeps only the rounding error. The two-pass formula subtracts the mean *first*, so it squares small numbers.
+# The figure computes both in float32 for 10,000 values with standard deviation 1 and a growing mean.
 
 # %%
-plots.plot_variance_precision();
+plot_variance_precision();
 
 # %% [markdown]
-# At a mean of $10^4$ the one-pass float32 variance is off by orders of magnitude and can come out **negative**
-# (red crosses) — and $\sqrt{\text{negative}}$ is NaN. `bnlab` uses two passes, with a float64 accumulator for
-# the mean. Even production kernels get this wrong: here is the output standard deviation (it should be 1) for
-# a million float32 values with mean 1000.
+# **Predict, then run.** At a mean of $10^4$, $x^2 \approx 10^8$ and float32 numbers near $10^8$ are 8 apart.
+# What can the one-pass variance (true value about 1) come out as?
 
 # %%
 # NBVAL_CHECK_OUTPUT
-stds = output_std_far_from_zero(rows=1_000_000, offset=1000.0)
-print("bnlab output std within 1e-2 of 1:           ", abs(stds["bnlab"] - 1) < 1e-2)
-print("torch 2.13 CPU kernel output std below 0.5:  ", stds["torch CPU kernel"] < 0.5)
+precision = variance_precision()          # the figure's data
+print(f"float32 spacing near 1e8: {np.spacing(np.float32(1e8)):.0f}")
+for offset in (1e2, 1e3, 1e4, 1e5):
+    i = int(np.argmin(np.abs(np.log10(precision["offsets"] / offset))))
+    print(f"mean {offset:>7,.0f}: one pass {precision['one_pass'][i]:8.4g} (rel. error "
+          f"{precision['one_pass_error'][i]:7.2g}), two passes {precision['two_pass'][i]:.4f} (rel. error "
+          f"{error_text(precision['two_pass_error'][i])}, must be < 1e-3); exact {precision['exact'][i]:.4f}")
 
 # %% [markdown]
+# The one-pass error grows with the mean: 0.1% at a mean of 100, 19% at 1,000. At $10^4$ the float32 one-pass
+# variance is **−8**, about ten times the true value and with the wrong sign — $\sqrt{\text{negative}}$ is NaN.
+# Only at $10^5$ is it off by three orders of magnitude (1024 instead of 1). The two-pass variance stays
+# within $10^{-4}$ throughout.
+#
+# ## A float32 accumulator breaks a production kernel
+#
+# There is a second trap, and it hits even a careful two-pass implementation: the *sums* themselves. Here is
+# what PyTorch's CPU kernel (torch 2.13, one thread) does with a million float32 values of mean 1000 and
+# standard deviation 1, next to the exact statistics and `bnlab`'s (which sums in float64).
+#
+# **Predict, then run.** The output of a batch norm layer should have standard deviation 1. What does torch
+# return?
+
+# %%
+# NBVAL_CHECK_OUTPUT
+stats = torch_kernel_statistics(rows=1_000_000, offset=1000.0)
+for name, s in stats.items():
+    print(f"{name:17s} mean {s['mean']:9.3f}   variance used {s['var']:7.3f}   output std {s['output_std']:.3f}")
+exact, kernel = stats["exact"], stats["torch CPU kernel"]
+mean_error = kernel["mean"] - exact["mean"]
+print(f"exact variance + (torch's mean error)^2 = {exact['var']:.3f} + {mean_error:.3f}^2 = "
+      f"{exact['var'] + mean_error**2:.1f}   (torch used {kernel['var']:.1f})")
+print(f"sqrt(exact variance / torch's variance) = {np.sqrt(exact['var'] / kernel['var']):.3f}   "
+      f"(torch's output std {kernel['output_std']:.3f}); output mean shifted by "
+      f"{-mean_error / np.sqrt(kernel['var']):.2f}")
+
+# %% [markdown]
+# The culprit is the **mean**: torch's kernel makes it 1008.9 instead of 1000.0. The variance it then computes
+# is an honest mean squared deviation — but around the wrong centre, so it equals the true variance plus the
+# squared error of the mean, $1 + 8.9^2 \approx 80.2$. The one-pass formula is not to blame. Dividing
+# deviations of true size 1 by $\sqrt{80.2} = 8.96$ gives an output standard deviation of $1/8.96 = 0.11$
+# instead of 1, and every output shifted by $-8.9/8.96 \approx -1$.
+#
+# Where does 1008.9 come from? A plain float32 running sum, adding one value after another, reproduces it.
+# Once the sum passes $2^{29} \approx 5.4\cdot 10^8$ (about halfway through), float32 numbers are 64 apart,
+# so every added value near 1000 is rounded to 1024. The control: at 200,000 values the sum never gets that
+# large, and torch is right.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+same_data = (np.random.default_rng(0).standard_normal((1_000_000, 1)) + 1000.0).astype(np.float32)
+print(f"plain float32 running sum: mean {sequential_float32_mean(same_data):.3f}; "
+      f"numpy's pairwise float32 sum: {float(same_data.mean()):.3f}; float64 sum: "
+      f"{same_data.mean(dtype=np.float64):.3f}")
+print(f"float32 spacing at 2^29: {np.spacing(np.float32(2**29)):.0f}")
+control = torch_kernel_statistics(rows=200_000, offset=1000.0)["torch CPU kernel"]
+print(f"torch at 200,000 rows: mean {control['mean']:.2f}, output std {control['output_std']:.3f} "
+      f"(must be within 1e-3 of 1)")
+
+# %% [markdown]
+# `bnlab` sums in float64, so its mean is right at any size; a pairwise (tree) sum, as numpy's `mean` does,
+# would also do. The exact error of torch's kernel depends on how it splits the sum across threads (bn-facts
+# records an output std of 0.26 with two threads; this notebook pins one thread). Real activations are rarely
+# a million values with mean 1000 — but a (256, C, 64, 64) convolutional batch has a million values per
+# channel, and large offsets do occur.
+#
 # ## Summary
 #
-# - Batch norm standardizes each feature over the batch (and over positions, for convolutions), then applies a
-#   learned per-feature scale $\gamma$ and shift $\beta$ that can restore the identity.
-# - $\epsilon$ sits inside the square root; it keeps near-constant features from being amplified.
+# - Batch norm standardizes each feature over the batch (and over positions, for convolutions: $m = NHW$),
+#   then applies a learned per-feature scale $\gamma$ and shift $\beta$. A dozen lines of numpy implement it.
+# - With fixed (population) statistics $\gamma = \sqrt{\sigma^2+\epsilon}$, $\beta = \mu$ give back the
+#   identity; in training mode they do so only for the one batch whose statistics they copy.
+# - Per-feature normalization keeps correlations: batch norm is not whitening.
+# - A bias just before batch norm is cancelled by the batch mean and gets zero gradient; $\beta$ does its job.
+# - In training mode an example's output depends on its batch-mates: noise with spread about
+#   $1.22/\sqrt m$ for an example one standard deviation out.
+# - $\epsilon$ sits inside the square root; it caps the gain at $1/\sqrt\epsilon \approx 316$.
 # - The training forward uses the biased variance: the batch is standardized exactly.
-# - Compute the variance in two passes; $E[x^2]-E[x]^2$ fails in float32.
+# - Compute the statistics in two passes with a wide (float64 or pairwise) accumulator: $E[x^2]-E[x]^2$ fails
+#   in float32, and so does a long float32 running sum.
 #
 # ## Questions
 #
@@ -187,7 +489,12 @@ print("torch 2.13 CPU kernel output std below 0.5:  ", stds["torch CPU kernel"] 
 #    $\epsilon$? What would its gradient be?
 # 2. For a convolutional input of shape $(8, 16, 32, 32)$, how many values share one mean, and how many
 #    $\gamma$ parameters does the layer have?
-# 3. The identity is recoverable, so why not skip batch norm and let the network learn? (Hold your answer until
-#    lecture 9.)
+# 3. After training, with population statistics, batch norm can represent the identity. So why not skip it
+#    and let the network learn? (Lectures 7 and 9 measure two answers: depth and the learning rate.)
+# 4. A network has `nn.Linear(100, 50)` followed by `nn.BatchNorm1d(50)`. How many of its parameters can never
+#    change the output in training mode, and what gradient do they receive?
+# 5. At $m = 4$ the spread of one example's output was below the $1/\sqrt m$ line. Why can a batch of $m$
+#    never produce $|\hat x| > \sqrt{m-1}$? (Hint: the squares of the $\hat x_i$ of one feature sum to
+#    $m$, up to $\epsilon$.)
 #
 # Next: [Lecture 3 — the backward pass along the computational graph](03_backward_graph.ipynb).

@@ -5,24 +5,32 @@
 # 1. draw batch norm's computational graph and write the local derivative on every edge;
 # 2. backpropagate through it node by node, summing where a value feeds two nodes and where a per-channel
 #    statistic feeds the whole batch;
-# 3. check a gradient in a way that cannot be fooled, and explain why an all-ones upstream gradient and
-#    float32 each prove nothing.
+# 3. see in array shapes that a broadcast in the forward is a sum in the backward;
+# 4. check a gradient in a way that cannot be fooled, and explain why an all-ones upstream gradient and
+#    float32 each prove little.
 #
-# **Prerequisites.** Lecture 2 (the forward pass and its cache); the chain rule.
+# **Prerequisites.** Lecture 2 (the forward pass and its cache); the chain rule; numpy broadcasting.
 #
-# **Practise it.** [Exercise 2: the backward pass](../exercises/ex2_backward.ipynb) asks for the numbers at the
-# checkpoints below before you write the code.
+# **Practise it.** [Exercise 2: the backward pass](../exercises/ex2_backward.ipynb) asks for the same
+# checkpoint numbers on another batch before you write the code.
 
 # %%
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 import bnlab.notebook
-import bnlab.plots as plots
 from bnlab.functional import batchnorm_backward, batchnorm_forward
-from bnlab.gradcheck import check_forward_backward, numerical_gradient, rel_error
-from bnlab.variants import backward_with_constant_statistics
+from bnlab.gradcheck import DEFAULT_TOLERANCE, check_forward_backward, rel_error
+from bnlab.report import error_text
+from bnlab.lessons.backward import (
+    all_ones_trap,
+    catalogue_gradient_checks,
+    finite_difference_study,
+    node_gradients,
+    torch_gradients,
+)
+from bnlab.mistakes import backward_with
+from bnlab.plots.gradients import plot_gradient_check_vs_step
+from bnlab.plots.graph import draw_batchnorm_graph
 
 bnlab.notebook.setup()
 
@@ -33,15 +41,20 @@ bnlab.notebook.setup()
 # number of values that share the channel's statistics.
 
 # %%
-plots.draw_batchnorm_graph();
+draw_batchnorm_graph();
 
 # %% [markdown]
+# **What to notice.** $x$ has two outgoing edges (into $\mu$ and into $x_c$), and so does $x_c$ (into $x_c^2$
+# and into $\hat x$): the input reaches the output along three paths — directly, through $\mu$, and through
+# $\sigma^2$. The green nodes hold one number per channel and are used by every example of the batch; the blue
+# ones hold one number per example.
+#
 # Two rules turn this picture into a backward pass. Given the upstream gradient $\delta = \partial L/\partial y$:
 #
 # 1. **Multiply along an edge**: the gradient at a node's input is its output gradient times the local derivative.
 # 2. **Sum where paths meet**: $x$ feeds both $x_c$ and $\mu$; $x_c$ feeds both $x_c^2$ and $\hat x$. Their
-#    gradients are the sums over both branches. A per-channel quantity ($\mu$, $\sigma^2$, $r$, $\gamma$, $\beta$)
-#    is used by every example of the batch, so its gradient also **sums over the batch**.
+#    gradients are the sums over both branches. A per-channel quantity ($\mu$, $\sigma^2$, $s$, $r$, $\gamma$,
+#    $\beta$) is used by every example of the batch, so its gradient also **sums over the batch**.
 #
 # Walking the graph from right to left (sums run over the $m$ values of a channel):
 #
@@ -52,51 +65,130 @@ plots.draw_batchnorm_graph();
 # | $s$ | $r = 1/s$ | $\frac{\partial L}{\partial s} = -\frac{1}{s^2}\frac{\partial L}{\partial r}$ |
 # | $\sigma^2$ | $s=\sqrt{\sigma^2+\epsilon}$ | $\frac{\partial L}{\partial \sigma^2} = \frac{1}{2s}\frac{\partial L}{\partial s}$ |
 # | $x_c$ | $\sigma^2 = \frac1m\sum x_c^2$ | second branch: $\frac{\partial L}{\partial x_{c,i}} \mathrel{+}= \frac{2x_{c,i}}{m}\frac{\partial L}{\partial \sigma^2}$ |
-# | $\mu$ | $x_c = x-\mu$ | $\frac{\partial L}{\partial \mu} = -\sum_i \frac{\partial L}{\partial x_{c,i}}$ |
+# | $\mu$ | $x_c = x-\mu$ | $\frac{\partial L}{\partial \mu} = -\sum_i \frac{\partial L}{\partial x_{c,i}}$, summing $\frac{\partial L}{\partial x_{c,i}}$ over **both** branches |
 # | $x$ | $x_c = x - \mu,\ \mu=\frac1m\sum x$ | $\frac{\partial L}{\partial x_i} = \frac{\partial L}{\partial x_{c,i}} + \frac1m \frac{\partial L}{\partial \mu}$ |
 #
-# Here is the library's staged backward. Read it next to `batchnorm_forward` in lecture 2: the same names, the
-# steps in reverse, one local derivative per line.
-
-# %%
-bnlab.notebook.show_source(batchnorm_backward)
-
-# %% [markdown]
-# ### Checkpoint: the tiny example
+# ## The backward, written out
 #
-# Back to lecture 2's batch, with an upstream gradient. Compute $\partial L/\partial\sigma^2$ and
-# $\partial L/\partial\mu$ for feature 0 yourself before running the cell (exercise 2 asks for them).
-# $\mu$ reaches the loss along two paths: directly through $x_c$, and through $\sigma^2$ (which depends on
-# $x_c$). The second path contributes $\frac{\partial L}{\partial\sigma^2}\cdot\frac{-2}{m}\sum_i x_{c,i}$, and that
-# is exactly 0 because centred values sum to zero — a fact the closed form of lecture 4 exploits.
+# Back to lecture 2's batch: three examples, two features, now with an upstream gradient $\delta$.
+#
+# **Predict, then run.** Before running the next cell, work out for feature 0 ($x = 1, 2, 6$, $\gamma = 2$,
+# $\delta = 0.5, 1, -2$): $x_c = -2, -1, 3$, $\sigma^2 = 14/3$, $\partial L/\partial\hat x = \gamma\delta = 1, 2, -4$.
+# What are $\partial L/\partial\sigma^2 = -\frac{1}{2s^3}\sum_i \frac{\partial L}{\partial \hat x_i} x_{c,i}$ and
+# $\partial L/\partial\mu$? (Hint for $\mu$: what does the second branch into $x_c$ add up to, summed over $i$?)
+# And what shape will `dmu` have?
+#
+# The cell is the table above in numpy, one local derivative per line, for an $(N, C)$ batch. It reads the
+# forward's intermediate values from lecture 2's cache.
 
 # %%
 # NBVAL_CHECK_OUTPUT
 x = np.array([[1.0, 10.0], [2.0, 20.0], [6.0, 30.0]])
 gamma, beta = np.array([2.0, 0.5]), np.array([1.0, -1.0])
 dout = np.array([[0.5, -1.0], [1.0, 0.0], [-2.0, 3.0]])
-
 out, cache = batchnorm_forward(x, gamma, beta)
+xc, std, inv, xhat, m = cache.xc, cache.std, cache.inv, cache.xhat, cache.m
+
+# Step 7, y = gamma * xhat + beta. gamma and beta are per feature: their gradients sum over the batch.
+dbeta = dout.sum(axis=0)
+dgamma = (dout * xhat).sum(axis=0)
 dxhat = dout * gamma
-dvar = np.sum(dxhat * cache.xc, axis=0) * -0.5 * (cache.batch_var + cache.eps) ** -1.5
-dmu = -np.sum(dxhat * cache.inv, axis=0) - dvar * 2 * np.mean(cache.xc, axis=0)
+# Step 6, xhat = xc * inv. inv (1, C) was broadcast over the batch: its gradient is summed back to (1, C).
+dinv = (dxhat * xc).sum(axis=0, keepdims=True)
+dxc = dxhat * inv                       # the first branch into xc
+# Step 5, inv = 1 / std.
+dstd = -dinv / std**2
+# Step 4, std = sqrt(var + eps).
+dvar = dstd / (2 * std)
+# Step 3, var = mean(xc ** 2): the second branch into xc.
+dxc = dxc + (2 / m) * xc * dvar
+# Step 2, xc = x - mu. mu (1, C) was broadcast over the batch: its gradient is summed back to (1, C).
+dmu = -dxc.sum(axis=0, keepdims=True)
+# Step 1, mu = mean(x): the second branch into x.
+dx = dxc + dmu / m
+
+print("shapes: x", x.shape, " mu", cache.mu.shape, " dxc", dxc.shape, " dmu", dmu.shape, " dx", dx.shape)
 print("dL/dvar:", dvar.round(4))
 print("dL/dmu: ", dmu.round(4))
-dx, dgamma, dbeta = batchnorm_backward(dout, cache)
-print("dx:\n", dx.round(4))
+print("dL/dx:\n", dx.round(4))
 
 # %% [markdown]
-# Does it agree with PyTorch's autograd on the same numbers?
+# Feature 0 gives $\partial L/\partial\sigma^2 = 8/s^3 \approx 0.7936$ and
+# $\partial L/\partial\mu = -\frac{1}{s}\sum_i\frac{\partial L}{\partial \hat x_i} = 1/s \approx 0.4629$.
+#
+# ### A broadcast in the forward is a sum in the backward
+#
+# In step 2, `xc = x - mu` subtracts an array of shape $(1, C)$ from one of shape $(N, C)$: numpy copies
+# $\mu$ down the batch. Each copy receives its own gradient $-\partial L/\partial x_{c,i}$, and since all the
+# copies are the same number, the gradient of that number is their **sum**, back in shape $(1, C)$. Step 6 does
+# the same for `inv`, and step 7 for $\gamma$ and $\beta$. Forget the sum and you get an $(N, C)$ "gradient"
+# for a quantity that has one value per feature — and numpy will not complain:
 
 # %%
 # NBVAL_CHECK_OUTPUT
-xt, gt, bt = (torch.tensor(a, requires_grad=True) for a in (x, gamma, beta))
-reference = torch.autograd.grad(F.batch_norm(xt, None, None, gt, bt, training=True), (xt, gt, bt),
-                                torch.tensor(dout))
-for name, ours, theirs in zip(("dx", "dgamma", "dbeta"), (dx, dgamma, dbeta), reference):
-    print(f"{name:6s} agrees with torch to 1e-12:", rel_error(ours, theirs.numpy()) < 1e-12)
+dmu_unsummed = -dxc                      # forgot the sum: one number per example, for a per-feature quantity
+print("mu has shape", cache.mu.shape, "but the unsummed dmu has shape", dmu_unsummed.shape)
+dx_unsummed = dxc + dmu_unsummed / m     # (3, 2) + (3, 2): no broadcast, no error, wrong numbers
+print(f"dx without the sum: max rel. error {error_text(rel_error(dx_unsummed, dx))} against the right dx (> 0.01)")
+catalogued = backward_with("mean_gradient_not_summed")(dout, cache)[0]
+print(f"bnlab.mistakes' 'mean_gradient_not_summed' gives the same dx: max rel. difference "
+      f"{error_text(rel_error(dx_unsummed, catalogued))} (< 1e-12)")
 
 # %% [markdown]
+# The shapes fit, so only the values give the mistake away. A cheap guard while you write a backward: every
+# gradient must have the shape of its variable (`dmu.shape == mu.shape`).
+#
+# ### Two ways to write $\partial L/\partial\mu$
+#
+# The table gives $\partial L/\partial\mu = -\sum_i \partial L/\partial x_{c,i}$, with $\partial L/\partial x_c$
+# already summed over both of its branches; that is what the cell above and `bnlab.functional.batchnorm_backward`
+# compute. Ioffe and Szegedy's paper (Section 3) writes the same derivative as two explicit paths:
+#
+# $$
+# \frac{\partial L}{\partial\mu} = \underbrace{-\sum_i \frac{\partial L}{\partial\hat x_i}\,\frac{1}{s}}_{\text{through } \hat x}
+#   \;+\; \underbrace{\frac{\partial L}{\partial\sigma^2}\cdot\frac{-2}{m}\sum_i x_{c,i}}_{\text{through } \sigma^2} .
+# $$
+#
+# Substitute the two branches of $\partial L/\partial x_{c,i}$ into the graph form and it splits into exactly
+# these two terms: the two forms are one sum, grouped differently. The second term is zero, because centred
+# values sum to zero, $\sum_i x_{c,i} = 0$. So $\mu$ reaches the loss through $\sigma^2$ only on paper: the batch
+# mean minimizes $\sum_i (x_i - \mu)^2$, so the variance does not change when $\mu$ moves, to first order
+# (lecture 4 uses this).
+
+# %%
+# NBVAL_CHECK_OUTPUT
+dmu_graph = -dxc.sum(axis=0, keepdims=True)                          # the table: both branches in dxc
+through_xhat = -(dxhat * inv).sum(axis=0, keepdims=True)             # the paper's first term
+through_var = dvar * (-2 / m) * xc.sum(axis=0, keepdims=True)        # the paper's second term
+print("sum of xc per feature:          ", xc.sum(axis=0) + 0.0)     # + 0.0 turns -0.0 into 0.0
+print("the term through var, per feature:", (through_var + 0.0).ravel())
+print("graph form dL/dmu:              ", dmu_graph.round(4))
+print("paper form dL/dmu:              ", (through_xhat + through_var).round(4))
+print(f"max |graph - paper|: {error_text(np.abs(dmu_graph - through_xhat - through_var).max())} (< 1e-12)")
+
+# %% [markdown]
+# ### Checking the written-out backward
+#
+# Three independent references: the library's staged backward (the same steps, written for any number of
+# spatial axes), PyTorch's `batch_norm` under autograd, and — for the intermediate gradients at $\sigma^2$ and
+# $\mu$ — autograd run on the forward's own steps with `retain_grad()` on every node
+# (`bnlab.lessons.backward.node_gradients`).
+
+# %%
+# NBVAL_CHECK_OUTPUT
+library = batchnorm_backward(dout, cache)
+reference = torch_gradients(x, gamma, beta, dout)
+for name, ours, lib, ref in zip(("dx", "dgamma", "dbeta"), (dx, dgamma, dbeta), library, reference):
+    print(f"{name:7s} max rel. error vs bnlab.functional {error_text(rel_error(ours, lib))}, "
+          f"vs torch {error_text(rel_error(ours, ref))}  (both < 1e-12)")
+nodes = node_gradients(x, gamma, beta, dout)
+for name, ours in (("dvar", dvar), ("dmu", dmu)):
+    print(f"{name:7s} max rel. error vs autograd at the node {error_text(rel_error(ours, nodes[name[1:]]))}  "
+          f"(< 1e-12); autograd's shape {nodes[name[1:]].shape}")
+
+# %% [markdown]
+# Autograd sums over the batch too: its gradient at $\mu$ has shape $(1, 2)$, like $\mu$.
+#
 # ## Gradient checking done right
 #
 # Agreement with a reference is the best check when one exists. When it does not — your own layer, a new
@@ -104,62 +196,113 @@ for name, ours, theirs in zip(("dx", "dgamma", "dbeta"), (dx, dgamma, dbeta), re
 #
 # $$ \frac{\partial L}{\partial x_j} \approx \frac{L(x + h e_j) - L(x - h e_j)}{2h} $$
 #
-# has error $O(h^2)$ from truncation plus $O(\text{machine eps}/h)$ from rounding. Two traps make this check
-# pass broken code.
+# has two errors pulling in opposite directions. **Truncation**: the Taylor terms it ignores contribute
+# $\approx K h^2$, where $K$ grows with the third derivative. **Rounding**: $L(x\pm he_j)$ and $x \pm h$ are
+# rounded to machine precision $\varepsilon$, and dividing by $2h$ turns that into $\approx \varepsilon/h$.
+# The total $K h^2 + \varepsilon/h$ is smallest at
+#
+# $$ h^* = \Big(\frac{\varepsilon}{2K}\Big)^{1/3}, \qquad \text{error}(h^*) = 3K h^{*2} \sim \varepsilon^{2/3} . $$
+#
+# Two traps make this check pass broken code.
 #
 # ### Trap 1: an all-ones upstream gradient
 #
 # Many people test a backward by calling `y.sum().backward()`, i.e. $\delta = 1$. For batch norm that loss is
 # $\sum_i(\gamma\hat x_i + \beta) = m\beta$ because $\hat x$ sums to zero in every channel: **it does not depend
-# on $x$ at all**. The true gradient is exactly zero, so a backward that returns zeros passes.
+# on $x$ at all**. The true gradient is exactly zero, so any backward that returns zeros for $\delta = 1$
+# passes — including a real mistake, the staged backward without the branch through $\sigma^2$ (for a constant
+# $\delta$ its two remaining branches cancel).
 
 # %%
 # NBVAL_CHECK_OUTPUT
-ones = np.ones_like(x)
-numeric = numerical_gradient(lambda v: batchnorm_forward(v, gamma, beta)[0], x.copy(), ones)
-print("true dx for dout = 1 is zero (max |dx| < 1e-8):", np.abs(numeric).max() < 1e-8)
-zeros_backward = np.zeros_like(x)
-print("a backward returning zeros matches it to 1e-8: ", np.abs(zeros_backward - numeric).max() < 1e-8)
+trap = all_ones_trap(x, gamma, beta)
+for name in ("finite differences", "staged backward", "zeros", "variance_branch_missing"):
+    print(f"{name:24s} max |dx| for dout = 1: {error_text(trap[name])}")
 
 # %% [markdown]
+# All four are zero to rounding error (a check comparing them would accept anything below, say, $10^{-8}$),
+# although two of them are wrong backwards. The table at the end of this lecture shows which other classic
+# mistakes slip through.
+#
 # ### Trap 2: float32
 #
-# Rounding error scales like machine epsilon over $h$. In float64 ($\approx 10^{-16}$) a step of $10^{-5}$ gives
-# agreement to about $10^{-10}$; in float32 ($\approx 10^{-7}$) no step gets below about $10^{-4}$, which cannot
-# tell a right backward from a slightly wrong one.
+# **Predict, then run.** The next cell fits $K$ on the float64 curve (about 0.06 here). With
+# $\varepsilon = 2.2\times 10^{-16}$ for float64 and $1.2\times 10^{-7}$ for float32, what best step and what
+# smallest error does the model predict for each?
 
 # %%
-plots.plot_gradient_check_vs_step();
+# NBVAL_CHECK_OUTPUT
+study = finite_difference_study()
+print(f"truncation constant K = {study.curvature:.3f} (fitted on float64 where h >= 1e-3)")
+for name, bracket in (("float64", "< 1e-9"), ("float32", "between 1e-6 and 1e-4")):
+    h_star, floor = study.predicted[name]
+    smallest = study.smallest(name)[1]
+    measured = error_text(smallest) if name == "float64" else f"{smallest:.0e}"
+    print(f"{name}: eps {study.machine_eps[name]:.1e}; model: best h {h_star:.0e}, error {floor:.0e}; "
+          f"measured smallest error {measured} ({bracket})")
+
+# %%
+plot_gradient_check_vs_step(study);
 
 # %% [markdown]
+# **What to notice.** Right of its best step each curve climbs as $h^2$, the same line for both dtypes (the
+# derivative being approximated is the same); left of it, rounding takes over and the error grows as $1/h$ (below
+# $h \approx 10^{-7}$ the float32 numerical gradient is pure noise, relative error 1). The model's best steps, $10^{-5}$ for float64 and
+# $10^{-2}$ for float32, sit where the measured minima are. float64 bottoms out below $10^{-10}$, four orders of
+# magnitude under the gradient check's tolerance $10^{-6}$. float32 bottoms out at about $2\times 10^{-5}$,
+# twenty times *above* that tolerance, and only for a step chosen by hand: a float32 check needs a tolerance
+# near $10^{-4}$, and any mistake that changes $\partial L/\partial x$ by less than that hides under it.
+#
 # ### A check that cannot be fooled
 #
 # `bnlab.gradcheck.check_forward_backward` uses float64, a random upstream gradient, a $\gamma$ with a zero and
 # negative entries (so a missing or misplaced $\gamma$ shows), a non-zero $\beta$, and channels with different
 # means and scales (so a reduction over the wrong axis shows). The staged backward passes; the classic mistake
-# of treating $\mu$ and $\sigma^2$ as constants — $\partial L/\partial x = \gamma\,\delta / s$ — fails by a
-# relative error of order one.
+# of treating $\mu$ and $\sigma^2$ as constants — $\partial L/\partial x = \gamma\,\delta / s$ — fails.
 
 # %%
 # NBVAL_CHECK_OUTPUT
 right = check_forward_backward(batchnorm_forward, batchnorm_backward, shape=(6, 4))
-wrong = check_forward_backward(batchnorm_forward, backward_with_constant_statistics, shape=(6, 4))
-print("staged backward passes:                     ", right.passed)
-print("constant-statistics backward fails:         ", not wrong.passed)
-print("its dx relative error is of order one (>0.1):", wrong.errors["dx"] > 0.1)
+wrong = check_forward_backward(batchnorm_forward, backward_with("constant_statistics"), shape=(6, 4))
+print(f"tolerance: max rel. error <= {right.tolerance:.0e}")
+for name, report in (("staged backward", right), ("constant statistics", wrong)):
+    print(f"{name:20s}", ",  ".join(f"{grad} {error_text(error)}" for grad, error in report.errors.items()))
 
 # %% [markdown]
-# What it cannot catch: a forward and backward that agree on a *wrong convention*. Use the unbiased variance in
-# both and the gradient check passes, because the backward is the true derivative of that (wrong) forward.
-# Only comparison with reference values, as above, catches that — which is why the graded exercises check both.
+# The constant-statistics backward is off by about a third of dx's size: the two branches it drops are not
+# small. Here is every backward mistake in `bnlab.mistakes`' catalogue (the grader's list), under the all-ones
+# check on lecture 2's batch and under the proper check:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+proper = catalogue_gradient_checks(shape=(6, 4))
+print(f"{'backward':34s} {'max |dx|, dout = 1':>20s} {'dx error, proper check':>24s}")
+for name, error in proper.items():
+    print(f"{name:34s} {error_text(trap[name]):>20s} {error_text(error):>24s}")
+mistakes = {name: error for name, error in proper.items() if name != "staged backward"}
+print(f"smallest error of a mistake under the proper check: {min(mistakes.values()):.2f} "
+      f"(> tolerance {DEFAULT_TOLERANCE:.0e})")
+
+# %% [markdown]
+# Five of the ten mistakes give $\partial L/\partial x = 0$ for $\delta = 1$ and pass the all-ones check; every
+# one of them fails the proper check by a relative error of 0.08 or more.
+#
+# What the proper check cannot catch: a forward and backward that agree on a *wrong convention*. Use the
+# unbiased variance in both and the gradient check passes, because the backward is the true derivative of that
+# (wrong) forward. Only comparison with reference values, as with PyTorch above, catches that — which is why the
+# graded exercises check both.
 #
 # ## Summary
 #
 # - Backpropagation through a graph: multiply local derivatives along edges, sum where paths meet and over the
-#   batch for per-channel quantities.
-# - Batch norm's input reaches the output three ways (directly, through $\mu$, through $\sigma^2$); dropping the
-#   last two is the most common mistake and is wrong by order one.
-# - Check gradients with random upstream gradients in float64, and also against reference values.
+#   batch for per-channel quantities. A broadcast in the forward ($(1, C) \to (N, C)$) is a sum in the backward
+#   ($(N, C) \to (1, C)$); without it the shapes still fit and only the values are wrong.
+# - Batch norm's input reaches the output three ways (directly, through $\mu$, through $\sigma^2$). The path
+#   from $\mu$ through $\sigma^2$ contributes nothing, because $\sum_i x_{c,i} = 0$: the table's and the paper's
+#   $\partial L/\partial\mu$ are the same sum.
+# - Finite differences trade truncation ($K h^2$) against rounding ($\varepsilon/h$): best step
+#   $\sim\varepsilon^{1/3}$, error $\sim\varepsilon^{2/3}$ — about $10^{-10}$ in float64, $2\times 10^{-5}$ in
+#   float32. Check in float64, with random upstream gradients, and also against reference values.
 #
 # ## Questions
 #
@@ -168,5 +311,7 @@ print("its dx relative error is of order one (>0.1):", wrong.errors["dx"] > 0.1)
 # 2. With $\delta = 1$, we showed $\partial L/\partial x = 0$. Which *other* upstream gradients give a zero
 #    $\partial L/\partial x$ for every input?
 # 3. Why does the gradient check use a $\gamma$ containing a zero?
+# 4. float16 has $\varepsilon \approx 10^{-3}$. With the same $K$, what best step and smallest error would a
+#    float16 gradient check reach? Is a float16 gradient check worth running?
 #
 # Next: [Lecture 4 — the closed form](04_closed_form.ipynb).

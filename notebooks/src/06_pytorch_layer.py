@@ -2,107 +2,333 @@
 # # Lecture 6 — Batch norm in PyTorch
 #
 # **Learning goals.** After this lecture you can
-# 1. write batch norm as a `torch.autograd.Function` whose backward is the closed form of lecture 4;
-# 2. wrap it in an `nn.Module` that is a drop-in for `torch.nn.BatchNorm1d/2d` — same constructor, buffers,
-#    state dict, modes and errors — and prove the match;
-# 3. explain the 2-D case (statistics per channel over batch *and* positions) and the reshape mistake it invites;
-# 4. recognise two sharp edges: the batch-of-one error and `torch.func`'s refusal of in-place buffer updates.
+# 1. write batch norm as a `torch.autograd.Function` whose backward is the closed form of lecture 4, and check it
+#    against finite differences and against `torch.nn.functional.batch_norm`;
+# 2. count what a backward keeps in memory: the hand-written `Function`, autograd's trace of the same tensor
+#    operations, and PyTorch's fused kernel;
+# 3. read `bnlab.nn`'s drop-in modules for `torch.nn.BatchNorm1d/2d` and test the "drop-in" claim over a sequence
+#    of training and eval steps;
+# 4. explain the 2-D case (statistics per channel over batch *and* positions) and the reshape mistake it invites;
+# 5. recognise two sharp edges: the batch-of-one error and `torch.func`'s refusal of in-place buffer updates;
+# 6. explain, with counted memory passes and operations, why plain tensor code is slower than the fused kernel;
+# 7. use the convention sheet: statistics per mode, $m$, biased and unbiased variance, $\epsilon$ and momentum in
+#    PyTorch, Keras, CS231n, d2l and the paper, and three flags of `torch.nn.BatchNorm`.
 #
 # **Prerequisites.** Lectures 4 (closed form) and 5 (running statistics); `torch.autograd` basics.
 #
 # **Practise it.** [Exercise 4: `BatchNormFunction` and `BatchNorm2d`](../exercises/ex4_torch_layer.ipynb).
+#
+# **How numbers are printed.** Each checked line shows a value and, in brackets, the bound it must stay under.
+# Errors made of a few float64 roundings differ in the last bits from machine to machine, so they print as
+# "below 1e-14" rather than as digits that would flip; every other value is set by the computation itself.
 
 # %%
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 import bnlab.nn
 import bnlab.notebook
-import bnlab.plots as plots
 from bnlab.conformance import channel_batch, compare_modules
+from bnlab.gradcheck import rel_error
+from bnlab.lessons.pytorch import batch_sized_traffic, convention_sheet, jacobian_error, saved_tensors
+from bnlab.plots.pytorch import plot_torch_batch_norm_timings
+from bnlab.report import error_text, within
 from bnlab.timing import time_torch_batch_norms
 
 bnlab.notebook.setup()
 generator = torch.Generator().manual_seed(0)
 
 # %% [markdown]
-# ## An `autograd.Function` with the closed-form backward
+# ## Batch norm as an `autograd.Function`
 #
-# Autograd could differentiate a batch norm written in tensor operations by itself, recording every intermediate
-# (lecture 3's staged graph). A `torch.autograd.Function` instead supplies its own `backward`, so it can save
-# only what the closed form needs — here $x$, the mean, $1/\sqrt{\sigma^2+\epsilon}$ and $\gamma/\sqrt{\sigma^2+\epsilon}$
-# — and evaluate
-# $\frac{\partial L}{\partial x} = \frac{\gamma}{ms}\big(m\delta - \sum\delta - \hat x\sum\delta\hat x\big)$
-# in a few passes. The library's version is written for speed (in-place operations into preallocated buffers,
-# `addcmul` for multiply-and-add), but its structure is the one you will write in exercise 4:
+# Autograd can differentiate a batch norm written in tensor operations by itself: it records every operation and
+# keeps what each one's backward needs (lecture 3's staged graph). A `torch.autograd.Function` replaces that
+# record by one node with a hand-written `backward`. Per channel, with $m$ values, $s=\sqrt{\sigma^2+\epsilon}$
+# and $\delta = \partial L/\partial y$, lecture 4 derived
+#
+# $$
+# \frac{\partial L}{\partial x} = \frac{\gamma}{m\,s}\Big(m\,\delta - \sum\delta - \hat x\sum\delta\hat x\Big),
+# \qquad \frac{\partial L}{\partial\gamma} = \sum\delta\hat x, \qquad \frac{\partial L}{\partial\beta} = \sum\delta .
+# $$
+#
+# The backward needs $\hat x$ (batch-sized), $1/s$ and $\gamma$ (one value per channel), so that is all the
+# forward saves. The sums run over every dimension but the channel dimension 1: over $N$ for an $(N, C)$ batch,
+# over $N$, $H$ and $W$ for $(N, C, H, W)$. Here it is, training mode, for both:
+
+# %%
+class BatchNorm(torch.autograd.Function):
+    """Training-mode batch norm of x (N, C, ...) with the closed-form backward of lecture 4."""
+
+    @staticmethod
+    def forward(ctx, x, gamma, beta, eps):
+        dims = [0] + list(range(2, x.dim()))             # every dimension but the channels
+        shape = [1, -1] + [1] * (x.dim() - 2)            # (C,) -> (1, C, 1, ...) to broadcast over x
+        mu = x.mean(dims, keepdim=True)                  # batch mean
+        xc = x - mu
+        var = xc.square().mean(dims, keepdim=True)       # biased variance: divide by m
+        inv = torch.rsqrt(var + eps)                     # 1 / s
+        xhat = xc * inv
+        ctx.save_for_backward(xhat, inv, gamma)          # one batch-sized tensor, two per-channel ones
+        return xhat * gamma.view(shape) + beta.view(shape)
+
+    @staticmethod
+    @once_differentiable                                 # backward's own ops are not differentiated again
+    def backward(ctx, dy):
+        xhat, inv, gamma = ctx.saved_tensors
+        dims = [0] + list(range(2, dy.dim()))
+        shape = [1, -1] + [1] * (dy.dim() - 2)
+        m = dy.numel() // dy.shape[1]                    # values per channel: N, or N*H*W
+        dbeta = dy.sum(dims)                             # sum of delta
+        dgamma = (dy * xhat).sum(dims)                   # sum of delta * xhat
+        scale = gamma.view(shape) * inv                  # gamma / s
+        dx = scale / m * (m * dy - dbeta.view(shape) - xhat * dgamma.view(shape))
+        return dx, dgamma, dbeta, None                   # one gradient per forward input (none for eps)
+
+
+def batch_norm_function(x, gamma, beta, eps=1e-5):
+    return BatchNorm.apply(x, gamma, beta, eps)
+
+# %% [markdown]
+# ### Is the backward right? A gradient check that prints a number
+#
+# `torch.autograd.gradcheck` compares the Jacobian built from `backward` with finite differences of `forward`,
+# in float64, and raises if they differ by more than its tolerance. To see the size of the difference, compute
+# both Jacobians yourself: `torch.autograd.functional.jacobian` builds the analytic one from `backward`, and
+# central differences $\big(f(x+h e_i) - f(x-h e_i)\big)/2h$ the numerical one. The inputs have channels with
+# different means and scales, $\gamma$ and $\beta$ are not 1 and 0, and the check covers $x$, $\gamma$ and
+# $\beta$ of a 4-D batch.
+#
+# **Predict, then run.** A central difference errs by $O(h^2)$. If the backward is right, what happens to the
+# largest error when $h$ shrinks tenfold? As a control, the same check runs on a classic mistake: a backward that
+# treats the batch mean and variance as constants, $\partial L/\partial x = (\gamma/s)\,\delta$ (right in eval
+# mode, wrong in training). What happens to *its* error?
+
+# %%
+class ConstantStatistics(BatchNorm):
+    """The same forward; the backward of a classic mistake (no gradient through the mean and the variance)."""
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy):
+        xhat, inv, gamma = ctx.saved_tensors
+        dims, shape = [0] + list(range(2, dy.dim())), [1, -1] + [1] * (dy.dim() - 2)
+        return dy * gamma.view(shape) * inv, (dy * xhat).sum(dims), dy.sum(dims), None
+
+# %%
+# NBVAL_CHECK_OUTPUT
+x = channel_batch((6, 3, 2, 2), generator)
+gamma = torch.rand(3, dtype=torch.float64, generator=generator) + 0.5
+beta = torch.randn(3, dtype=torch.float64, generator=generator)
+for sample in (x, x[:, :, 0, 0]):      # raises if the analytic and numerical Jacobians disagree
+    torch.autograd.gradcheck(batch_norm_function, [t.clone().requires_grad_() for t in (sample, gamma, beta)])
+print("torch.autograd.gradcheck (float64) on (6, 3, 2, 2) and (6, 3): no error raised")
+print("max |analytic - numerical| over the Jacobian entries for x, gamma and beta:")
+for h in (1e-2, 1e-3, 1e-4):
+    right = jacobian_error(batch_norm_function, (x, gamma, beta), step=h)
+    wrong = jacobian_error(lambda x, g, b: ConstantStatistics.apply(x, g, b, 1e-5), (x, gamma, beta), step=h)
+    print(f"  h = {h:.0e}:  BatchNorm {within(right, 1e-5)}   ConstantStatistics {within(wrong, 1e-5)}")
+
+# %% [markdown]
+# The right backward's error falls a hundredfold for each tenfold smaller step: what remains is the finite
+# difference's own truncation error. The mistake's error stays put, whatever $h$. For much smaller steps the
+# rounding in $f(x\pm h e_i)$, of order (machine epsilon)$/h$, takes over (try $h = 10^{-6}$); float32's epsilon is
+# about $5\cdot 10^{8}$ times float64's, which is why gradient checks run in float64.
+#
+# A gradient check compares `backward` with `forward` only: a forward and backward that agree on a wrong
+# convention pass it (lecture 3). So compare with PyTorch's own kernel too, with a random upstream gradient:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+def torch_reference(function, *inputs, upstream):
+    """Outputs and gradients of function(*inputs) for the upstream gradient, as numpy arrays."""
+    leaves = [t.clone().requires_grad_() for t in inputs]
+    out = function(*leaves)
+    return [out.detach().numpy()] + [g.numpy() for g in torch.autograd.grad(out, leaves, upstream)]
+
+
+def print_errors(label, ours, theirs):
+    print(f"{label:36s}" + "".join(f"{error_text(rel_error(a, b)):>14s}"
+                                   for a, b in zip(ours, theirs)))
+
+
+print(f"{'max rel. error vs F.batch_norm':36s}" + "".join(f"{name:>14s}" for name in ("out", "dx", "dgamma",
+                                                                                       "dbeta")) + "  (< 1e-12)")
+for shape in [(16, 3), (8, 3, 5, 5)]:
+    x = channel_batch(shape, generator)
+    upstream = torch.randn(shape, dtype=torch.float64, generator=generator)
+    ours = torch_reference(batch_norm_function, x, gamma, beta, upstream=upstream)
+    theirs = torch_reference(lambda x, g, b: F.batch_norm(x, None, None, g, b, training=True), x, gamma, beta,
+                             upstream=upstream)
+    print_errors(f"training mode, {shape}", ours, theirs)
+
+# %% [markdown]
+# **Eval mode needs no `Function`.** With running statistics $\hat\mu$, $\hat\sigma^2$ the layer is a fixed
+# affine map per channel, $y = \gamma\,(x-\hat\mu)/\sqrt{\hat\sigma^2+\epsilon} + \beta$, and autograd's trace of
+# it already is the closed form: $\partial L/\partial x = (\gamma/s)\,\delta$, nothing flows through the
+# statistics. Four lines, compared with `F.batch_norm(..., training=False)`:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+def batch_norm_eval(x, gamma, beta, running_mean, running_var, eps=1e-5):
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    scale = gamma * torch.rsqrt(running_var + eps)                   # gamma / s, per channel
+    return (x - running_mean.view(shape)) * scale.view(shape) + beta.view(shape)
+
+
+running_mean = torch.randn(3, dtype=torch.float64, generator=generator)
+running_var = torch.rand(3, dtype=torch.float64, generator=generator) + 0.5
+ours = torch_reference(lambda x, g, b: batch_norm_eval(x, g, b, running_mean, running_var), x, gamma, beta,
+                       upstream=upstream)
+theirs = torch_reference(lambda x, g, b: F.batch_norm(x, running_mean, running_var, g, b, training=False),
+                         x, gamma, beta, upstream=upstream)
+print_errors(f"eval mode, {tuple(x.shape)}", ours, theirs)
+
+# %% [markdown]
+# ## Memory: what the backward keeps
+#
+# Between the forward and the backward, every tensor a graph node saved stays in memory; in a deep network that,
+# summed over layers, is the training memory. Three ways to run the same training forward:
+#
+# 1. **autograd's trace** of plain tensor operations (below: mean, sub, square, mean, add, rsqrt, mul, mul, add),
+#    each node saving what its own backward needs;
+# 2. **our `Function`**, saving $\hat x$, $1/s$ and $\gamma$;
+# 3. **PyTorch's fused kernel** `F.batch_norm`, which saves its input $x$ and recomputes $\hat x$ from $x$, the
+#    mean and $1/s$ in its backward.
+#
+# `torch.autograd.graph.saved_tensors_hooks` lets you watch: its pack hook is called with every tensor saved for
+# backward. `bnlab.lessons.pytorch.saved_tensors` records each one's storage, counts tensors that share a
+# storage once, and sums the bytes.
+#
+# **Predict, then run.** For a float32 batch of shape (64, 64, 32, 32), 16 MiB, how many MiB does each of the
+# three keep? Go through the nine operations of the trace and ask which inputs or outputs each backward needs.
+
+# %%
+def batch_norm_autograd(x, gamma, beta, eps=1e-5):
+    """The same training forward in plain tensor operations; autograd records it and derives the backward."""
+    dims = [0] + list(range(2, x.dim()))
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    xc = x - x.mean(dims, keepdim=True)
+    xhat = xc * torch.rsqrt(xc.square().mean(dims, keepdim=True) + eps)
+    return xhat * gamma.view(shape) + beta.view(shape)
+
+# %%
+# NBVAL_CHECK_OUTPUT
+images = torch.randn(64, 64, 32, 32, generator=generator).requires_grad_()
+weight = (torch.rand(64, generator=generator) + 0.5).requires_grad_()
+bias = torch.randn(64, generator=generator).requires_grad_()
+print(f"input x: {tuple(images.shape)} float32, {images.numel() * 4 / 2**20:.1f} MiB")
+for name, function in [("autograd's trace of tensor ops", batch_norm_autograd),
+                       ("our autograd.Function", batch_norm_function),
+                       ("F.batch_norm (fused kernel)", lambda x, g, b: F.batch_norm(x, None, None, g, b,
+                                                                                      training=True))]:
+    kept = saved_tensors(function, images, weight, bias)
+    print(f"{name:31s} keeps {len(kept.shapes)} tensors ({kept.batch_sized} batch-sized): "
+          f"{kept.total_bytes:>10,d} bytes = {kept.mib:5.2f} MiB = {kept.times_input:.2f} x the input")
+
+# %% [markdown]
+# The trace keeps two batch-sized tensors: $x-\mu$ (saved by `square` and by the multiplication by $1/s$) and
+# $\hat x$ (saved by the multiplication by $\gamma$). The `Function` keeps one, $\hat x$. The fused kernel keeps
+# one too, $x$ itself: a batch-sized tensor either way, the rest is a few hundred bytes of per-channel values
+# ($1/s$, the mean, $\gamma$). So the closed form halves this layer's memory against the trace, and matches the
+# fused kernel. Going below one batch-sized tensor per layer takes recovering $\hat x$ from the layer's output,
+# which the next layer keeps anyway (in-place activated batch norm, Rota Bulò et al. 2018).
+#
+# ## The library: `bnlab.nn`
+#
+# `bnlab.nn.batch_norm` is the same `Function`, grown to the signature of `F.batch_norm`: optional $\gamma$ and
+# $\beta$, running statistics updated in place in training mode (through `bnlab.running_stats`, lecture 5), and
+# an eval branch whose backward is the fixed affine map above. Read it next to the notebook's version:
 
 # %%
 bnlab.notebook.show_source(bnlab.nn.BatchNormFunction)
 
 # %% [markdown]
-# Is the hand-written backward right? `torch.autograd.gradcheck` compares it with finite differences — in float64,
-# with random inputs, exactly the rules of lecture 3 — for the input, $\gamma$ and $\beta$, in both modes:
+# Its training forward and backward are the notebook's, operation for operation, so on the same inputs they give
+# the same bits, not merely close ones:
 
 # %%
 # NBVAL_CHECK_OUTPUT
-x = channel_batch((6, 3, 2, 2), generator)
-weight = torch.rand(3, dtype=torch.float64, generator=generator) + 0.5
-bias = torch.randn(3, dtype=torch.float64, generator=generator)
-inputs = [t.clone().requires_grad_() for t in (x, weight, bias)]
-mean, var = torch.randn(3, dtype=torch.float64), torch.rand(3, dtype=torch.float64) + 0.5
-for training in (True, False):
-    ok = torch.autograd.gradcheck(
-        lambda x, w, b: bnlab.nn.batch_norm(x, mean.clone(), var.clone(), w, b, training=training), inputs)
-    print(f"gradcheck, training={training}:", ok)
+x = channel_batch((8, 3, 5, 5), generator)
+upstream = torch.randn(x.shape, dtype=torch.float64, generator=generator)
+ours = torch_reference(batch_norm_function, x, gamma, beta, upstream=upstream)
+library = torch_reference(lambda x, g, b: bnlab.nn.batch_norm(x, None, None, g, b, training=True), x, gamma,
+                          beta, upstream=upstream)
+print("largest |notebook - bnlab.nn| over out, dx, dgamma, dbeta:",
+      max(abs(a - b).max() for a, b in zip(ours, library)), "(exact: same operations in the same order)")
 
 # %% [markdown]
 # ## A drop-in module
 #
-# PyTorch's own modules share one base class that owns the parameters, the buffers, the reset and the momentum
+# PyTorch's modules share one base class that owns the parameters, the buffers, their reset and the momentum
 # rule; the subclasses only check the input's number of dimensions; `forward` hands everything to one functional
-# call. `bnlab.nn` follows the same design — this is the whole of `BatchNorm2d`:
+# call. `bnlab.nn` follows the same design. This is the whole of `BatchNorm2d`, and the base class's `forward`:
 
 # %%
 bnlab.notebook.show_source(bnlab.nn.BatchNorm2d)
 
+# %%
+bnlab.notebook.show_source(bnlab.nn.BatchNormBase.forward)
+
 # %% [markdown]
-# "Drop-in" is a claim to be tested, not asserted. Drive ours and PyTorch's through the same sequence — training
-# steps with batches of 8, 3, 16 and 2, eval steps with 5 and a single example — and compare outputs, input
-# gradients, parameter gradients and every buffer after every step:
+# "Drop-in" is a claim to be tested, not asserted. `bnlab.conformance.compare_modules` drives ours and PyTorch's
+# through the same sequence (training steps with batches of 8, 3, 16 and 2, eval steps with 5 and with a single
+# example), with the same random upstream gradient, and records the largest absolute difference in outputs,
+# input gradients, parameter gradients and every buffer after every step. In float64:
 
 # %%
 # NBVAL_CHECK_OUTPUT
 for momentum in (0.1, None):
-    for ours, theirs, sample in [(bnlab.nn.BatchNorm1d, torch.nn.BatchNorm1d, (4,)),
-                                 (bnlab.nn.BatchNorm2d, torch.nn.BatchNorm2d, (4, 5, 5))]:
-        worst = compare_modules(ours(4, momentum=momentum, dtype=torch.float64),
-                                theirs(4, momentum=momentum, dtype=torch.float64), sample)
-        print(f"{theirs.__name__}, momentum={momentum}: everything agrees to 1e-12:",
-              max(worst.values()) < 1e-12)
+    for ours_class, theirs_class, sample in [(bnlab.nn.BatchNorm1d, torch.nn.BatchNorm1d, (4,)),
+                                             (bnlab.nn.BatchNorm2d, torch.nn.BatchNorm2d, (4, 5, 5))]:
+        worst = compare_modules(ours_class(4, momentum=momentum, dtype=torch.float64),
+                                theirs_class(4, momentum=momentum, dtype=torch.float64), sample)
+        outputs = max(worst[key] for key in ("output", "grad input", "grad weight", "grad bias"))
+        buffers = max(worst["running_mean"], worst["running_var"])
+        print(f"{theirs_class.__name__}, momentum={str(momentum):4s}  out, grads "
+              f"{within(outputs, 1e-10, floor=1e-12)}; running stats {within(buffers, 1e-10, floor=1e-12)}; "
+              f"num_batches_tracked differs by {int(worst['num_batches_tracked'])}")
 
 # %% [markdown]
+# Outputs and input gradients are of order 1, parameter gradients are sums over up to 400 values (16 examples
+# times 25 positions): an absolute difference below $10^{-12}$ is float64 rounding, nothing more.
+# `tests/test_conformance.py` runs the same comparison on more shapes.
+#
 # ## The 2-D case
 #
 # For an image batch $(N, C, H, W)$ each channel has one $\gamma$, one $\beta$ and one pair of statistics, shared
-# over the batch and all $H\cdot W$ positions: the layer is a 1-D batch norm over $N\cdot H\cdot W$ "examples" with
-# $C$ features. To use a 1-D implementation you must move the channels last *before* flattening. Reshaping
-# $(N, C, H, W)$ straight to $(N\cdot H\cdot W, C)$ runs without complaint and mixes channels and positions:
+# over the batch and all $H\cdot W$ positions: $m = N\cdot H\cdot W$, and the layer is a 1-D batch norm over
+# $N\cdot H\cdot W$ "examples" with $C$ features. To use a 1-D implementation, move the channels last *before*
+# flattening: `permute(0, 2, 3, 1)` turns $(N, C, H, W)$ into $(N, H, W, C)$, and then `reshape(-1, C)` makes each
+# row one position of one image, with its $C$ channel values.
+#
+# **Predict, then run.** Reshaping $(N, C, H, W)$ straight to $(N\cdot H\cdot W, C)$ also gives a tensor of that
+# shape and runs without complaint. Does it match `BatchNorm2d`? What ends up in one "column" of it?
 
 # %%
 # NBVAL_CHECK_OUTPUT
 images = channel_batch((8, 3, 4, 4), generator)
-per_channel = F.batch_norm(images, None, None, training=True)
-channels_last = images.permute(0, 2, 3, 1).reshape(-1, 3)                # (N*H*W, C): right
-as_vectors = F.batch_norm(channels_last, None, None, training=True)
-right = as_vectors.reshape(8, 4, 4, 3).permute(0, 3, 1, 2)
+per_channel = F.batch_norm(images, None, None, training=True)              # what BatchNorm2d computes
+channels_last = images.permute(0, 2, 3, 1).reshape(-1, 3)                  # (N*H*W, C): right
+right = F.batch_norm(channels_last, None, None, training=True).reshape(8, 4, 4, 3).permute(0, 3, 1, 2)
 wrong = F.batch_norm(images.reshape(-1, 3), None, None, training=True).reshape(images.shape)
-print("permute, then flatten: equals BatchNorm2d:   ", torch.allclose(right, per_channel, atol=1e-12))
-print("flatten without permuting: equals BatchNorm2d:", torch.allclose(wrong, per_channel, atol=1e-2))
+print("permute, then flatten:     max |difference| vs BatchNorm2d", within((right - per_channel).abs().max(), 1e-12))
+print(f"flatten without permuting: max |difference| vs BatchNorm2d {(wrong - per_channel).abs().max().item():.2f}"
+      f" (output values are of order 1)")
 
 # %% [markdown]
+# Row-major reshaping walks through the memory in order: channel 0's 16 positions of image 0, then channel 1's,
+# and so on, cut into rows of 3. A "column" of the wrong version mixes all three channels, whose means differ
+# by several units, so its statistics describe no channel. The error is of the size of the outputs themselves,
+# and it would vanish if all channels happened to have the same statistics: a test with identically distributed
+# channels cannot catch it. `bnlab.mistakes` catalogues it as `reshape_without_moving_channels`, and the grader
+# names it when a submission makes it.
+#
 # ## State dicts
 #
-# Same parameter and buffer names means checkpoints move freely between the two implementations:
+# Same parameter and buffer names, shapes and dtypes mean checkpoints move freely between the two
+# implementations. Train PyTorch's layer for one step, load its state into ours and back into a fresh
+# PyTorch layer, and compare (float32, the default dtype):
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -113,16 +339,27 @@ ours.load_state_dict(trained.state_dict())
 back = torch.nn.BatchNorm2d(3)
 back.load_state_dict(ours.state_dict())
 print("keys:", list(ours.state_dict()))
+print("largest state difference after torch -> bnlab -> torch:",
+      max((trained.state_dict()[k] - back.state_dict()[k]).abs().max().item() for k in trained.state_dict()))
 probe = channel_batch((2, 3, 4, 4), generator, torch.float32)
-print("same eval outputs after the round trip:", torch.equal(back.eval()(probe), trained.eval()(probe))
-      and torch.allclose(ours.eval()(probe), trained(probe), atol=1e-6))
+with torch.no_grad():
+    reference = trained.eval()(probe)
+    print("eval outputs, torch -> bnlab -> torch vs the trained layer: max |difference|",
+          (back.eval()(probe) - reference).abs().max().item())
+    print("eval outputs, bnlab with the loaded state vs the trained layer: max |difference|",
+          within((ours.eval()(probe) - reference).abs().max(), 1e-4, floor=1e-5))
 
 # %% [markdown]
+# Loading copies values, so the round trip is exact. Our eval forward computes $\hat x = (x-\hat\mu)/s$, then
+# $\gamma\hat x+\beta$, with other float32 roundings than torch's kernel, so its outputs differ in the last bits
+# (float32 keeps about 7 digits; these outputs are of order 1 to 10).
+#
 # ## Two sharp edges
 #
 # **A batch of one in training mode.** With one value per channel the batch variance is 0 and the output is
 # $\beta$ whatever the input, with zero gradient: PyTorch refuses, and so do we, with the same message. A single
-# *image* is fine in `BatchNorm2d`: its channels still have $H\cdot W$ values each. In eval mode any batch size works.
+# *image* is fine in `BatchNorm2d`: its channels still have $H\cdot W$ values each. In eval mode any batch size
+# works.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -135,52 +372,178 @@ print("one 4x4 image in BatchNorm2d, training:", tuple(bnlab.nn.BatchNorm2d(3)(t
 print("one vector in eval mode:              ", tuple(bnlab.nn.BatchNorm1d(3).eval()(torch.randn(1, 3)).shape))
 
 # %% [markdown]
-# **`torch.func` and in-place buffers.** `torch.func`'s transforms (`vmap`, `grad`, `jacrev`, used for per-example
-# gradients and ensembles) treat a function as pure; a training-mode batch norm updates its running statistics in
-# place, which they reject. The remedies: evaluate in eval mode, build the layer with `track_running_stats=False`,
-# or call `torch.func.replace_all_batch_norm_modules_(model)`, which does the latter for every layer of a model.
+# **`torch.func` and in-place buffers.** `torch.func`'s transforms (`vmap`, `grad`, `jacrev`, used for
+# per-example gradients and ensembles) treat a function as pure; a training-mode batch norm updates its running
+# statistics in place, which they reject. The remedies: evaluate in eval mode, build the layer with
+# `track_running_stats=False`, or call `torch.func.replace_all_batch_norm_modules_(model)`, which switches off
+# running statistics in every batch norm layer of a model. The gradient is then the ordinary one:
 
 # %%
 # NBVAL_CHECK_OUTPUT
-net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4)).double()
 params = dict(net.named_parameters())
 loss = lambda p, x: torch.func.functional_call(net, p, (x,)).square().sum()  # noqa: E731
-batch = torch.randn(8, 3, generator=generator)
+batch = torch.randn(8, 3, dtype=torch.float64, generator=generator)
 try:
     torch.func.grad(loss)(params, batch)
 except RuntimeError as error:
     print("training mode:", "rejected, in-place update" if "in-place" in str(error) else str(error)[:80])
 torch.func.replace_all_batch_norm_modules_(net)
-print("after replace_all_batch_norm_modules_:", sorted(torch.func.grad(loss)(params, batch)))
+grads = torch.func.grad(loss)(params, batch)
+net.zero_grad()
+net(batch).square().sum().backward()
+print("after replace_all_batch_norm_modules_: gradients for", sorted(grads))
+print("max |torch.func.grad - loss.backward()|:",
+      within(max((grads[name] - p.grad).abs().max() for name, p in net.named_parameters()), 1e-12))
 
 # %% [markdown]
-# ## Speed: Python closed form vs the C++ kernel
+# ## Speed: plain tensor code against the fused kernel
 #
-# `bnlab.nn.batch_norm` is a handful of tensor operations per pass; PyTorch's kernel is compiled C++. Measured
-# live, float32 forward + backward, one thread (`benchmarks/bench_nn_batchnorm.py` measures more carefully):
+# Each tensor operation in `bnlab.nn.batch_norm` reads its batch-sized operands from memory and writes a fresh
+# batch-sized result: one pass over memory per operand. A `TorchDispatchMode` sees every operation PyTorch runs,
+# so the passes can be counted rather than guessed (`bnlab.lessons.pytorch.batch_sized_traffic`; views and bare
+# allocations are not counted).
+#
+# **Predict, then run.** Count the batch-sized reads and writes in the notebook's `forward` and `backward` above.
+# What is the least any implementation could do? (Forward: read $x$ once for both statistics, as Welford's
+# one-pass algorithm does without cancellation, read it again to normalize, write $y$. Backward: read $\delta$
+# and $x$ for the two sums, read them again for $dx$, write $dx$.)
 
 # %%
-for shape in [(256, 1024), (64, 64, 32, 32)]:
-    plots.plot_timings(time_torch_batch_norms(shape, repeats=5, rounds=2), shape)
+# NBVAL_CHECK_OUTPUT
+x = torch.randn(128, 100, generator=generator)
+w, b = torch.rand(100, generator=generator) + 0.5, torch.randn(100, generator=generator)
+for name, function in [("autograd's trace of tensor ops", batch_norm_autograd),
+                       ("bnlab.nn.batch_norm (= our Function)",
+                        lambda x, g, b: bnlab.nn.batch_norm(x, None, None, g, b, training=True))]:
+    traffic = batch_sized_traffic(function, x, w, b)
+    print(f"{name:37s} {traffic.ops:2d} operations, {traffic.reads} reads + {traffic.writes} writes "
+          f"= {traffic.accesses} batch-sized passes")
+traffic = batch_sized_traffic(lambda x, g, b: F.batch_norm(x, None, None, g, b, training=True), x, w, b)
+print(f"{'F.batch_norm (fused kernel)':37s} {traffic.ops:2d} operations: {', '.join(traffic.names)}")
+print(f"{'least possible':37s}  3 forward + 5 backward = 8 batch-sized passes")
 
 # %% [markdown]
-# **What to notice.** A few well-chosen tensor operations come within a small factor of hand-written C++: on
-# large batches the time is set by how many times the data crosses memory, not by the language.
+# On a batch too large for the caches, memory traffic sets the time: 28 passes against a floor of 8, so expect
+# the plain code to be up to about $28/8 = 3.5$ times slower than a kernel at the floor (PyTorch's NCHW kernel is
+# not quite at it, so the measured gap is smaller). Two more costs come with plain code. Every intermediate is a
+# fresh batch-sized allocation, and when the allocator has handed freed memory back to the system, the first
+# write to each new 4 KiB page costs a page fault. On a small batch, whose data fit in cache, each operation
+# costs mostly its fixed overhead (Python, the dispatcher, autograd's bookkeeping: microseconds), so 19
+# operations against 2 set the ratio. Measured live (float32, forward + backward, one thread, a few repeats;
+# `benchmarks/bench_nn_batchnorm.py` measures more carefully, with 1 and 2 threads):
+
+# %%
+shapes = [(128, 100), (256, 1024), (64, 64, 32, 32)]
+plot_torch_batch_norm_timings({shape: time_torch_batch_norms(shape, repeats=5, rounds=2) for shape in shapes});
+
+# %% [markdown]
+# **What to notice.** `bnlab.nn` is slower than PyTorch's C++ kernel at every size. On the (128, 100) batch of
+# an MLP the gap is per-call overhead. On the large batches it is memory passes and fresh allocations; how much
+# the allocations cost depends on the allocator's state: this notebook has already allocated 16 MiB tensors, so
+# freed memory is kept and reused, while in a fresh process the (256, 1024) batch page-faults on every
+# intermediate and the ratio is about twice as large (run the benchmark). The ratios move from run to run on a
+# shared machine; the counts above do not. Writing the same 19 operations in C++ would remove the overhead, not
+# the passes: fusing them does. That is why the course's experiments train with `torch.nn.BatchNorm1d/2d` and use
+# `bnlab.nn` only where nothing in PyTorch does the job, ghost batch norm (lecture 8). `bnlab.nn` is the code you
+# read and test against; PyTorch's is the code you train with.
+#
+# ## Convention sheet
+#
+# **Training vs eval.** In training mode a layer normalizes with the batch's statistics and, if it tracks them,
+# moves its running statistics towards them; in eval mode it normalizes with the running statistics and changes
+# nothing. `model.train()` / `model.eval()` switch the mode; nothing else does (not `torch.no_grad()`, although
+# d2l's from-scratch layer takes that shortcut and decides by `torch.is_grad_enabled()`).
+#
+# **$m$, the values per channel.** $(N, C)$: $m = N$. $(N, C, L)$: $m = N\cdot L$. $(N, C, H, W)$:
+# $m = N\cdot H\cdot W$, one mean and variance per channel over the batch and all positions.
+#
+# **Biased and unbiased variance.** Every code below *normalizes* a training batch with the biased variance
+# $\sigma^2_\mathcal{B} = \frac1m\sum(x-\mu_\mathcal{B})^2$ (Algorithm 1). They differ in what they *store*:
+# PyTorch and the paper estimate the population variance with the unbiased $\frac{m}{m-1}\sigma^2_\mathcal{B}$;
+# Keras, CS231n and d2l store averages of the biased one. The two differ by the factor $m/(m-1)$: 2 at $m = 2$,
+# 1.01 at $m = 100$.
+#
+# **$\epsilon$ and momentum.** $\epsilon$ is added to the variance inside the square root. Momentum means
+# opposite things: in PyTorch (and d2l) it is the weight $w$ of the newest batch,
+# running $\leftarrow (1-w)\cdot$running $+ w\cdot$batch; in Keras (and CS231n) it is the weight of the old
+# average, so Keras's 0.99 is PyTorch's 0.01. The table is rendered from `bnlab.running_stats.CONVENTIONS`, whose
+# PyTorch and Keras rows `tests/test_running_stats.py` checks against the libraries; each row cites where the
+# rule is written:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(convention_sheet())
+
+# %% [markdown]
+# **Three flags of `torch.nn.BatchNorm1d/2d`.**
+# `track_running_stats=False`: no running statistics; batch statistics in eval mode too (so eval outputs depend
+# on the batch). `momentum=None`: the running statistics are the equal-weight average of all batches so far
+# (batch $k$ gets weight $1/k$, counted by `num_batches_tracked`), the paper's Algorithm 2. `affine=False`: no
+# $\gamma$ and $\beta$ (no parameters; the output is $\hat x$). Each shown with PyTorch itself, plus $m$ read back
+# from `running_var`:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+batches = [channel_batch((16, 3), generator) for _ in range(3)]
+
+no_tracking = torch.nn.BatchNorm1d(3, track_running_stats=False, dtype=torch.float64).eval()
+print("track_running_stats=False, eval output vs batch statistics: max |difference|",
+      within((no_tracking(batches[0]) - F.batch_norm(batches[0], None, None, training=True)).abs().max(),
+             1e-12), "| state:", list(no_tracking.state_dict()))
+
+averages = torch.stack([b.mean(0) for b in batches]).mean(0), torch.stack([b.var(0) for b in batches]).mean(0)
+for momentum in (None, 0.1):
+    layer = torch.nn.BatchNorm1d(3, momentum=momentum, dtype=torch.float64)
+    for batch in batches:
+        layer(batch)
+    gap = max((layer.running_mean - averages[0]).abs().max(), (layer.running_var - averages[1]).abs().max())
+    shown = within(gap, 1e-12) if momentum is None else f"{gap.item():.2f}"
+    print(f"momentum={str(momentum):4s} running stats after 3 batches vs the average of their (unbiased) "
+          f"statistics: max |difference| {shown}")
+
+plain = torch.nn.BatchNorm1d(3, affine=False)
+print("affine=False: parameters", sum(p.numel() for p in plain.parameters()), "| state:", list(plain.state_dict()))
+
+images = channel_batch((8, 3, 4, 4), generator)
+layer = torch.nn.BatchNorm2d(3, momentum=1.0, dtype=torch.float64)   # momentum 1: running_var = unbiased var
+layer(images)
+biased = images.var(dim=(0, 2, 3), unbiased=False)
+print("m read back from running_var of an (8, 3, 4, 4) batch:",
+      (layer.running_var / (layer.running_var - biased)).round(decimals=3).tolist(), "(N*H*W = 128)")
+
+# %% [markdown]
+# The control row: with momentum 0.1, three batches leave $0.9^3 = 73\%$ of the initial running statistics (0 and
+# 1) in place, far from the batches' average (lecture 5); `momentum=None` weights the three batches equally.
 #
 # ## Summary
 #
-# - A `torch.autograd.Function` lets you supply the closed-form backward; `gradcheck` in float64 verifies it.
-# - A module is a drop-in only if constructor, parameters, buffers, state dict keys, modes and errors all match;
-#   test the claim over a sequence of train and eval steps, with momentum 0.1 and `None`.
+# - A `torch.autograd.Function` supplies the closed-form backward: its forward saves $\hat x$, $1/s$ and $\gamma$;
+#   its backward is lecture 4's formula in four lines. Check it against finite differences (the error shrinks as
+#   $h^2$) and against `F.batch_norm` (agreement to float64 rounding), with random upstream gradients.
+# - Counted with `saved_tensors_hooks`: autograd's trace of the same forward keeps two batch-sized tensors, the
+#   `Function` one ($\hat x$), PyTorch's fused kernel one ($x$).
+# - A module is a drop-in only if constructor, parameters, buffers, state-dict keys, modes and errors all match;
+#   test the claim over a sequence of training and eval steps, with momentum 0.1 and `None`.
 # - 2-D batch norm is 1-D batch norm over $N\cdot H\cdot W$ rows with channels last: permute before you flatten.
 # - Training mode refuses one value per channel; `torch.func` refuses in-place running-statistic updates.
+# - Plain tensor code makes 28 passes over memory and 19 operations per forward + backward where a fused kernel
+#   needs 8 passes and 2 calls: it is several times slower, so the course trains with PyTorch's layers.
+# - Conventions differ in momentum's meaning, the stored variance, $\epsilon$ and the initial running variance:
+#   read the sheet above before porting a model or a checkpoint.
 #
 # ## Questions
 #
-# 1. `BatchNormFunction.backward` is marked `once_differentiable`. What would you need to save, or recompute, to
-#    support double backward (e.g. for a gradient penalty)?
-# 2. Why does a single $1\times 1$ image fail in `BatchNorm2d` but a single $4\times 4$ image not? What do the
+# 1. `BatchNorm.backward` is marked `once_differentiable`, so asking for a second derivative (e.g. for a gradient
+#    penalty) raises. Without the mark, PyTorch would record backward's operations, but $\hat x$ and $1/s$, made
+#    inside `forward`, would enter them as constants. Which paths would the second derivative miss? What would
+#    you need to save, or recompute, to support it?
+# 2. PyTorch's kernel saves $x$ where our `Function` saves $\hat x$. Which extra work does its backward do, and
+#    when would saving $x$ be free in a real network?
+# 3. Why does a single $1\times 1$ image fail in `BatchNorm2d` but a single $4\times 4$ image not? What do the
 #    statistics of that $4\times 4$ image describe?
-# 3. After `replace_all_batch_norm_modules_`, what does the network use at evaluation time?
+# 4. After `replace_all_batch_norm_modules_`, what does the network use at evaluation time?
+# 5. A Keras model trained with `momentum=0.99` is ported to PyTorch. Which momentum do you pass, and what
+#    happens to its moving variance when you load it into `running_var` (and does it matter for a batch of 256)?
 #
 # Next: [Lecture 7 — experiment: depth](07_depth.ipynb).

@@ -1,0 +1,275 @@
+"""Lectures 3 and 4's computations: the numbers behind their figures and checked cells.
+
+* :func:`torch_gradients`: PyTorch's (dx, dgamma, dbeta) for ``F.batch_norm``, the reference both lectures
+  compare with.
+* :func:`node_gradients`: dL/d(node) at every node of the forward's graph (mu, var, xc, ...), from torch
+  autograd on the same steps as :func:`bnlab.functional.batchnorm_forward`: an independent check of a staged
+  backward's intermediate values.
+* :func:`finite_difference_study`: the error of a centred-difference dx against the step h, in float64 and
+  float32, with the truncation-versus-rounding model that predicts the best step and the error floor.
+* :func:`all_ones_trap` and :func:`catalogue_gradient_checks`: which catalogued backward mistakes an all-ones
+  upstream gradient lets through, and what a proper gradient check says about each.
+* :func:`backward_invariants`: the per-channel sums sum(dx) and sum(dx * xhat) of lecture 4, with the eps term
+  the second one equals and the size of the terms that cancel in them.
+* :func:`time_staged_vs_fused`: backward-only and forward + backward timings of both numpy backwards and
+  torch's kernel (never printed in a checked cell: they depend on the machine).
+
+Everything runs :mod:`bnlab.functional` (or torch) on plain arrays; nothing here re-implements a backward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from bnlab._channels import channel_sum, reduction_axes
+from bnlab._validation import check_batch_input, check_eps, check_float, check_int, check_seed
+from bnlab.functional import BatchNormCache, batchnorm_backward, batchnorm_backward_fused, batchnorm_forward
+from bnlab.gradcheck import numerical_gradient, rel_error
+
+__all__ = ["NODES", "FiniteDifferenceStudy", "all_ones_trap", "backward_invariants", "catalogue_gradient_checks",
+           "finite_difference_study", "node_gradients", "step_tradeoff", "time_staged_vs_fused",
+           "torch_gradients"]
+
+NODES = ("x", "mu", "xc", "var", "std", "inv", "xhat", "gamma", "beta")  # bnlab.functional's names
+
+
+def _as_float64_inputs(x, gamma, beta, dout) -> tuple[np.ndarray, ...]:
+    """x, dout (N, C, ...) and gamma, beta (C,) as float64 arrays, checked through the forward's own checks."""
+    x = check_batch_input(x).astype(np.float64)
+    dout = check_batch_input(dout, "dout").astype(np.float64)
+    if dout.shape != x.shape:
+        raise ValueError(f"dout must have the shape of x {x.shape}, got {dout.shape}")
+    batchnorm_forward(x, gamma, beta)  # the forward's checks of gamma, beta and the batch size
+    return x, np.asarray(gamma, dtype=np.float64), np.asarray(beta, dtype=np.float64), dout
+
+
+def torch_gradients(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, dout: np.ndarray,
+                    eps: float = 1e-5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(dx, dgamma, dbeta) of ``torch.nn.functional.batch_norm`` in training mode, float64, as numpy arrays.
+
+    x, dout: (N, C) or (N, C, *spatial); gamma, beta: (C,). dx has x's shape, dgamma and dbeta (C,).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    x, gamma, beta, dout = _as_float64_inputs(x, gamma, beta, dout)
+    eps = check_eps(eps)
+    tensors = [torch.tensor(a, requires_grad=True) for a in (x, gamma, beta)]
+    out = F.batch_norm(tensors[0], None, None, tensors[1], tensors[2], training=True, eps=eps)
+    grads = torch.autograd.grad(out, tensors, torch.tensor(dout))
+    return tuple(g.numpy() for g in grads)  # type: ignore[return-value]
+
+
+def node_gradients(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, dout: np.ndarray,
+                   eps: float = 1e-5) -> dict[str, np.ndarray]:
+    """dL/d(node) for every node of batch norm's graph, by torch autograd on the forward's own steps.
+
+    The forward is :func:`bnlab.functional.batchnorm_forward`'s seven steps written in torch (mu, xc, var,
+    std, inv, xhat, out), with ``retain_grad`` on every intermediate, and ``L = sum(out * dout)``. Returns
+    ``{name: gradient}`` for the names in :data:`NODES`, float64 numpy arrays: x, xc, xhat shaped like x;
+    mu, var, std, inv in broadcast shape (1, C, 1, ...) -- a per-channel node gets one gradient per channel,
+    summed over the batch by autograd -- and gamma, beta (C,).
+    """
+    import torch
+
+    x, gamma, beta, dout = _as_float64_inputs(x, gamma, beta, dout)
+    eps = check_eps(eps)
+    axes = reduction_axes(x.ndim)
+    channel = (1, -1) + (1,) * (x.ndim - 2)
+    xt, gt, bt = (torch.tensor(a, requires_grad=True) for a in (x, gamma, beta))
+    mu = xt.mean(dim=axes, keepdim=True)
+    xc = xt - mu
+    var = (xc * xc).mean(dim=axes, keepdim=True)
+    std = torch.sqrt(var + eps)
+    inv = 1 / std
+    xhat = xc * inv
+    out = gt.reshape(channel) * xhat + bt.reshape(channel)
+    nodes = {"x": xt, "mu": mu, "xc": xc, "var": var, "std": std, "inv": inv, "xhat": xhat, "gamma": gt,
+             "beta": bt}
+    for tensor in nodes.values():
+        tensor.retain_grad()
+    out.backward(torch.tensor(dout))
+    return {name: tensor.grad.numpy() for name, tensor in nodes.items()}
+
+
+# ------------------------------------------------------------------------------------- finite differences
+
+
+def step_tradeoff(curvature: float, machine_eps: float) -> tuple[float, float]:
+    r"""Best step and smallest error of the model ``error(h) = K h**2 + eps / h``.
+
+    ``K h**2`` is the centred difference's truncation error (K grows with the third derivative) and
+    ``eps / h`` its rounding error (function values and steps rounded to machine precision eps, then divided
+    by h). Setting the derivative ``2 K h - eps / h**2`` to zero gives :math:`h^* = (\epsilon / 2K)^{1/3}`, and
+    there the error is :math:`3 K h^{*2}`, of order :math:`\epsilon^{2/3}`.
+
+    Returns:
+        (h_star, error_at_h_star).
+    """
+    curvature = check_float(curvature, "curvature", 0.0, inclusive=False)
+    machine_eps = check_float(machine_eps, "machine_eps", 0.0, inclusive=False)
+    h_star = (machine_eps / (2 * curvature)) ** (1 / 3)
+    return h_star, 3 * curvature * h_star**2
+
+
+@dataclass(frozen=True)
+class FiniteDifferenceStudy:
+    """Relative error of a centred-difference dx against the exact dx, for each step and dtype.
+
+    ``errors[dtype_name]`` has one :func:`bnlab.gradcheck.rel_error` per entry of ``steps``. ``curvature`` is
+    the truncation constant K fitted where truncation dominates (float64, h >= 1e-3), and for each dtype name
+    ``predicted[name] = (h_star, floor)`` is :func:`step_tradeoff` with that dtype's machine epsilon.
+    """
+
+    steps: np.ndarray
+    errors: dict[str, np.ndarray]
+    curvature: float
+    machine_eps: dict[str, float]
+    predicted: dict[str, tuple[float, float]]
+
+    def smallest(self, dtype_name: str) -> tuple[float, float]:
+        """(step, error) of the smallest measured error for ``dtype_name``."""
+        errors = self.errors[dtype_name]
+        i = int(np.argmin(errors))
+        return float(self.steps[i]), float(errors[i])
+
+
+def finite_difference_study(steps: np.ndarray | None = None, shape: tuple[int, int] = (5, 3),
+                            seed: int = 0) -> FiniteDifferenceStudy:
+    """Centred differences of batch norm's loss ``sum(out * dout)`` in float64 and float32, against h.
+
+    A random (N, C) = ``shape`` batch (mean 1, std 2), gamma, beta and upstream gradient; the exact dx comes
+    from :func:`bnlab.functional.batchnorm_backward` in float64. For each dtype the input and parameters are
+    cast to it, so the forward computes (and the finite difference nudges) in that precision.
+
+    Args:
+        steps: the steps h, default 33 values from 1e-9 to 1e-1 (four per decade). At least one must be >= 1e-3
+            (the truncation fit uses those).
+        shape: (N, C), N >= 2.
+        seed: for the batch, parameters and upstream gradient.
+    """
+    steps = np.logspace(-9, -1, 33) if steps is None else np.asarray(steps, dtype=np.float64).ravel()
+    if steps.size == 0 or np.any(~np.isfinite(steps)) or np.any(steps <= 0):
+        raise ValueError(f"steps must be positive finite numbers, got {steps!r}")
+    if not np.any(steps >= 1e-3):
+        raise ValueError("steps needs at least one h >= 1e-3, where truncation dominates and K is fitted")
+    if len(shape) != 2:
+        raise ValueError(f"shape must be (N, C), got {shape!r}")
+    check_int(shape[0], "N", 2)
+    check_int(shape[1], "C", 1)
+    rng = np.random.default_rng(check_seed(seed))
+    x = rng.standard_normal(shape) * 2 + 1
+    gamma, beta = rng.uniform(0.5, 2, shape[1]), rng.standard_normal(shape[1])
+    dout = rng.standard_normal(shape)
+    exact, _, _ = batchnorm_backward(dout, batchnorm_forward(x, gamma, beta)[1])
+
+    errors, machine_eps = {}, {}
+    for dtype in (np.float64, np.float32):
+        g, b = gamma.astype(dtype), beta.astype(dtype)
+        errors[dtype.__name__] = np.array([
+            rel_error(exact, numerical_gradient(lambda v: batchnorm_forward(v, g, b)[0], x.astype(dtype), dout, h))
+            for h in steps])
+        machine_eps[dtype.__name__] = float(np.finfo(dtype).eps)
+    large = steps >= 1e-3
+    curvature = float(np.median(errors["float64"][large] / steps[large] ** 2))
+    predicted = {name: step_tradeoff(curvature, eps) for name, eps in machine_eps.items()}
+    return FiniteDifferenceStudy(steps, errors, curvature, machine_eps, predicted)
+
+
+# ------------------------------------------------------------------------------------- fooling a check
+
+
+def all_ones_trap(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float = 1e-5) -> dict[str, float]:
+    """max |dx| for an all-ones upstream gradient, where the true dx is exactly zero.
+
+    x: (N, C) or (N, C, *spatial), float64; gamma, beta: (C,). Returns ``{"finite differences": ...,
+    "staged backward": ..., <label>: ...}`` with one entry per mistake in
+    :data:`bnlab.mistakes.BACKWARD_DX_MISTAKES`: any backward whose entry is at rounding level passes a
+    gradient check that uses ``dout = 1``.
+    """
+    from bnlab.mistakes import BACKWARD_DX_MISTAKES, backward_with
+
+    x, gamma, beta, ones = _as_float64_inputs(x, gamma, beta, np.ones_like(x, dtype=np.float64))
+    _, cache = batchnorm_forward(x, gamma, beta, eps)
+    numeric = numerical_gradient(lambda v: batchnorm_forward(v, gamma, beta, eps)[0], x.copy(), ones)
+    result = {"finite differences": float(np.abs(numeric).max()),
+              "staged backward": float(np.abs(batchnorm_backward(ones, cache)[0]).max())}
+    for label in BACKWARD_DX_MISTAKES:
+        result[label] = float(np.abs(backward_with(label)(ones, cache)[0]).max())
+    return result
+
+
+def catalogue_gradient_checks(shape: tuple[int, ...] = (6, 4), seed: int = 0) -> dict[str, float]:
+    """dx's relative error in :func:`bnlab.gradcheck.check_forward_backward` (random upstream gradient, float64).
+
+    Returns ``{"staged backward": error, <label>: error}`` for the right staged backward and every mistake in
+    :data:`bnlab.mistakes.BACKWARD_DX_MISTAKES`, all checked on the same input of the given shape.
+    """
+    from bnlab.gradcheck import check_forward_backward
+    from bnlab.mistakes import BACKWARD_DX_MISTAKES, backward_with
+
+    backwards = {"staged backward": batchnorm_backward}
+    backwards.update({label: backward_with(label) for label in BACKWARD_DX_MISTAKES})
+    return {name: check_forward_backward(batchnorm_forward, backward, shape, seed=seed).errors["dx"]
+            for name, backward in backwards.items()}
+
+
+# ---------------------------------------------------------------------------------------------- invariants
+
+
+def backward_invariants(dout: np.ndarray, cache: BatchNormCache,
+                        backward=batchnorm_backward_fused) -> dict[str, np.ndarray]:
+    """Lecture 4's two per-channel sums of dx, with what each is compared against; every entry has shape (C,).
+
+    With s = sqrt(var + eps) and dgamma = sum(dout * xhat):
+
+    * ``"sum dx"``: the sum of dx over the channel's m values; 0 in exact arithmetic.
+    * ``"sum dx xhat"``: the sum of dx * xhat; in exact arithmetic it equals ``"eps term"``.
+    * ``"eps term"``: gamma / s * dgamma * eps / (var + eps), the product of the next two entries.
+    * ``"gamma dgamma / s"``: gamma / s * dgamma.
+    * ``"eps factor"``: eps / (var + eps), the fraction of the normalization that eps has taken over.
+    * ``"scale"``: |gamma| / s * sum(|dout|), the size of the terms that cancel in the sums (compare a rounding
+      residue with it, not with 1).
+
+    Args:
+        dout: upstream gradient, shape of the forward's input.
+        cache: from :func:`bnlab.functional.batchnorm_forward`.
+        backward: ``(dout, cache) -> (dx, dgamma, dbeta)``, by default the closed form.
+    """
+    dx, dgamma, _ = backward(dout, cache)
+    gamma, inv = cache.gamma.reshape(-1), cache.inv.reshape(-1)
+    eps_factor = cache.eps / (cache.batch_var + cache.eps)
+    return {
+        "sum dx": channel_sum(dx),
+        "sum dx xhat": channel_sum(dx * cache.xhat),
+        "eps term": gamma * inv * dgamma * eps_factor,
+        "gamma dgamma / s": gamma * inv * dgamma,
+        "eps factor": eps_factor,
+        "scale": np.abs(gamma) * inv * channel_sum(np.abs(dout)),
+    }
+
+
+# ------------------------------------------------------------------------------------------------ timing
+
+
+def time_staged_vs_fused(shapes: tuple[tuple[int, ...], ...] = ((256, 1024), (64, 64, 32, 32)), repeats: int = 5,
+                         rounds: int = 2) -> dict[tuple[int, ...], dict[str, dict[str, float]]]:
+    """Median ms of the staged and fused numpy backwards and torch's kernel, float32, at the current threads.
+
+    Returns ``{shape: {"backward": timings, "forward + backward": timings}}`` where each ``timings`` is
+    :func:`bnlab.timing.time_batchnorm_implementations`' ``{"numpy staged": ms, "numpy fused": ms,
+    "torch native": ms}``. Machine- and load-dependent: show the figures, compare ratios, never check them.
+    """
+    from bnlab.timing import time_batchnorm_implementations
+
+    repeats, rounds = check_int(repeats, "repeats"), check_int(rounds, "rounds")
+    results = {}
+    for shape in shapes:
+        shape = tuple(int(n) for n in shape)
+        results[shape] = {
+            what: time_batchnorm_implementations(shape, repeats=repeats, backward_only=backward_only,
+                                                 rounds=rounds)
+            for what, backward_only in (("backward", True), ("forward + backward", False))}
+    return results

@@ -1,0 +1,263 @@
+"""Lecture 6's computations: the numbers behind its checked cells on gradients, memory, speed and conventions.
+
+* :func:`jacobian_error`: the largest difference between the Jacobian autograd builds from a function's
+  backward and a centred finite-difference Jacobian of its forward (a gradient check that prints a number).
+* :func:`saved_tensors`: what autograd keeps for backward while a forward runs, counted with
+  ``torch.autograd.graph.saved_tensors_hooks`` (tensors that share storage counted once).
+* :func:`batch_sized_traffic`: how many times a forward + backward reads or writes a tensor of the input's size,
+  and how many tensor operations it dispatches, counted op by op.
+* :func:`convention_sheet`: the running-statistics conventions of PyTorch, Keras 3, CS231n, d2l and the paper,
+  rendered from :data:`bnlab.running_stats.CONVENTIONS` so the table cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from bnlab._validation import check_float, check_int
+from bnlab.running_stats import CONVENTIONS
+
+__all__ = ["PAPER", "SavedTensors", "Traffic", "batch_sized_traffic", "convention_sheet",
+           "jacobian_error", "saved_tensors"]
+
+
+# ------------------------------------------------------------------------------------------- gradient check
+
+
+def jacobian_error(fn: Callable[..., torch.Tensor], inputs: Sequence[torch.Tensor], step: float = 1e-3) -> float:
+    """max |J_analytic - J_numerical| over every input of ``fn``, in ``fn``'s units.
+
+    Args:
+        fn: maps the tensors ``inputs`` to one output tensor; its backward is what is checked.
+        inputs: float64 tensors (any shapes), the point at which to differentiate.
+        step: the finite-difference step h. The centred difference errs by O(h^2) (truncation) plus
+            O(float eps / h) (rounding): at h = 1e-3 on batch norm the first dominates, so the result does not
+            depend on the last bits, and a correct backward shows it by shrinking 100x when h shrinks 10x.
+
+    Returns:
+        The largest absolute difference between ``torch.autograd.functional.jacobian(fn, inputs)`` (built from
+        fn's backward, one vector-Jacobian product per output entry) and the centred differences
+        (fn(x + h e_i) - fn(x - h e_i)) / 2h, one pair of forward calls per input entry.
+    """
+    inputs = tuple(t.detach() for t in inputs)
+    for t in inputs:
+        if t.dtype != torch.float64:
+            raise TypeError(f"jacobian_error needs float64 inputs (float32 differences are too coarse), "
+                            f"got {t.dtype}")
+    step = check_float(step, "step", 0.0, inclusive=False)
+    analytic = torch.autograd.functional.jacobian(fn, inputs)
+    worst = 0.0
+    with torch.no_grad():
+        for k, tensor in enumerate(inputs):
+            columns = []
+            for i in range(tensor.numel()):
+                nudge = torch.zeros(tensor.numel(), dtype=tensor.dtype)
+                nudge[i] = step
+                nudge = nudge.view(tensor.shape)
+                plus = fn(*inputs[:k], tensor + nudge, *inputs[k + 1:])
+                minus = fn(*inputs[:k], tensor - nudge, *inputs[k + 1:])
+                columns.append(((plus - minus) / (2 * step)).reshape(-1))
+            numerical = torch.stack(columns, dim=1)  # (output entries, input entries)
+            worst = max(worst, (analytic[k].reshape(numerical.shape) - numerical).abs().max().item())
+    return worst
+
+
+# -------------------------------------------------------------------------------------- saved for backward
+
+
+@dataclass(frozen=True)
+class SavedTensors:
+    """The distinct storages autograd keeps for backward after one forward.
+
+    Attributes:
+        shapes: shape of the (first) saved tensor on each distinct storage, in the order first saved.
+        nbytes: bytes of each of those storages (the memory the graph keeps alive).
+        input_nbytes: bytes of the input ``x`` (the unit for :meth:`times_input`).
+        batch_numel: number of elements of ``x``.
+    """
+
+    shapes: tuple[tuple[int, ...], ...]
+    nbytes: tuple[int, ...]
+    input_nbytes: int
+    batch_numel: int
+
+    @property
+    def total_bytes(self) -> int:
+        """Bytes kept alive for backward, every storage counted once."""
+        return sum(self.nbytes)
+
+    @property
+    def batch_sized(self) -> int:
+        """How many of the saved storages hold as many elements as x (the ones that cost memory)."""
+        return sum(math.prod(shape) == self.batch_numel for shape in self.shapes)
+
+    @property
+    def mib(self) -> float:
+        """total_bytes in MiB (2**20 bytes)."""
+        return self.total_bytes / 2**20
+
+    @property
+    def times_input(self) -> float:
+        """total_bytes as a multiple of the input's size."""
+        return self.total_bytes / self.input_nbytes
+
+
+def saved_tensors(fn: Callable[..., torch.Tensor], x: torch.Tensor, *others: torch.Tensor) -> SavedTensors:
+    """Run ``fn(x, *others)`` once and count what autograd saves for its backward.
+
+    A ``torch.autograd.graph.saved_tensors_hooks`` pack hook sees every tensor a graph node (or an
+    ``autograd.Function``'s ``save_for_backward``) saves, inputs included: if ``x`` itself is saved it counts,
+    because saving it keeps it alive until backward. Tensors sharing one storage (x and a view of it, or one
+    intermediate saved by two nodes) are counted once, by ``untyped_storage().data_ptr()``.
+
+    Args:
+        fn: the forward to inspect, returning one tensor.
+        x: the batch, (N, C, ...); it and ``others`` should require grad where gradients are wanted (a node
+            saves only what its backward needs for the inputs that require grad).
+        others: further inputs (gamma, beta, ...).
+
+    Returns:
+        A :class:`SavedTensors`; nothing is run backward.
+    """
+    seen: dict[int, tuple[tuple[int, ...], int]] = {}
+    keep = []  # hold the saved tensors so no storage is freed (and its address reused) while counting
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        seen.setdefault(storage.data_ptr(), (tuple(tensor.shape), storage.nbytes()))
+        keep.append(tensor)
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        out = fn(x, *others)
+    del out
+    keep.clear()
+    return SavedTensors(tuple(shape for shape, _ in seen.values()), tuple(n for _, n in seen.values()),
+                        x.numel() * x.element_size(), x.numel())
+
+
+# ------------------------------------------------------------------------------------------ memory traffic
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """Tensor operations and batch-sized memory accesses of one forward + backward.
+
+    Attributes:
+        ops: aten operations dispatched, views and allocations excluded (each costs a fixed per-call overhead).
+        reads, writes: operands / results with as many elements as the input (each is a pass over memory of
+            the input's size, assuming an element-wise or reduction kernel touches each operand once).
+        names: the counted operations in order, e.g. ``("mean.dim", "sub.Tensor", ...)``.
+    """
+
+    ops: int
+    reads: int
+    writes: int
+    names: tuple[str, ...]
+
+    @property
+    def accesses(self) -> int:
+        """reads + writes."""
+        return self.reads + self.writes
+
+
+class _CountOps(TorchDispatchMode):
+    """Record every aten operation that computes (not views, not bare allocations) and its batch-sized operands."""
+
+    def __init__(self, batch_numel: int) -> None:
+        super().__init__()
+        self.batch_numel = batch_numel
+        self.names: list[str] = []
+        self.reads = 0
+        self.writes = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        result = func(*args, **(kwargs or {}))
+        name = func.name().split("::")[-1]
+        if func.is_view or name.startswith("empty"):
+            return result
+
+        def batch_sized(values) -> int:
+            flat = values if isinstance(values, (list, tuple)) else [values]
+            return sum(isinstance(v, torch.Tensor) and v.numel() == self.batch_numel for v in flat)
+
+        self.names.append(name)
+        self.reads += batch_sized(list(args) + list((kwargs or {}).values()))
+        self.writes += batch_sized(result)
+        return result
+
+
+def batch_sized_traffic(fn: Callable[..., torch.Tensor], x: torch.Tensor, weight: torch.Tensor,
+                        bias: torch.Tensor, seed: int = 0) -> Traffic:
+    """Count the operations and batch-sized reads/writes of ``fn(x, weight, bias)`` forward + backward.
+
+    The backward is ``torch.autograd.grad`` with a random upstream gradient for x, weight and bias. Every aten
+    operation is seen by a ``TorchDispatchMode`` (``torch.utils._python_dispatch``, the mechanism behind torch's
+    own ``FlopCounterMode``). For a chain of element-wise ops and reductions, reads + writes is the number of
+    passes over memory of x's size. A fused kernel (torch's ``native_batch_norm``) counts as one op with a few
+    operands, but may read its input more than once inside: do not read its count as its traffic.
+
+    Args:
+        fn: ``fn(x, weight, bias) -> out``, out shaped like x.
+        x: the batch (N, C, ...), leaf tensor; weight, bias: (C,) leaf tensors.
+        seed: for the upstream gradient.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    upstream = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+    inputs = [t.detach().requires_grad_() for t in (x, weight, bias)]
+    with _CountOps(x.numel()) as counter:
+        out = fn(*inputs)
+        torch.autograd.grad(out, inputs, upstream, allow_unused=True)
+    return Traffic(len(counter.names), counter.reads, counter.writes, tuple(counter.names))
+
+
+# ---------------------------------------------------------------------------------------- convention sheet
+
+PAPER = {
+    "name": "Ioffe & Szegedy 2015 (the paper)",
+    "momentum": "none",
+    "newest": "1/k",
+    "variance": "unbiased",
+    "eps": "not given",
+    "initial_var": "-",
+    "source": "arXiv:1502.03167, Algorithm 2 step 10: average over training mini-batches, E[x] <- E_B[mu_B], "
+              "Var[x] <- m/(m-1) E_B[sigma_B^2] (equal weights: PyTorch's momentum=None); Algorithm 1: eps is "
+              "'a constant added to the mini-batch variance for numerical stability', no value given",
+}
+
+
+def convention_sheet(width: int = 112) -> str:
+    """The conventions table as plain text, one row per code base and a numbered source under it.
+
+    Rows come from :data:`bnlab.running_stats.CONVENTIONS` (PyTorch, Keras 3, CS231n, d2l) plus
+    :data:`PAPER`. Columns: the default momentum in the code's own meaning, w (the weight of the newest batch in
+    the running average that momentum means there), the batch variance fed to the running variance, eps, and
+    the running variance before any batch. Sources are wrapped to ``width`` characters.
+    """
+    width = check_int(width, "width", 40)
+    rows = []
+    for conv in CONVENTIONS.values():
+        meaning = "= momentum" if conv.momentum_is == "new" else "= 1 - momentum"
+        rows.append({"name": conv.name, "momentum": f"{conv.momentum:g}",
+                     "newest": f"{conv.weight_of_new():.2g} {meaning}", "variance": conv.variance,
+                     "eps": f"{conv.eps:g}", "initial_var": f"{conv.initial_var:g}", "source": conv.source})
+    rows.append(PAPER)
+    columns = [("name", "code"), ("momentum", "momentum"), ("newest", "w of newest batch"),
+               ("variance", "running var gets"), ("eps", "eps"), ("initial_var", "running var at start")]
+    widths = {key: max(len(title), *(len(row[key]) for row in rows)) for key, title in columns}
+    lines = ["  ".join(title.ljust(widths[key]) for key, title in columns).rstrip()]
+    for i, row in enumerate(rows, 1):
+        cells = [f"[{i}] {row['name']}".ljust(widths["name"] + 4)] + [row[key].ljust(widths[key])
+                                                                     for key, _ in columns[1:]]
+        lines.append("  ".join(cells).rstrip())
+    lines[0] = " " * 4 + lines[0]
+    lines.append("")
+    for i, row in enumerate(rows, 1):
+        lines.extend(textwrap.wrap(f"[{i}] {row['source']}", width, subsequent_indent="    "))
+    return "\n".join(lines)

@@ -1,0 +1,54 @@
+"""How a lecture prints a checked number: stable text for an error, with the bracket it must fall in.
+
+A checked cell (``# NBVAL_CHECK_OUTPUT``) must print the same text on every machine, so an error that is set by
+rounding (2e-16 here, 1.5e-15 with another thread count) must not be printed digit for digit:
+
+* :func:`error_text` gives ``"below 1e-14"`` under a floor, the next power of ten above a small value
+  (``"< 1e-10"`` for 5e-11 or 6e-11), and three significant digits for errors of order one (``"0.37"``);
+* :func:`within` adds the bracket the value is checked against: ``"below 1e-14 (< 1e-12)"``, and says so
+  loudly when the value is outside it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from bnlab._validation import check_float
+
+__all__ = ["error_text", "within"]
+
+
+def _as_float(value: Any) -> float:
+    """A Python float from a float, a numpy scalar or a one-element torch tensor."""
+    if hasattr(value, "detach"):
+        value = value.detach().item()
+    return float(value)
+
+
+def error_text(value: Any, floor: float = 1e-14) -> str:
+    """|value| as text that does not flip with the last bits of a computation.
+
+    Below ``floor``: ``"below 1e-14"`` (an exact 0 too). Below 1e-3: the next power of ten above it,
+    ``"< 1e-10"``. Otherwise three significant digits, ``"0.37"``, ``"2"``, ``"1.09e+04"``; NaN and inf as such.
+    """
+    value = abs(_as_float(value))
+    floor = check_float(floor, "floor", 0.0, inclusive=False)
+    if not math.isfinite(value):
+        return str(value)
+    if value < floor:
+        return f"below {floor:.0e}"
+    if value < 1e-3:
+        return f"< 1e{math.floor(math.log10(value)) + 1:+03d}"
+    return f"{value:.3g}"
+
+
+def within(value: Any, bound: float, floor: float = 1e-14) -> str:
+    """:func:`error_text` of ``value`` followed by its bracket: ``"below 1e-14 (< 1e-12)"``.
+
+    A value that is not below ``bound`` (NaN included) reads ``"0.37 (OUTSIDE the bracket < 1e-12)"``.
+    """
+    bound = check_float(bound, "bound", 0.0, inclusive=False)
+    shown = error_text(value, floor)
+    inside = abs(_as_float(value)) < bound
+    return f"{shown} (< {bound:.0e})" if inside else f"{shown} (OUTSIDE the bracket < {bound:.0e})"

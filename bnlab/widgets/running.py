@@ -1,0 +1,53 @@
+"""Lecture 5's dashboard: momentum and run length over the running averages of one channel's batch statistic.
+
+The data come from :func:`bnlab.lessons.inference.running_average_traces` (instant, synthetic), the figure from
+:func:`bnlab.plots.inference.plot_running_averages`; nothing is computed here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ipywidgets as widgets
+from matplotlib.figure import Figure
+
+from bnlab.lessons.inference import MAX_TRACE_STEPS, STATISTICS, RunningAverages, running_average_traces
+from bnlab.plots.inference import plot_running_averages
+from bnlab.widgets._dashboard import Dashboard
+
+__all__ = ["RunningAveragesDashboard"]
+
+_STYLE = {"description_width": "initial"}
+
+
+class RunningAveragesDashboard(Dashboard):
+    """Momentum (PyTorch's, log scale from 1e-4 to 1), number of steps (1 to 3000), the statistic (variance or
+    mean) and how far its truth drifts during the run; draws the raw EMA from PyTorch's initial value, the
+    bias-corrected EMA, the equal-weight average and the truth.
+
+    Result: a :class:`~bnlab.lessons.inference.RunningAverages`.
+    """
+
+    title = "Running averages: momentum, run length and the initial value"
+    trains = False
+
+    def __init__(self, *, momentum: float = 0.001, steps: int = 300, statistic: str = "variance",
+                 drift: float = 0.5, progress: bool = True, update: bool = True):
+        controls = {
+            "momentum": widgets.FloatLogSlider(value=momentum, base=10, min=-4, max=0, step=0.25,
+                                               description="momentum (PyTorch)", continuous_update=False,
+                                               style=_STYLE, readout_format=".2g"),
+            "steps": widgets.IntSlider(value=steps, min=1, max=MAX_TRACE_STEPS, step=1, description="steps",
+                                       continuous_update=False, style=_STYLE),
+            "statistic": widgets.ToggleButtons(options=list(STATISTICS), value=statistic,
+                                               description="statistic", style=_STYLE),
+            "drift": widgets.FloatSlider(value=drift, min=0.0, max=1.0, step=0.1, description="drift of the truth",
+                                         continuous_update=False, style=_STYLE, readout_format=".1f"),
+        }
+        super().__init__(controls, progress=progress, update=update)
+
+    def compute(self, params: dict[str, Any], live: bool) -> RunningAverages:
+        return running_average_traces(params["momentum"], params["steps"], params["statistic"], params["drift"])
+
+    def draw(self, params: dict[str, Any], result: RunningAverages) -> Figure:
+        return plot_running_averages(result)

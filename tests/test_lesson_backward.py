@@ -1,0 +1,215 @@
+"""Lectures 3 and 4's computations (bnlab.lessons.backward) and their figures."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from bnlab.functional import batchnorm_backward, batchnorm_backward_fused, batchnorm_forward  # noqa: E402
+from bnlab.gradcheck import rel_error  # noqa: E402
+from bnlab.lessons.backward import (  # noqa: E402
+    NODES,
+    all_ones_trap,
+    backward_invariants,
+    catalogue_gradient_checks,
+    finite_difference_study,
+    node_gradients,
+    step_tradeoff,
+    time_staged_vs_fused,
+    torch_gradients,
+)
+from bnlab.mistakes import BACKWARD_DX_MISTAKES  # noqa: E402
+
+TINY = (np.array([[1.0, 10.0], [2.0, 20.0], [6.0, 30.0]]), np.array([2.0, 0.5]), np.array([1.0, -1.0]),
+        np.array([[0.5, -1.0], [1.0, 0.0], [-2.0, 3.0]]))
+
+
+def _random_batch(shape, seed=0):
+    rng = np.random.default_rng(seed)
+    channels = shape[1]
+    x = rng.standard_normal(shape) * rng.uniform(0.5, 3, (1, channels) + (1,) * (len(shape) - 2)) + 2
+    return x, rng.uniform(-2, 2, channels), rng.standard_normal(channels), rng.standard_normal(shape)
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+# ---------------------------------------------------------------------------------------------- references
+
+
+@pytest.mark.parametrize("shape", [(3, 2), (5, 3, 2, 2)])
+def test_torch_gradients_equal_the_staged_backward(shape):
+    x, gamma, beta, dout = TINY if shape == (3, 2) else _random_batch(shape)
+    ours = batchnorm_backward(dout, batchnorm_forward(x, gamma, beta)[1])
+    theirs = torch_gradients(x, gamma, beta, dout)
+    assert [t.shape for t in theirs] == [o.shape for o in ours]
+    for a, b in zip(ours, theirs):
+        assert rel_error(a, b) < 1e-12
+
+
+@pytest.mark.parametrize("shape", [(3, 2), (4, 3, 2, 3)])
+def test_node_gradients_are_the_staged_backwards_intermediates(shape):
+    x, gamma, beta, dout = TINY if shape == (3, 2) else _random_batch(shape, seed=1)
+    out, cache = batchnorm_forward(x, gamma, beta)
+    grads = node_gradients(x, gamma, beta, dout)
+    assert set(grads) == set(NODES)
+    channel = (1, shape[1]) + (1,) * (len(shape) - 2)
+    for name in ("mu", "var", "std", "inv"):
+        assert grads[name].shape == channel, name  # summed over the batch, like the node itself
+    for name in ("x", "xc", "xhat"):
+        assert grads[name].shape == shape, name
+    dx, dgamma, dbeta = batchnorm_backward(dout, cache)
+    assert rel_error(grads["x"], dx) < 1e-12
+    assert rel_error(grads["gamma"], dgamma) < 1e-12 and rel_error(grads["beta"], dbeta) < 1e-12
+    axes = (0,) + tuple(range(2, len(shape)))
+    assert rel_error(grads["xhat"], dout * cache.gamma) < 1e-12
+    # dL/dmu = -sum of dL/dxc over both branches, and dL/dx = dL/dxc + dL/dmu / m
+    assert rel_error(grads["mu"], -grads["xc"].sum(axis=axes, keepdims=True)) < 1e-12
+    assert rel_error(grads["x"], grads["xc"] + grads["mu"] / cache.m) < 1e-12
+    # dL/dvar from the table: -1/(2 s^3) * sum(dxhat * xc)
+    dvar = -0.5 * (dout * cache.gamma * cache.xc).sum(axis=axes, keepdims=True) / cache.std**3
+    assert rel_error(grads["var"], dvar) < 1e-12
+
+
+def test_node_gradients_of_lecture_3s_checkpoint():
+    grads = node_gradients(*TINY)
+    np.testing.assert_allclose(grads["var"].ravel(), [8 / (14 / 3 + 1e-5) ** 1.5, -10 / (200 / 3 + 1e-5) ** 1.5])
+    np.testing.assert_allclose(grads["mu"].ravel(), [1 / np.sqrt(14 / 3 + 1e-5), -1 / np.sqrt(200 / 3 + 1e-5)])
+
+
+def test_reference_functions_reject_mismatched_inputs():
+    x, gamma, beta, dout = TINY
+    with pytest.raises(ValueError, match="dout"):
+        torch_gradients(x, gamma, beta, dout[:2])
+    with pytest.raises(ValueError, match="gamma"):
+        node_gradients(x, gamma[:1], beta, dout)
+    with pytest.raises(ValueError, match="eps"):
+        torch_gradients(x, gamma, beta, dout, eps=0.0)
+
+
+# ------------------------------------------------------------------------------------- finite differences
+
+
+def test_step_tradeoff_minimizes_the_model():
+    curvature, eps = 0.065, 1.2e-7
+    h_star, floor = step_tradeoff(curvature, eps)
+    model = lambda h: curvature * h**2 + eps / h  # noqa: E731
+    assert floor == pytest.approx(model(h_star))
+    assert model(h_star) < model(h_star * 1.1) and model(h_star) < model(h_star / 1.1)
+    assert h_star == pytest.approx((eps / (2 * curvature)) ** (1 / 3))
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError):
+            step_tradeoff(bad, eps)
+        with pytest.raises(ValueError):
+            step_tradeoff(curvature, bad)
+
+
+def test_finite_difference_study_matches_its_model():
+    study = finite_difference_study()
+    assert study.steps.shape == (33,) and set(study.errors) == {"float64", "float32"}
+    assert 0.01 < study.curvature < 1
+    # float64 reaches ~1e-10, float32 only ~2e-5: far above the gradient check's tolerance
+    assert study.smallest("float64")[1] < 1e-9
+    assert 1e-6 < study.smallest("float32")[1] < 1e-4
+    for name in ("float64", "float32"):
+        best_h, best = study.smallest(name)
+        h_star, floor = study.predicted[name]
+        assert h_star / 3 < best_h < h_star * 3, name  # the model locates the best step ...
+        assert floor / 5 < best < floor * 5, name      # ... and the error floor
+    # truncation dominates at large steps: the two dtypes agree there
+    np.testing.assert_allclose(study.errors["float32"][-1], study.errors["float64"][-1], rtol=0.05)
+
+
+def test_finite_difference_study_checks_its_arguments():
+    with pytest.raises(ValueError, match="1e-3"):
+        finite_difference_study(steps=[1e-6, 1e-5])
+    with pytest.raises(ValueError, match="positive"):
+        finite_difference_study(steps=[-1e-2, 1e-2])
+    with pytest.raises(ValueError, match="shape"):
+        finite_difference_study(shape=(5, 3, 2))
+
+
+# ------------------------------------------------------------------------------------- fooling a check
+
+
+def test_all_ones_upstream_gradient_lets_five_mistakes_through():
+    trap = all_ones_trap(*TINY[:3])
+    assert set(trap) == {"finite differences", "staged backward", *BACKWARD_DX_MISTAKES}
+    assert trap["finite differences"] < 1e-8 and trap["staged backward"] < 1e-12
+    passing = {name for name in BACKWARD_DX_MISTAKES if trap[name] < 1e-12}
+    assert passing == {"variance_branch_missing", "variance_branch_missing_1_over_m", "gamma_missing",
+                       "sign_flipped", "zeros"}
+    assert all(trap[name] > 0.1 for name in set(BACKWARD_DX_MISTAKES) - passing)
+
+
+def test_a_proper_gradient_check_catches_every_catalogued_mistake():
+    errors = catalogue_gradient_checks(shape=(6, 4))
+    assert errors["staged backward"] < 1e-8
+    assert min(errors[name] for name in BACKWARD_DX_MISTAKES) > 0.05
+
+
+# ---------------------------------------------------------------------------------------------- invariants
+
+
+@pytest.mark.parametrize("backward", [batchnorm_backward, batchnorm_backward_fused])
+def test_backward_invariants(backward):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((16, 3)) * np.array([2.0, 0.01, 0.001]) + 5
+    gamma, dout = np.array([1.5, -0.7, 2.0]), rng.standard_normal((16, 3))
+    _, cache = batchnorm_forward(x, gamma, np.zeros(3))
+    sums = backward_invariants(dout, cache, backward)
+    assert all(v.shape == (3,) for v in sums.values())
+    assert np.all(np.abs(sums["sum dx"]) < 1e-12 * sums["scale"])
+    assert np.all(np.abs(sums["sum dx xhat"] - sums["eps term"]) < 1e-10 * sums["scale"])
+    np.testing.assert_allclose(sums["eps term"], sums["gamma dgamma / s"] * sums["eps factor"])
+    np.testing.assert_allclose(sums["eps factor"], 1e-5 / (cache.batch_var + 1e-5))
+    assert sums["eps factor"][0] < 1e-5 and sums["eps factor"][2] > 0.5
+
+
+def test_second_invariant_vanishes_as_eps_goes_to_zero():
+    x, gamma, beta, dout = _random_batch((8, 2))
+    _, cache = batchnorm_forward(x, gamma, beta, eps=1e-14)
+    sums = backward_invariants(dout, cache)
+    assert np.all(np.abs(sums["sum dx xhat"]) < 1e-12 * sums["scale"])
+
+
+# ------------------------------------------------------------------------------------------------- timing
+
+
+def test_time_staged_vs_fused_structure():
+    results = time_staged_vs_fused(shapes=((8, 3), (2, 3, 2, 2)), repeats=1, rounds=1)
+    assert list(results) == [(8, 3), (2, 3, 2, 2)]
+    for timed in results.values():
+        assert list(timed) == ["backward", "forward + backward"]
+        for timings in timed.values():
+            assert set(timings) == {"numpy staged", "numpy fused", "torch native"}
+            assert all(ms > 0 for ms in timings.values())
+    with pytest.raises(ValueError):
+        time_staged_vs_fused(repeats=0)
+
+
+# ------------------------------------------------------------------------------------------------ figures
+
+
+def test_figures_of_lectures_3_and_4():
+    from matplotlib.figure import Figure
+
+    from bnlab.plots.gradients import plot_gradient_check_vs_step, plot_jacobian, plot_staged_vs_fused
+    from bnlab.plots.graph import draw_batchnorm_graph
+
+    study = finite_difference_study(steps=np.logspace(-8, -1, 8))
+    fig = plot_gradient_check_vs_step(study)
+    assert isinstance(fig, Figure) and fig.axes[0].get_xscale() == "log"
+    assert fig.axes[0].get_legend() is not None
+    timings = {"numpy staged": 2.0, "numpy fused": 1.0, "torch native": 0.5}
+    fig = plot_staged_vs_fused({(4, 3): {"backward": timings, "forward + backward": timings}})
+    assert len(fig.axes) == 2 and "staged / fused = 2.0" in fig.axes[0].get_title()
+    assert isinstance(plot_jacobian([1.0, 2.0, 6.0], gamma=2.0), Figure)
+    fig = draw_batchnorm_graph()
+    assert fig.axes[0].get_legend() is not None
