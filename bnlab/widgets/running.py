@@ -15,8 +15,9 @@ from bnlab.lessons.inference import MAX_TRACE_STEPS, STATISTICS, RunningAverages
 from bnlab.plots.inference import plot_running_averages
 from bnlab.widgets._dashboard import Dashboard
 
-__all__ = ["RunningAveragesDashboard"]
+__all__ = ["MOMENTA", "RunningAveragesDashboard"]
 
+MOMENTA = (1e-4, 2e-4, 5e-4, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)  # round values, log-spaced
 _STYLE = {"description_width": "initial"}
 
 
@@ -34,9 +35,9 @@ class RunningAveragesDashboard(Dashboard):
     def __init__(self, *, momentum: float = 0.001, steps: int = 300, statistic: str = "variance",
                  drift: float = 0.5, progress: bool = True, update: bool = True):
         controls = {
-            "momentum": widgets.FloatLogSlider(value=momentum, base=10, min=-4, max=0, step=0.25,
-                                               description="momentum (PyTorch)", continuous_update=False,
-                                               style=_STYLE, readout_format=".2g"),
+            "momentum": widgets.SelectionSlider(options=list(MOMENTA), value=momentum,
+                                                description="momentum (PyTorch)", continuous_update=False,
+                                                style=_STYLE),
             "steps": widgets.IntSlider(value=steps, min=1, max=MAX_TRACE_STEPS, step=1, description="steps",
                                        continuous_update=False, style=_STYLE),
             "statistic": widgets.ToggleButtons(options=list(STATISTICS), value=statistic,
