@@ -8,8 +8,13 @@ rule:
     running_var  = (1 - w) * running_var  + w * batch_var * m / (m - 1)      (the *unbiased* batch variance)
 
 with w = momentum (0.1 by default), or w = 1/k for the k-th batch when ``momentum=None`` (an equal-weight
-average over all batches so far, the paper's Algorithm 2). The arithmetic works unchanged on floats, numpy
-arrays and torch tensors.
+average over all batches so far). The arithmetic works unchanged on floats, numpy arrays and torch tensors.
+
+The paper's Algorithm 2 is *not* ``momentum=None`` during training: it trains first, freezes the weights, and
+then averages the statistics of training batches with equal weights (E[mu_B], m/(m-1) E[var_B]).
+``momentum=None`` during training averages the whole trajectory, the untrained network's batches included;
+``momentum=None`` run *after* training on frozen weights is Algorithm 2, which is what precise BN
+(:func:`bnlab.nn.recompute_batchnorm_statistics`, Wu & Johnson 2021) does.
 
 Other codes use other conventions for the same idea; :data:`CONVENTIONS` describes four of them, each with the
 place in its source where the rule is written, and :meth:`Convention.update` applies one step of each.
@@ -161,12 +166,15 @@ CONVENTIONS: dict[str, Convention] = {
         "stat * (1 - momentum), with mean and variance from ops.moments (biased); momentum=0.99, epsilon=1e-3"),
     "cs231n": Convention(
         "CS231n assignment 2 (layers.py)", 0.9, "old", "biased", 1e-5, 0.0,
-        "cs231n/layers.py, batchnorm_forward: running_mean = momentum * running_mean + (1 - momentum) * "
-        "sample_mean, sample_var = np.var(x, axis=0); momentum 0.9; running_var starts as np.zeros(D)"),
+        "cs231n/layers.py (assignment 2 skeleton), batchnorm_forward's docstring: \"the sample mean and "
+        "(uncorrected) sample variance\", running_mean = momentum * running_mean + (1 - momentum) * sample_mean; "
+        "bn_param.get('momentum', 0.9); running_var = bn_param.get('running_var', np.zeros(D))"),
     "d2l": Convention(
         "Dive into Deep Learning, 8.5 (PyTorch tab)", 0.1, "new", "biased", 1e-5, 1.0,
-        "d2l.ai chapter_convolutional-modern/batch-norm.md, batch_norm(): moving_var = (1.0 - momentum) * "
-        "moving_var + momentum * var with var = ((X - mean) ** 2).mean(...); BatchNorm passes momentum=0.1"),
+        "d2l-en, the multi-framework edition at d2l.ai, chapter_convolutional-modern/batch-norm.md, batch_norm(): "
+        "moving_var = (1.0 - momentum) * moving_var + momentum * var with var = ((X - mean) ** 2).mean(...); "
+        "BatchNorm passes momentum=0.1. Earlier editions (and zh.d2l.ai) write moving = momentum * moving + "
+        "(1.0 - momentum) * new with momentum 0.9, the Keras convention: same numbers, other meaning"),
 }
 
 
