@@ -31,8 +31,8 @@ import numpy as np
 # $N\cdot H\cdot W$ for $(N, C, H, W)$). They start at `running_mean = 0`, `running_var = 1`. In eval mode the
 # layer normalizes with the running statistics and changes nothing.
 #
-# (Keras writes the same average the other way round, `moving = momentum * moving + (1 - momentum) * batch`,
-# with default 0.99: the convention matters when you port a model.)
+# (Keras writes the average the other way round, `moving = momentum * moving + (1 - momentum) * batch`, with
+# default 0.99, and feeds its moving variance the *biased* batch variance: both matter when you port a model.)
 #
 # ## Task: `class BatchNorm`
 #
@@ -118,8 +118,8 @@ checks.layer_conv(BatchNorm)
 # %% [markdown]
 # ## A question
 #
-# **Q4.** A Keras model uses `BatchNormalization(momentum=0.99)`. Which PyTorch `momentum` gives the same
-# running averages?
+# **Q4.** A Keras model uses `BatchNormalization(momentum=0.99)`. Which PyTorch `momentum` gives the newest
+# batch the same weight in the running averages?
 #
 # * (a) 0.99
 # * (b) 0.9
