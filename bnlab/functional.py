@@ -117,7 +117,11 @@ def batchnorm_forward(
 
 def _train_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
                    eps: float) -> tuple[np.ndarray, BatchNormCache]:
-    """:func:`batchnorm_forward` on checked arguments (gamma, beta already (C,) in x's dtype)."""
+    """Algorithm 1's seven steps, the body of :func:`batchnorm_forward` once it has checked its arguments.
+
+    gamma and beta arrive as (C,) vectors in x's dtype. Returns the output (x's shape) and a
+    :class:`BatchNormCache` holding every intermediate value under the name it has here.
+    """
     axes = reduction_axes(x.ndim)  # (0,) for (N, C); (0, 2, 3) for (N, C, H, W)
     gamma, beta = as_channel(gamma, x.ndim), as_channel(beta, x.ndim)  # (1, C, 1, ...): broadcast per channel
 

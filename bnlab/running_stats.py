@@ -21,7 +21,8 @@ place in its source where the rule is written, and :meth:`Convention.update` app
 
 An exponential moving average started at r0 still gives r0 the weight (1 - w)^t after t batches
 (:func:`initial_value_share`); :func:`bias_corrected` removes that share and rescales, as Adam does for its
-moment estimates (Kingma & Ba 2015, Sec. 3).
+moment estimates (Kingma & Ba 2015, Sec. 3). :func:`batch_weights` gives the weight of each batch in the running
+value, and :func:`moving_average_trace` the running value after every batch of a recorded stream.
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ import numpy as np
 from bnlab._channels import reduction_axes, values_per_channel
 from bnlab._validation import check_choice, check_float, check_int, check_momentum
 
-__all__ = ["CONVENTIONS", "Convention", "bias_corrected", "convention", "initial_value_share", "moving_average",
-           "newest_batch_weight", "unbiased_variance", "updated_running_stats"]
+__all__ = ["CONVENTIONS", "Convention", "batch_weights", "bias_corrected", "convention", "initial_value_share",
+           "moving_average", "moving_average_trace", "newest_batch_weight", "unbiased_variance",
+           "updated_running_stats"]
 
 Stat = TypeVar("Stat")  # a float, a numpy array or a torch tensor
 
@@ -112,6 +114,45 @@ def bias_corrected(running: Stat, initial: Stat | float, momentum: float | None,
     if share == 0.0:
         return running
     return (running - share * initial) / (1.0 - share)
+
+
+def batch_weights(momentum: float | None, num_batches: int) -> np.ndarray:
+    """The weight of each batch statistic s_1 .. s_t in PyTorch's running average r_t after t batches: (t,).
+
+    Batch k gets ``w * (1 - w)^(t - k)`` with momentum w, so ``r_t = initial_value_share(w, t) * r_0 +
+    batch_weights(w, t) @ s`` and the weights sum to ``1 - (1 - w)^t``; with ``momentum=None`` every batch gets
+    1/t (equal weights, summing to 1). Divided by their sum they are the weights of :func:`bias_corrected`.
+    """
+    momentum = check_momentum(momentum)
+    num_batches = check_int(num_batches, "num_batches", minimum=1)
+    if momentum is None:
+        return np.full(num_batches, 1.0 / num_batches)
+    age = np.arange(num_batches - 1, -1, -1)  # t - k for k = 1..t
+    return momentum * (1.0 - momentum) ** age
+
+
+def moving_average_trace(batch_stats: Any, momentum: float | None, initial: float | np.ndarray) -> np.ndarray:
+    """PyTorch's running average after each batch of a recorded stream: r_1 .. r_T, shape of ``batch_stats``.
+
+    Args:
+        batch_stats: (T, ...) the statistic each batch fed (batch mean, or unbiased batch variance), in order.
+        momentum: PyTorch's (weight of the newest batch), or None for equal weights (w = 1/k).
+        initial: r_0, a float or an array of shape ``batch_stats.shape[1:]`` (PyTorch: 0 for the mean, 1 for
+            the variance).
+
+    Each step is :func:`moving_average` with :func:`newest_batch_weight`, the update every layer uses.
+    """
+    stats = np.asarray(batch_stats, dtype=np.float64)
+    if stats.ndim < 1 or stats.shape[0] < 1:
+        raise ValueError(f"batch_stats must hold at least one batch statistic along axis 0, got shape "
+                         f"{stats.shape}")
+    momentum = check_momentum(momentum)
+    trace = np.empty_like(stats)
+    running = np.broadcast_to(np.asarray(initial, dtype=np.float64), stats.shape[1:])
+    for k, value in enumerate(stats, start=1):
+        running = moving_average(running, value, newest_batch_weight(momentum, k))
+        trace[k - 1] = running
+    return trace
 
 
 @dataclass(frozen=True)

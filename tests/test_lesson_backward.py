@@ -20,6 +20,7 @@ from bnlab.lessons.backward import (  # noqa: E402
     step_tradeoff,
     time_staged_vs_fused,
     torch_gradients,
+    unbiased_in_both,
 )
 from bnlab.mistakes import BACKWARD_DX_MISTAKES  # noqa: E402
 
@@ -126,6 +127,19 @@ def test_finite_difference_study_matches_its_model():
     np.testing.assert_allclose(study.errors["float32"][-1], study.errors["float64"][-1], rtol=0.05)
 
 
+def test_float32_numerical_gradient_is_exactly_zero_where_the_step_is_lost_to_rounding():
+    study = finite_difference_study()
+    zero32, zero64 = study.zero_fraction["float32"], study.zero_fraction["float64"]
+    assert zero32.shape == study.steps.shape and np.all(zero64 == 0)
+    tiny = study.steps <= 1e-8
+    assert np.all(zero32[tiny] == 1) and np.all(study.errors["float32"][tiny] == 1)  # rel_error(exact, 0) = 1
+    i = int(np.argmin(np.abs(study.steps - 1e-7)))
+    assert 0.2 < zero32[i] < 0.35  # only the entries with |x| >= 2, where float32 numbers are 2.4e-7 apart
+    assert np.all(zero32[study.steps >= 2e-7] == 0)
+    assert study.input_spacing["float32"] == pytest.approx(2.0**-22)  # largest |x| is 3.65, in [2, 4)
+    assert study.input_spacing["float64"] == pytest.approx(2.0**-51)
+
+
 def test_finite_difference_study_checks_its_arguments():
     with pytest.raises(ValueError, match="1e-3"):
         finite_difference_study(steps=[1e-6, 1e-5])
@@ -152,6 +166,19 @@ def test_a_proper_gradient_check_catches_every_catalogued_mistake():
     errors = catalogue_gradient_checks(shape=(6, 4))
     assert errors["staged backward"] < 1e-8
     assert min(errors[name] for name in BACKWARD_DX_MISTAKES) > 0.05
+
+
+def test_unbiased_variance_in_both_passes_the_gradient_check_and_only_references_catch_it():
+    result = unbiased_in_both(shape=(6, 4))
+    assert all(result[f"check {name}"] < 1e-8 for name in ("dx", "dgamma", "dbeta"))
+    assert result["predicted output error"] == pytest.approx(1 - np.sqrt(5 / 6))
+    assert result["output vs reference"] == pytest.approx(result["predicted output error"], rel=1e-4)
+    assert result["dx vs reference"] > 0.01
+    spatial = unbiased_in_both(shape=(2, 3, 2, 2))  # m = 8 values per channel
+    assert spatial["check dx"] < 1e-8
+    assert spatial["output vs reference"] == pytest.approx(1 - np.sqrt(7 / 8), rel=1e-4)
+    with pytest.raises(ValueError, match="2 values per channel"):
+        unbiased_in_both(shape=(1, 3))
 
 
 # ---------------------------------------------------------------------------------------------- invariants
@@ -213,3 +240,10 @@ def test_figures_of_lectures_3_and_4():
     assert isinstance(plot_jacobian([1.0, 2.0, 6.0], gamma=2.0), Figure)
     fig = draw_batchnorm_graph()
     assert fig.axes[0].get_legend() is not None
+    texts = [text.get_text() for text in fig.axes[0].texts]
+    # the graph speaks the code's language: steps 1-7 with their variable names, std and inv rather than s, r
+    assert {"1: mu", "2: xc", "3: var", "4: std", "5: inv", "6: xhat", "7: out"} <= set(texts)
+    assert any(r"\mathrm{inv}" in text for text in texts) and not any("r = 1/s" in text for text in texts)
+    study = finite_difference_study(steps=np.logspace(-9, -1, 9))
+    labels = plot_gradient_check_vs_step(study).axes[0].get_legend_handles_labels()[1]
+    assert "float32: numerical dx exactly 0" in labels

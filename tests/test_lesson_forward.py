@@ -16,6 +16,7 @@ from bnlab.lessons.forward import (
     explorer_pool,
     forward_explorer,
     identity_recovery,
+    running_sum_drift,
     sequential_float32_mean,
     variance_precision,
 )
@@ -135,6 +136,17 @@ def test_eps_gain_rejects_non_positive_spreads():
 
 # -------------------------------------------------------------------------------------- float32 numerics
 
+def test_one_pass_variance_is_erratic_and_can_be_exactly_zero():
+    data = variance_precision()  # the figure's 21 offsets
+    offsets = data["offsets"]
+    zero = offsets[data["one_pass"] == 0]
+    np.testing.assert_allclose(zero, [10**3.75, 10**4.25])  # 5,623 and 17,783: variance 0, gain 1/sqrt(eps)
+    np.testing.assert_allclose(offsets[data["one_pass"] < 0], [1e4, 10**4.5])
+    at = {round(float(o)): i for i, o in enumerate(offsets)}
+    assert data["one_pass_error"][at[1000]] > 0.15 and data["one_pass_error"][at[1778]] < 0.005  # not monotone
+    assert data["two_pass_error"].max() < 1e-4
+
+
 def test_one_pass_variance_fails_far_from_zero_and_two_pass_does_not():
     data = variance_precision(np.array([1.0, 1e3, 1e4, 1e5]))
     assert data["one_pass_error"][0] < 1e-6
@@ -150,6 +162,30 @@ def test_sequential_float32_mean_drifts_where_pairwise_and_float64_do_not():
     assert abs(float(x.mean()) - 1000) < 0.01 and abs(x.mean(dtype=np.float64) - 1000) < 0.01
     small = np.arange(10, dtype=np.float32)
     assert sequential_float32_mean(small) == 4.5
+
+
+def test_running_sum_drift_explains_the_float32_mean_range_by_range():
+    x = (np.random.default_rng(0).standard_normal((1_000_000, 1)) + 1000).astype(np.float32)
+    drift = running_sum_drift(x, edges=(2.0**28, 2.0**29))
+    assert drift.mean == pytest.approx(sequential_float32_mean(x), abs=1e-9)
+    assert drift.mean - drift.exact_mean == pytest.approx(drift.mean_shift.sum(), abs=1e-9)
+    assert drift.fraction.sum() == pytest.approx(1)
+    np.testing.assert_array_equal(drift.spacing[1:], [32, 64])
+    np.testing.assert_array_equal(drift.typical_step, [1000, 992, 1024])
+    assert abs(drift.mean_shift[0]) < 0.01 and -2.3 < drift.mean_shift[1] < -2.0 and 10.9 < drift.mean_shift[2] < 11.2
+    assert 0.44 < drift.fraction[2] < 0.48
+
+
+def test_running_sum_drift_is_exact_on_small_integers_and_checks_its_edges():
+    drift = running_sum_drift(np.arange(10), edges=(20.0,))
+    np.testing.assert_array_equal(drift.mean_shift, [0, 0])
+    # the sums before adding 0, 1, ..., 9 are 0, 0, 1, 3, 6, 10, 15 (below 20) and 21, 28, 36
+    assert drift.mean == 4.5 and drift.fraction.tolist() == [0.7, 0.3]
+    assert drift.typical_step.tolist() == [3.0, 8.0]
+    with pytest.raises(ValueError, match="edges must be increasing"):
+        running_sum_drift(np.arange(10), edges=(2.0, 1.0))
+    with pytest.raises(ValueError, match="at least 2 values"):
+        running_sum_drift(np.ones(1))
 
 
 # -------------------------------------------------------------------------------------- batch dependence
@@ -202,7 +238,35 @@ def test_every_lecture_2_figure_draws():
                plot_forward_explorer(forward_explorer(gamma=0.0, m=2))]
     for figure in figures:
         assert figure.axes and all(ax.get_title() or not ax.axison for ax in figure.axes)
+        assert all(ax.get_xlabel() != "value" for ax in figure.axes), "every value axis names its units"
         matplotlib.pyplot.close(figure)
+
+
+def test_explorer_figure_gives_each_input_feature_its_own_axis():
+    from bnlab.plots.forward import plot_forward_explorer
+
+    result = forward_explorer()
+    fig = plot_forward_explorer(result)
+    inputs = [ax for ax in fig.axes if ax.get_title().startswith("input x, feature")]
+    assert len(inputs) == 2
+    for feature, ax in enumerate(inputs):
+        low, high = ax.get_xlim()
+        values = result.stages["x"][:, feature]
+        assert low <= values.min() and values.max() <= high
+        assert high - low < 3 * np.ptp(values), "the axis spans this feature, not both"
+        assert sum(patch.get_height() > 0 for patch in ax.patches) > 5, "the nearly constant feature is visible"
+    labels = [ax.get_xlabel() for ax in fig.axes]
+    assert any("output units" in label for label in labels) and any("epsilon" in label for label in labels)
+    matplotlib.pyplot.close(fig)
+
+
+def test_variance_precision_figure_marks_negative_and_zero_variances():
+    from bnlab.plots.forward import plot_variance_precision
+
+    fig = plot_variance_precision()
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert any("negative" in label for label in labels) and any("exactly 0" in label for label in labels)
+    matplotlib.pyplot.close(fig)
 
 
 # ---------------------------------------------------------------------------------------------- dashboard
@@ -214,7 +278,7 @@ def test_forward_dashboard_is_instant_and_draws_its_default():
     assert dash.trains is False and dash.last_error is None
     assert dash.last_params == {"gamma": 1.0, "beta": 0.0, "eps": 1e-5, "m": 64}
     assert bytes(dash.image.value).startswith(b"\x89PNG")
-    assert "correlation" in dash.figure.axes[3].get_title()
+    assert sum("correlation" in ax.get_title() for ax in dash.figure.axes) == 2
 
 
 @pytest.mark.parametrize("setting", [

@@ -10,6 +10,7 @@ from matplotlib.figure import Figure
 from bnlab.data import synthetic_data
 from bnlab.lessons.inference import (
     MAX_TRACE_STEPS,
+    PAPER_SOURCE,
     after_activation_folding,
     bias_correct_running_stats,
     convention_rows,
@@ -17,11 +18,16 @@ from bnlab.lessons.inference import (
     fold_into_next_linear,
     folding_check,
     long_run_running_var,
+    measure_lag,
     precise_bn_study,
     running_average_traces,
+    statistics_batches,
+    synthetic_truth,
 )
-from bnlab.plots.inference import plot_precise_bn, plot_running_averages
-from bnlab.running_stats import CONVENTIONS, bias_corrected, initial_value_share, moving_average
+from bnlab.nn import recompute_batchnorm_statistics
+from bnlab.plots.inference import plot_measured_lag, plot_precise_bn, plot_running_averages
+from bnlab.running_stats import (CONVENTIONS, batch_weights, bias_corrected, initial_value_share, moving_average,
+                                 moving_average_trace)
 from bnlab.widgets.running import RunningAveragesDashboard
 
 
@@ -68,6 +74,39 @@ def test_bias_corrected_rejects_what_it_cannot_correct(momentum, steps, match):
         bias_corrected(1.0, 1.0, momentum, steps)
 
 
+@pytest.mark.parametrize("momentum", [1e-3, 0.1, 0.7, 1.0, None])
+def test_batch_weights_rebuild_the_running_average(momentum):
+    values = np.random.default_rng(1).normal(3.0, 1.0, 40)
+    for t in (1, 7, 40):
+        weights = batch_weights(momentum, t)
+        assert weights.shape == (t,)
+        assert weights.sum() + initial_value_share(momentum, t) == pytest.approx(1.0, abs=1e-12)
+        running = 1.0
+        for k, value in enumerate(values[:t], start=1):
+            running = moving_average(running, value, 1.0 / k if momentum is None else momentum)
+        assert initial_value_share(momentum, t) * 1.0 + weights @ values[:t] == pytest.approx(running, rel=1e-12)
+        if momentum is not None and momentum < 1.0:
+            assert weights @ values[:t] / weights.sum() == pytest.approx(bias_corrected(running, 1.0, momentum, t))
+    with pytest.raises(ValueError, match="num_batches must be"):
+        batch_weights(0.1, 0)
+
+
+def test_moving_average_trace_is_the_update_after_every_batch():
+    stats = np.random.default_rng(2).normal(size=(25, 3))
+    trace = moving_average_trace(stats, 0.05, np.array([0.0, 1.0, 2.0]))
+    running = np.array([0.0, 1.0, 2.0])
+    for k, value in enumerate(stats):
+        running = moving_average(running, value, 0.05)
+        np.testing.assert_array_equal(trace[k], running)
+    np.testing.assert_allclose(moving_average_trace(stats, None, 5.0),
+                               np.cumsum(stats, axis=0) / np.arange(1, 26)[:, None], rtol=1e-12)
+    assert moving_average_trace([4.0], 0.5, 0.0).tolist() == [2.0]
+    with pytest.raises(ValueError, match="at least one batch statistic"):
+        moving_average_trace(np.zeros(0), 0.1, 0.0)
+    with pytest.raises(ValueError, match="momentum must be"):
+        moving_average_trace([1.0], 2.0, 0.0)
+
+
 # ------------------------------------------------------------------------------------------------ conventions
 
 
@@ -75,7 +114,8 @@ def test_convention_rows_for_the_batch_1_3():
     rows = {row.code: row for row in convention_rows()}
     expected = {"PyTorch, momentum=0.1": (0.2, 1.1), "PyTorch, momentum=0.01": (0.02, 1.01),
                 "PyTorch, momentum=None": (2.0, 2.0), "Keras 3 BatchNormalization, momentum=0.99": (0.02, 1.0),
-                "CS231n assignment 2, momentum=0.9": (0.2, 0.1), "d2l.ai (PyTorch tab), momentum=0.1": (0.2, 1.0)}
+                "CS231n assignment 2 skeleton, momentum=0.9": (0.2, 0.1),
+                "d2l.ai, current edition (PyTorch tab), momentum=0.1": (0.2, 1.0)}
     assert set(rows) == set(expected)
     for code, (mean, var) in expected.items():
         row = rows[code]
@@ -83,8 +123,8 @@ def test_convention_rows_for_the_batch_1_3():
         # the by-hand formula gives the same number
         assert (1 - row.weight_of_new) * row.initial_var + row.weight_of_new * row.fed_var == pytest.approx(var)
     assert {rows[c].produced_by for c in rows if c.startswith("PyTorch")} == {"torch.nn.BatchNorm1d"}
-    assert "checked against keras" in rows["Keras 3 BatchNormalization, momentum=0.99"].produced_by
-    assert rows["CS231n assignment 2, momentum=0.9"].initial_var == 0.0
+    assert "tested against Keras 3" in rows["Keras 3 BatchNormalization, momentum=0.99"].produced_by
+    assert rows["CS231n assignment 2 skeleton, momentum=0.9"].initial_var == 0.0
     assert {row.source for row in rows.values()} == {conv.source for conv in CONVENTIONS.values()}
 
 
@@ -105,10 +145,25 @@ def test_convention_table_cites_each_source_once():
     rows = convention_rows()
     table = convention_table(rows)
     body = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
-    assert len(body) == len(rows)
+    assert len(body) == len(rows) + 1 and body[-1].startswith("| paper, Algorithm 2")
+    assert "not given" in body[-1] and "weights frozen" in body[-1]
     assert "| 1.100 |" in body[0] and "| 0.100 |" in body[4]
-    for number, source in enumerate(dict.fromkeys(row.source for row in rows), start=1):
+    assert "| 0.001 |" in body[3] and "| 1e-05 |" in body[0]  # eps: Keras 1e-3, PyTorch 1e-5
+    sources = list(dict.fromkeys(row.source for row in rows)) + [PAPER_SOURCE]
+    for number, source in enumerate(sources, start=1):
         assert table.count(f"[{number}] {source}") == 1
+    assert "<details>" in table and table.rstrip().endswith("</details>")
+    no_paper = convention_table(rows, paper=False)
+    assert "Algorithm 2" not in no_paper and len(no_paper.splitlines()) < len(table.splitlines())
+
+
+def test_convention_rows_eps_and_meaning():
+    rows = {row.code: row for row in convention_rows()}
+    assert rows["PyTorch, momentum=0.1"].eps == 1e-5
+    assert rows["Keras 3 BatchNormalization, momentum=0.99"].eps == 1e-3
+    assert "old average" in rows["Keras 3 BatchNormalization, momentum=0.99"].momentum
+    assert "new batch" in rows["d2l.ai, current edition (PyTorch tab), momentum=0.1"].momentum
+    assert rows["PyTorch, momentum=None"].momentum.startswith("None")
 
 
 @pytest.mark.parametrize("m", [2, 16])
@@ -142,7 +197,7 @@ def test_bias_correct_running_stats_refuses_a_layer_that_saw_nothing():
 
 def test_precise_bn_study(small_data):
     study = precise_bn_study(small_data, 0.01, steps=40, batch_size=30, precise_batches=10)
-    assert study.initial_share == pytest.approx(0.99 ** 40)
+    assert study.initial_share == pytest.approx(0.99 ** 40) and study.seed == 0
     assert set(study.running_var) == {"init", "ema", "corrected", "precise"}
     for stats in (study.running_mean, study.running_var):
         assert all(array.shape == (3, 100) for array in stats.values())
@@ -154,16 +209,65 @@ def test_precise_bn_study(small_data):
     held = [block.norm.running_var.double().numpy() for block in study.model.hidden_layers]
     np.testing.assert_allclose(np.stack(held), study.running_var["precise"])
     assert all(0.0 <= acc <= 1.0 for acc in study.accuracy.values())
-    # the momentum does not change training: a second momentum gives the same precise statistics
+    # the recorded batch statistics are what the layers averaged: replaying the update gives the stored EMA
+    assert study.batch_mean.shape == study.batch_var.shape == (40, 3, 100)
+    np.testing.assert_allclose(moving_average_trace(study.batch_var, 0.01, 1.0)[-1], study.running_var["ema"],
+                               rtol=1e-5)
+    np.testing.assert_allclose(moving_average_trace(study.batch_mean, 0.01, 0.0)[-1], study.running_mean["ema"],
+                               rtol=1e-4, atol=1e-6)
+    # the precise statistics are recompute_batchnorm_statistics over the study's batches
+    assert len(study.batches) == 10 and study.batches[0].shape == (30, 20)
+    for got, expected in zip(study.batches, statistics_batches(small_data, count=10, batch_size=30)):
+        assert torch.equal(got, expected)
+    again = recompute_batchnorm_statistics(study.model, study.batches)
+    assert again == 10
+    np.testing.assert_array_equal(np.stack([b.norm.running_var.double().numpy()
+                                            for b in study.model.hidden_layers]), study.running_var["precise"])
+    # the momentum does not change training: another momentum records the same statistics, ends in the same net
     other = precise_bn_study(small_data, 0.5, steps=40, batch_size=30, precise_batches=10)
     np.testing.assert_allclose(other.running_var["precise"], study.running_var["precise"], rtol=1e-6)
+    np.testing.assert_allclose(other.batch_var, study.batch_var, rtol=1e-6)
+
+
+def test_precise_bn_study_with_momentum_none_stores_the_trajectory_average(small_data):
+    study = precise_bn_study(small_data, None, steps=30, batch_size=30, precise_batches=5)
+    assert study.initial_share == 0.0
+    np.testing.assert_allclose(study.running_var["ema"], study.batch_var.mean(axis=0), rtol=1e-5)
+    np.testing.assert_array_equal(study.running_var["corrected"], study.running_var["ema"])
 
 
 def test_precise_bn_study_rejects_bad_settings(small_data):
     with pytest.raises(ValueError, match="momentum must be a number"):
-        precise_bn_study(small_data, None)
+        precise_bn_study(small_data, 1.5)
     with pytest.raises(ValueError, match="exceeds the 600 training examples"):
         precise_bn_study(small_data, 0.1, precise_batches=11)
+    with pytest.raises(ValueError, match="count must be"):
+        statistics_batches(small_data, count=0)
+
+
+def test_measure_lag_splits_the_gap(small_data):
+    study = precise_bn_study(small_data, 0.01, steps=40, batch_size=30, precise_batches=10)
+    lag = measure_lag(study)
+    assert (lag.momentum, lag.steps, lag.layer) == (0.01, 40, 0) and lag.step.tolist() == list(range(1, 41))
+    assert lag.gap == pytest.approx(lag.initial_bias + lag.lag)
+    assert lag.replay_error < 1e-4 and lag.weighted_error < 1e-4
+    assert lag.stored == pytest.approx(study.running_var["ema"][0].mean())
+    assert lag.precise == pytest.approx(study.running_var["precise"][0].mean())
+    assert lag.untrained == pytest.approx(study.running_var["init"][0].mean())
+    # the traces are the running averages of the unit-mean batch variance
+    assert lag.ema[-1] == pytest.approx(lag.stored, rel=1e-4) and lag.corrected[-1] == pytest.approx(
+        lag.stored_corrected, rel=1e-4)
+    np.testing.assert_allclose(lag.equal, np.cumsum(lag.batch) / lag.step, rtol=1e-12)
+    assert lag.recent == pytest.approx(lag.batch[-30:].mean())
+    for label, weights in lag.weights.items():
+        assert weights.shape == (40,) and weights.sum() == pytest.approx(1.0), label
+    assert lag.mean_age("equal weights (momentum=None)") == pytest.approx(19.5)
+    assert lag.mean_age("EMA at 0.1") < lag.mean_age("EMA at 0.01, bias-corrected") < 19.5
+    assert measure_lag(study, layer=2).layer == 2
+    with pytest.raises(ValueError, match="layer must be in"):
+        measure_lag(study, layer=3)
+    with pytest.raises(ValueError, match="momentum=None"):
+        measure_lag(precise_bn_study(small_data, None, steps=5, batch_size=30, precise_batches=2))
 
 
 # ---------------------------------------------------------------------------------------------------- folding
@@ -230,6 +334,22 @@ def test_running_average_traces_extremes_and_drift():
     drifting = running_average_traces(0.001, 300, "variance", 0.5)
     assert drifting.truth[0] == pytest.approx(1.35) and drifting.truth[-1] == pytest.approx(2.7, rel=0.01)
     assert drifting.ema[-1] < drifting.corrected[-1] < drifting.truth[-1]
+    np.testing.assert_array_equal(drifting.truth, synthetic_truth(300, "variance", 0.5))
+
+
+def test_synthetic_truth():
+    truth = synthetic_truth(301, "variance", 0.5)
+    assert truth[0] == pytest.approx(1.35) and truth[60] == pytest.approx(2.7 * (1 - 0.5 / np.e))
+    assert np.all(np.diff(truth) > 0) and truth[-1] < 2.7
+    settled = int(np.ceil(60 * np.log(100 * 0.5)))  # within 1% of the final value from here on
+    assert synthetic_truth(settled + 1, "variance", 0.5)[-1] >= 0.99 * 2.7 > synthetic_truth(settled, "variance",
+                                                                                             0.5)[-1]
+    np.testing.assert_array_equal(synthetic_truth(5, "mean", 0.0), np.ones(5))
+    assert synthetic_truth(1, "mean", 1.0).tolist() == [0.0]
+    with pytest.raises(ValueError, match="statistic must be one of"):
+        synthetic_truth(5, "std")
+    with pytest.raises(ValueError, match="drift must be"):
+        synthetic_truth(5, "mean", 1.5)
 
 
 @pytest.mark.parametrize("kwargs,match", [({"momentum": 0.0}, "momentum must be"),
@@ -251,10 +371,17 @@ def test_figures(small_data):
     fig = plot_precise_bn(studies)
     assert isinstance(fig, Figure) and len(fig.axes) == 2
     assert "f = (1 - 0.01)^20 = 0.82" in fig.axes[0].get_title()
+    assert "stored or bias-corrected" in fig.axes[0].get_ylabel()
     with pytest.raises(ValueError, match="at least one"):
         plot_precise_bn([])
     fig = plot_running_averages(running_average_traces(0.001, 300))
-    assert "0.74" in fig.axes[0].get_title() and fig.axes[0].get_legend() is not None
+    assert "0.74" in fig.axes[0].get_title() and "settling time 60" in fig.axes[0].get_title()
+    labels = [text.get_text() for text in fig.axes[0].get_legend().get_texts()]
+    assert any("1.35 at t = 1" in label for label in labels)
+    fig = plot_measured_lag(measure_lag(studies[0]))
+    assert len(fig.axes) == 2 and fig.axes[0].get_legend() is not None
+    labels = [text.get_text() for text in fig.axes[1].get_legend().get_texts()]
+    assert any("mean age 9.5" in label for label in labels)  # equal weights over 20 steps
 
 
 def test_dashboard_default_and_every_extreme():
@@ -274,3 +401,4 @@ def test_dashboard_default_and_every_extreme():
     assert dash.last_result.momentum == 1.0 and np.allclose(dash.last_result.ema, dash.last_result.batch)
     assert dash.controls["momentum"].options[0] == 1e-4 and dash.controls["momentum"].options[-1] == 1.0
     assert dash.controls["steps"].max == MAX_TRACE_STEPS
+    assert "(1 - d)" in dash.controls["drift"].description

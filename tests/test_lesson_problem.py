@@ -15,15 +15,18 @@ from torch import nn  # noqa: E402
 
 from bnlab.data import synthetic_data  # noqa: E402
 from bnlab.lessons.problem import (  # noqa: E402
+    UnitRecord,
     accuracy_at,
     batchnorm_moments,
     default_init_std,
     first_step_reaching,
     percentile_range,
     preactivation_spread,
+    train_recording_units,
 )
 from bnlab.models import build_mlp  # noqa: E402
 from bnlab.plots.training import (  # noqa: E402
+    plot_accuracy_panels,
     plot_gradient_norms,
     plot_layer_percentiles,
     plot_preactivation_spread,
@@ -228,6 +231,122 @@ def test_percentile_range_rejects_unrecorded_steps(runs):
         percentile_range(runs[0], 3, 0)
 
 
+# ------------------------------------------------------------------------------------ recording every unit
+
+RECORDED = dict(steps=20, batch_size=30, lr=0.5, record_steps=(0, 1, 5, 20), seed=3, progress=False)
+
+
+@pytest.fixture(scope="module")
+def recorded(data):
+    """(model, result, record) of a small sigmoid MLP with and without batch norm, trained with the recorder."""
+    out = {}
+    for norm in ("none", "batch"):
+        model = build_mlp(8, 3, depth=2, width=6, activation="sigmoid", norm=norm, seed=0)
+        result, record = train_recording_units(model, data, tracked_unit=4, **RECORDED)
+        out[norm] = (model, result, record)
+    return out
+
+
+def _sigmoid_inputs(model, x, training):
+    """Each hidden layer's sigmoid inputs (N, C), from a hand-written forward with batch or running statistics."""
+    zs, h = [], x
+    for block in model.hidden_layers:
+        u = block.linear(h)
+        if hasattr(block, "norm") and isinstance(block.norm, nn.BatchNorm1d):
+            norm = block.norm
+            if training:
+                mean, var = u.mean(dim=0), u.var(dim=0, unbiased=False)
+            else:
+                mean, var = norm.running_mean, norm.running_var
+            u = (u - mean) / torch.sqrt(var + norm.eps) * norm.weight + norm.bias
+        zs.append(u.double())
+        h = torch.sigmoid(u)
+    return zs
+
+
+@pytest.mark.parametrize("norm", ["none", "batch"])
+def test_recording_units_leaves_the_training_run_unchanged(data, recorded, norm):
+    model, result, _ = recorded[norm]
+    twin = build_mlp(8, 3, depth=2, width=6, activation="sigmoid", norm=norm, seed=0)
+    alone = train(twin, data, tracked_unit=4, **RECORDED)
+    for name in ("test_accuracy", "test_loss", "train_loss", "percentiles", "unit_percentiles", "grad_norms"):
+        np.testing.assert_array_equal(getattr(result, name), getattr(alone, name), err_msg=name)
+    for mine, theirs in zip(model.state_dict().values(), twin.state_dict().values()):
+        assert torch.equal(mine, theirs)  # running statistics included: the probe never touched them
+
+
+@pytest.mark.parametrize("norm", ["none", "batch"])
+def test_recorded_shapes_and_running_mode_matches_the_tracked_unit(recorded, norm):
+    _, result, record = recorded[norm]
+    assert isinstance(record, UnitRecord)
+    np.testing.assert_array_equal(record.steps, [0, 1, 5, 20])
+    assert record.per_unit.shape == record.per_unit_running.shape == (4, 2, 6, 3)
+    assert record.percentiles.shape == (4, 2, 3)
+    # eval mode, unit 4: what train itself recorded for its tracked unit
+    np.testing.assert_allclose(record.per_unit_running[:, :, 4], result.unit_percentiles, rtol=1e-5, atol=1e-6)
+
+
+def test_without_batchnorm_the_two_modes_agree(recorded):
+    _, result, record = recorded["none"]
+    np.testing.assert_allclose(record.per_unit, record.per_unit_running, rtol=1e-12)
+    np.testing.assert_allclose(record.percentiles, result.percentiles, rtol=1e-5, atol=1e-6)
+
+
+def test_training_mode_uses_the_test_batch_statistics(data, recorded):
+    """The last record, recomputed by hand from the trained model: batch statistics vs running statistics."""
+    model, _, record = recorded["batch"]
+    x = data.as_vectors().x_test
+    with torch.no_grad():
+        for training, values in ((True, record.per_unit), (False, record.per_unit_running)):
+            for layer, z in enumerate(_sigmoid_inputs(model, x, training)):
+                expected = np.percentile(z.numpy(), (15, 50, 85), axis=0).T
+                np.testing.assert_allclose(values[-1, layer], expected, rtol=1e-5, atol=1e-6)
+                if training:
+                    pooled = np.percentile(z.numpy().ravel(), (15, 50, 85))
+                    np.testing.assert_allclose(record.percentiles[-1, layer], pooled, rtol=1e-5, atol=1e-6)
+    # at step 0 (gamma 1, beta 0) every unit is standardized over the batch; the running statistics (0, 1) are not
+    assert np.all(record.ranges(0)[0] > 0.8)
+    assert not np.allclose(record.per_unit[0], record.per_unit_running[0], atol=1e-3)
+
+
+def test_recording_units_needs_one_evaluation_pass_per_record(data):
+    model = build_mlp(8, 3, depth=1, width=4, seed=0)
+    with pytest.raises(ValueError, match="eval_batch_size >= the 120 test examples"):
+        train_recording_units(model, data, steps=2, eval_batch_size=50, progress=False)
+    with pytest.raises(TypeError, match="build_mlp"):
+        train_recording_units(nn.Linear(8, 3), data, steps=2, progress=False)
+
+
+def _record(ranges_by_step):
+    """A UnitRecord with one layer whose units have the given 15-85 ranges (K, C), medians 0."""
+    ranges = np.asarray(ranges_by_step, dtype=float)
+    per_unit = np.stack([-ranges / 2, np.zeros_like(ranges), ranges / 2], axis=-1)[:, None]  # (K, 1, C, 3)
+    return UnitRecord(steps=np.arange(ranges.shape[0]) * 10, per_unit=per_unit, per_unit_running=per_unit / 2,
+                      percentiles=np.zeros((ranges.shape[0], 1, 3)))
+
+
+def test_unit_record_ranges_growth_and_typical_unit():
+    record = _record([[1.0, 1.0, 2.0, 1.0, 0.5], [3.0, 10.0, 4.0, 1.5, 2.0]])  # growth 3, 10, 2, 1.5, 4
+    np.testing.assert_allclose(record.ranges(), [[1, 1, 2, 1, 0.5], [3, 10, 4, 1.5, 2]])
+    np.testing.assert_allclose(record.ranges(running=True), record.ranges() / 2)
+    np.testing.assert_allclose(record.growth(0, 10), [3, 10, 2, 1.5, 4])
+    assert record.typical_unit(0, 10) == 0  # the median growth, 3
+    even = _record([[1.0, 1.0, 1.0, 1.0], [2.0, 5.0, 3.0, 4.0]])  # growth 2, 5, 3, 4: the lower middle one
+    assert even.typical_unit(0, 10) == 2
+    with pytest.raises(ValueError, match="step 5 was not recorded"):
+        record.growth(0, 5)
+    with pytest.raises(ValueError, match=r"layer must be an integer in \[-1, 0\]"):
+        record.ranges(1)
+
+
+def test_percentile_range_reads_a_unit_record_pooled_only(recorded):
+    _, _, record = recorded["batch"]
+    low, _, high = record.percentiles[2, 1]
+    assert percentile_range(record, 5, -1) == pytest.approx(high - low)
+    with pytest.raises(ValueError, match="ranges"):
+        percentile_range(record, 5, -1, one_unit=True)
+
+
 # ------------------------------------------------------------------------------------------------- figures
 
 
@@ -250,6 +369,25 @@ def test_plot_unit_percentiles_one_panel_per_run_on_the_tracked_unit(runs):
     assert "hidden layer 1" in first.axes[0].get_title()
 
 
+def test_plot_unit_percentiles_draws_a_chosen_unit_of_a_unit_record(recorded):
+    _, result, record = recorded["batch"]
+    fig = plot_unit_percentiles({"record": record, "result": result}, units={"record": 3}, ylim=(-4, 4))
+    assert "hidden layer 2, unit 3" in fig.axes[0].get_title()
+    assert "hidden layer 2, unit 4" in fig.axes[1].get_title()  # a TrainResult shows its tracked unit
+    lines = [line for line in fig.axes[0].lines if line.get_label().endswith("percentile")]
+    np.testing.assert_allclose(lines[1].get_ydata(), record.per_unit[:, 1, 3, 1])
+    for units in (None, {"record": 6}, {"record": -1}, {"record": True}):
+        with pytest.raises(ValueError, match=r"units\['record'\] must name a unit in \[0, 5\]"):
+            plot_unit_percentiles({"record": record}, units=units)
+
+
+def test_plot_layer_percentiles_accepts_a_unit_record(recorded):
+    _, _, record = recorded["batch"]
+    fig = plot_layer_percentiles(record, "title")
+    assert len(fig.axes) == 2
+    np.testing.assert_allclose(fig.axes[1].lines[0].get_ydata(), record.percentiles[:, 1, 1])  # the median
+
+
 @pytest.mark.parametrize("layer", [2, -3, "last"])
 def test_plot_unit_percentiles_rejects_bad_layers(runs, layer):
     with pytest.raises(ValueError, match="layer must be an integer"):
@@ -267,13 +405,32 @@ def test_plot_test_accuracy_draws_every_seed_with_one_legend_entry(runs):
     data_lines = [line for line in ax.lines if len(line.get_xdata()) == len(runs[0].steps)]
     assert len(data_lines) == 3
     labels = [text.get_text() for text in ax.get_legend().get_texts()]
-    assert labels == ["one", "seeds (2 seeds)"]
+    assert labels == ["one (seed 0)", "seeds (seeds 0, 1)"]
     assert data_lines[1].get_color() == data_lines[2].get_color()
+    assert {line.get_marker() for line in data_lines} == {"o"}  # every line alike, one seed or several
 
 
-def test_plot_gradient_norms_still_draws_bars(runs):
+def test_plot_accuracy_panels_keep_each_label_in_one_colour(runs):
+    fig = plot_accuracy_panels({"first": {"no BN": runs[0], "BN": runs}, "second": {"no BN": runs[1]}},
+                               title="title")
+    assert [ax.get_title() for ax in fig.axes] == ["first", "second"]
+    first = [line for line in fig.axes[0].lines if len(line.get_xdata()) == len(runs[0].steps)]
+    second = [line for line in fig.axes[1].lines if len(line.get_xdata()) == len(runs[0].steps)]
+    assert len(first) == 3 and len(second) == 1
+    assert first[0].get_color() == second[0].get_color() != first[1].get_color()
+    np.testing.assert_allclose(second[0].get_ydata(), runs[1].test_accuracy)
+    with pytest.raises(ValueError, match="non-empty"):
+        plot_accuracy_panels({"empty": {}})
+    with pytest.raises(ValueError, match="no runs"):
+        plot_accuracy_panels({"a": {"no BN": []}})
+
+
+def test_plot_gradient_norms_draws_bars_and_a_legend_only_for_several_runs(runs):
     fig = plot_gradient_norms({"a": runs[0]})
     assert len(fig.axes[0].patches) == len(runs[0].layer_names)
+    assert fig.axes[0].get_legend() is None
+    both = plot_gradient_norms({"a": runs[0], "b": runs[1]})
+    assert [text.get_text() for text in both.axes[0].get_legend().get_texts()] == ["a", "b"]
 
 
 def test_plot_preactivation_spread(runs):

@@ -9,10 +9,19 @@ import torch.nn.functional as F
 
 import bnlab.nn
 from bnlab.lessons import pytorch as lesson
-from bnlab.lessons.pytorch import (PAPER, batch_sized_traffic, convention_sheet, jacobian_error,
-                                   saved_tensors)
+from bnlab.lessons.pytorch import (
+    CHANNEL_AXIS,
+    NOTES,
+    PAPER,
+    batch_sized_traffic,
+    convention_sheet,
+    jacobian_error,
+    saved_tensors,
+    time_against_copy_study,
+)
 from bnlab.plots.pytorch import plot_torch_batch_norm_timings
 from bnlab.running_stats import CONVENTIONS, Convention
+from bnlab.timing import CopyControlled
 
 matplotlib.use("Agg")
 
@@ -143,30 +152,66 @@ def test_the_plain_library_makes_far_more_passes_than_the_floor_and_fewer_than_t
 
 def test_the_sheet_has_one_row_and_one_source_per_convention_and_the_paper():
     sheet = convention_sheet()
-    rows = [line for line in sheet.splitlines() if line[:1] == "["][: len(CONVENTIONS) + 1]
+    rows = [line for line in sheet.splitlines() if line.startswith("| ")][1:]  # under the header
     assert len(rows) == len(CONVENTIONS) + 1
-    for i, conv in enumerate(CONVENTIONS.values(), 1):
-        assert rows[i - 1].startswith(f"[{i}] {conv.name}")
-        assert f"{conv.eps:g}" in rows[i - 1] and f"{conv.momentum:g}" in rows[i - 1]
-        assert conv.variance in rows[i - 1]
-        assert f"[{i}] {conv.source[:40]}" in sheet.replace("\n    ", " ")
-    assert rows[-1].startswith(f"[{len(CONVENTIONS) + 1}] {PAPER['name']}")
+    for i, (key, conv) in enumerate(CONVENTIONS.items(), 1):
+        cells = [cell.strip() for cell in rows[i - 1].strip("|").split("|")]
+        assert cells[0] == f"{conv.name} [{i}]"
+        assert cells[1] == f"{conv.momentum:g}" and cells[3] == conv.variance and cells[4] == f"{conv.eps:g}"
+        assert cells[6] == CHANNEL_AXIS[key]
+        assert f"[{i}] {conv.source}" in sheet
+    assert rows[-1].startswith(f"| {PAPER['name']} [{len(CONVENTIONS) + 1}]")
     assert "0.01 = 1 - momentum" in rows[1] and "0.1 = momentum" in rows[0]  # Keras's 0.99 is PyTorch's 0.01
-    assert all(len(line) <= 112 for line in sheet.splitlines()[len(rows) + 1:])
-    assert all(len(line) <= 60 for line in convention_sheet(width=60).splitlines()[len(rows) + 1:])
-    with pytest.raises(ValueError, match="width"):
-        convention_sheet(width=10)
+    assert "axis=-1" in rows[1] and "dim 1" in rows[0]
+    assert "<details>" in sheet and sheet.rstrip().endswith("</details>")
+    assert all(note in sheet for note in NOTES.values())
+
+
+def test_the_paper_row_is_averaging_after_training_not_momentum_none_during_it():
+    source = PAPER["source"]
+    assert "frozen parameters" in source and "after training" in source
+    assert "not momentum=None during training" in source
+    assert "Using moving averages instead" in source
+    assert "momentum=None" not in PAPER["newest"]
+
+
+def test_keras_trainable_false_is_in_the_notes():
+    assert "if training and self.trainable" in NOTES["keras"]
 
 
 def test_the_sheet_follows_the_conventions_it_is_rendered_from(monkeypatch):
     changed = dict(CONVENTIONS)
     changed["pytorch"] = Convention("PyTorch nn.BatchNorm1d/2d", 0.25, "new", "biased", 1e-3, 1.0, "a source")
     monkeypatch.setattr(lesson, "CONVENTIONS", changed)
-    first = convention_sheet().splitlines()[1]
+    first = convention_sheet().splitlines()[2]
     assert "0.25" in first and "biased" in first and "0.001" in first and "unbiased" not in first
 
 
-# ----------------------------------------------------------------------------------------------- figure
+# ------------------------------------------------------------------------------------------------- timing
+
+def test_time_against_copy_study_times_each_implementation_per_shape():
+    results = time_against_copy_study(shapes=((8, 3), (2, 3, 2, 2)), repeats=1, rounds=1)
+    assert list(results) == [(8, 3), (2, 3, 2, 2)]
+    assert list(results[(8, 3)].ms) == ["bnlab.nn", "torch native", "one tiny tensor op"]
+    assert list(results[(2, 3, 2, 2)].ms) == ["bnlab.nn", "torch native", "torch native, channels_last",
+                                              "one tiny tensor op"]
+    for shape, result in results.items():
+        assert isinstance(result, CopyControlled) and result.array_bytes == 4 * math.prod(shape)
+        assert all(ms > 0 for ms in result.ms.values())
+    with pytest.raises(ValueError, match="rounds"):
+        time_against_copy_study(rounds=0)
+
+
+def test_traffic_lists_each_operation_with_its_reads_and_writes():
+    x, gamma, beta = batch((128, 100), torch.float32)
+    traffic = batch_sized_traffic(library, x, gamma, beta)
+    assert [name for name, _, _ in traffic.per_op] == list(traffic.names)
+    assert sum(r for _, r, _ in traffic.per_op) == traffic.reads
+    assert sum(w for _, _, w in traffic.per_op) == traffic.writes
+    assert traffic.per_op[0] == ("mean.dim", 1, 0) and traffic.per_op[1] == ("sub.Tensor", 1, 1)
+
+
+# ----------------------------------------------------------------------------------------------- figures
 
 def test_timing_figure_has_one_panel_per_shape_and_the_ratio_in_each_title():
     timings = {(128, 100): {"bnlab.nn (Python, closed form)": 0.3, "torch native (C++)": 0.1},
@@ -178,3 +223,23 @@ def test_timing_figure_has_one_panel_per_shape_and_the_ratio_in_each_title():
     assert fig.axes[0].get_ylabel().startswith("ms")
     with pytest.raises(ValueError, match="at least one shape"):
         plot_torch_batch_norm_timings({})
+
+
+def test_pass_equivalent_figure_marks_counts_and_names_the_copy():
+    from bnlab.plots.speed import plot_pass_equivalents
+
+    result = CopyControlled({"plain": 6.0, "fused": 2.0}, copy_ms=1.0, array_bytes=2**20,
+                            faults={"copy": 0.0, "plain": 3.0, "fused": 0.0})
+    fig = plot_pass_equivalents({(256, 1024): result, (4, 4): result}, {"plain": (9, "counted"), "fused": (3, "floor")},
+                                "title", ratios=[("plain", "fused")])
+    assert len(fig.axes) == 2
+    ax = fig.axes[0]
+    assert [label.get_text() for label in ax.get_yticklabels()] == ["plain", "fused"]
+    assert [patch.get_width() for patch in ax.patches] == [12.0, 4.0]  # 2 * ms / copy_ms
+    title = ax.get_title(loc="left")
+    assert "copy 2 GB/s" in title and "plain / fused = 3.0" in title
+    texts = [t.get_text() for t in ax.texts]
+    assert "counted 9" in texts and "floor 3" in texts and any("3 page faults" in t for t in texts)
+    assert ax.get_xlabel().startswith("time in pass-equivalents")
+    with pytest.raises(ValueError, match="at least one shape"):
+        plot_pass_equivalents({}, {}, "title")

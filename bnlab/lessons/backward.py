@@ -8,7 +8,9 @@
 * :func:`finite_difference_study`: the error of a centred-difference dx against the step h, in float64 and
   float32, with the truncation-versus-rounding model that predicts the best step and the error floor.
 * :func:`all_ones_trap` and :func:`catalogue_gradient_checks`: which catalogued backward mistakes an all-ones
-  upstream gradient lets through, and what a proper gradient check says about each.
+  upstream gradient lets through, and what a proper gradient check says about each;
+  :func:`unbiased_in_both`: what no gradient check can catch (a forward and backward on the same wrong
+  convention).
 * :func:`backward_invariants`: the per-channel sums sum(dx) and sum(dx * xhat) of lecture 4, with the eps term
   the second one equals and the size of the terms that cancel in them.
 * :func:`time_staged_vs_fused`: backward-only and forward + backward timings of both numpy backwards and
@@ -30,7 +32,7 @@ from bnlab.gradcheck import numerical_gradient, rel_error
 
 __all__ = ["NODES", "FiniteDifferenceStudy", "all_ones_trap", "backward_invariants", "catalogue_gradient_checks",
            "finite_difference_study", "node_gradients", "step_tradeoff", "time_staged_vs_fused",
-           "torch_gradients"]
+           "torch_gradients", "unbiased_in_both"]
 
 NODES = ("x", "mu", "xc", "var", "std", "inv", "xhat", "gamma", "beta")  # bnlab.functional's names
 
@@ -121,6 +123,9 @@ class FiniteDifferenceStudy:
     ``errors[dtype_name]`` has one :func:`bnlab.gradcheck.rel_error` per entry of ``steps``. ``curvature`` is
     the truncation constant K fitted where truncation dominates (float64, h >= 1e-3), and for each dtype name
     ``predicted[name] = (h_star, floor)`` is :func:`step_tradeoff` with that dtype's machine epsilon.
+    ``zero_fraction[dtype_name]`` is, per step, the fraction of entries of the numerical dx that are exactly
+    0: where h is below half the spacing of the input's numbers, ``x + h`` and ``x - h`` round back to ``x``.
+    ``input_spacing[dtype_name]`` is that spacing at the input's largest magnitude ``max |x|``.
     """
 
     steps: np.ndarray
@@ -128,6 +133,8 @@ class FiniteDifferenceStudy:
     curvature: float
     machine_eps: dict[str, float]
     predicted: dict[str, tuple[float, float]]
+    zero_fraction: dict[str, np.ndarray]
+    input_spacing: dict[str, float]
 
     def smallest(self, dtype_name: str) -> tuple[float, float]:
         """(step, error) of the smallest measured error for ``dtype_name``."""
@@ -165,17 +172,21 @@ def finite_difference_study(steps: np.ndarray | None = None, shape: tuple[int, i
     dout = rng.standard_normal(shape)
     exact, _, _ = batchnorm_backward(dout, batchnorm_forward(x, gamma, beta)[1])
 
-    errors, machine_eps = {}, {}
+    errors, machine_eps, zero_fraction, input_spacing = {}, {}, {}, {}
     for dtype in (np.float64, np.float32):
         g, b = gamma.astype(dtype), beta.astype(dtype)
-        errors[dtype.__name__] = np.array([
-            rel_error(exact, numerical_gradient(lambda v: batchnorm_forward(v, g, b)[0], x.astype(dtype), dout, h))
-            for h in steps])
+        def forward(v, g=g, b=b):
+            return batchnorm_forward(v, g, b)[0]
+
+        numerical = [numerical_gradient(forward, x.astype(dtype), dout, h) for h in steps]
+        errors[dtype.__name__] = np.array([rel_error(exact, grad) for grad in numerical])
+        zero_fraction[dtype.__name__] = np.array([float(np.mean(grad == 0)) for grad in numerical])
         machine_eps[dtype.__name__] = float(np.finfo(dtype).eps)
+        input_spacing[dtype.__name__] = float(np.spacing(np.abs(x.astype(dtype)).max()))
     large = steps >= 1e-3
     curvature = float(np.median(errors["float64"][large] / steps[large] ** 2))
     predicted = {name: step_tradeoff(curvature, eps) for name, eps in machine_eps.items()}
-    return FiniteDifferenceStudy(steps, errors, curvature, machine_eps, predicted)
+    return FiniteDifferenceStudy(steps, errors, curvature, machine_eps, predicted, zero_fraction, input_spacing)
 
 
 # ------------------------------------------------------------------------------------- fooling a check
@@ -214,6 +225,59 @@ def catalogue_gradient_checks(shape: tuple[int, ...] = (6, 4), seed: int = 0) ->
     backwards.update({label: backward_with(label) for label in BACKWARD_DX_MISTAKES})
     return {name: check_forward_backward(batchnorm_forward, backward, shape, seed=seed).errors["dx"]
             for name, backward in backwards.items()}
+
+
+def unbiased_in_both(shape: tuple[int, ...] = (6, 4), seed: int = 0, eps: float = 1e-5) -> dict[str, float]:
+    """A forward and a backward that agree on a wrong convention: the unbiased variance in both.
+
+    The forward is the catalogued mistake ``unbiased_variance`` (:func:`bnlab.mistakes.forward_with`: divide by
+    m - 1); the backward is that forward's exact derivative, computed by torch autograd on the same formula (a
+    staged backward with 2 / (m - 1) in step 3 gives the same numbers). Returns
+
+    * ``"check dx"``, ``"check dgamma"``, ``"check dbeta"``: the relative errors of
+      :func:`bnlab.gradcheck.check_forward_backward` on this pair (input ``shape``): it passes;
+    * ``"output vs reference"`` and ``"dx vs reference"``: :func:`bnlab.gradcheck.rel_error` of its xhat
+      (gamma = 1, beta = 0) against :func:`bnlab.functional.batchnorm_forward`'s and of its dx against
+      PyTorch's, on a random batch of ``shape`` (seed ``seed``): only these catch it;
+    * ``"predicted output error"``: 1 - sqrt((m - 1)/m), what the output error must be.
+    """
+    import torch
+
+    from bnlab.gradcheck import check_forward_backward
+    from bnlab.mistakes import forward_with
+
+    if len(shape) < 2:
+        raise ValueError(f"shape must be (N, C) or (N, C, *spatial), got {shape!r}")
+    shape = tuple(check_int(n, "shape entry", 1) for n in shape)
+    eps = check_eps(eps)
+    axes = reduction_axes(len(shape))
+    m = int(np.prod([shape[a] for a in axes]))
+    if m < 2:
+        raise ValueError(f"shape needs at least 2 values per channel, got {shape!r}")
+    channel = (1, -1) + (1,) * (len(shape) - 2)
+
+    def forward(x, gamma, beta):
+        return forward_with("unbiased_variance", x, gamma, beta, eps), (x, gamma, beta)
+
+    def backward(dout, cache):
+        x, gamma, beta = (torch.tensor(np.asarray(a, dtype=np.float64), requires_grad=True) for a in cache)
+        xc = x - x.mean(dim=axes, keepdim=True)
+        var = (xc * xc).sum(dim=axes, keepdim=True) / (m - 1)  # the unbiased variance, as in the forward
+        out = gamma.reshape(channel) * xc / torch.sqrt(var + eps) + beta.reshape(channel)
+        return tuple(g.numpy() for g in torch.autograd.grad(out, (x, gamma, beta), torch.tensor(dout)))
+
+    report = check_forward_backward(forward, backward, shape, seed=seed)
+    result = {f"check {name}": error for name, error in report.errors.items()}
+    rng = np.random.default_rng(check_seed(seed))
+    x = rng.standard_normal(shape) * 2 + 1
+    gamma, beta = rng.uniform(0.5, 2, shape[1]), rng.standard_normal(shape[1])
+    dout = rng.standard_normal(shape)
+    ones, zeros = np.ones(shape[1]), np.zeros(shape[1])  # compare xhat itself: beta would dilute the error
+    result["output vs reference"] = rel_error(forward(x, ones, zeros)[0], batchnorm_forward(x, ones, zeros, eps)[0])
+    result["dx vs reference"] = rel_error(backward(dout, (x, gamma, beta))[0],
+                                          torch_gradients(x, gamma, beta, dout, eps)[0])
+    result["predicted output error"] = 1 - float(np.sqrt((m - 1) / m))
+    return result
 
 
 # ---------------------------------------------------------------------------------------------- invariants

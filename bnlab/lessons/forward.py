@@ -5,7 +5,8 @@
 * :func:`identity_recovery`: gamma = std, beta = mean undoes batch norm for the batch those statistics came
   from, not for the next one; with fixed (population) statistics it undoes it for every batch.
 * :func:`eps_gain`: how much the forward amplifies a nearly constant feature, eps inside or outside the root.
-* :func:`variance_precision` and :func:`sequential_float32_mean`: float32 statistics far from zero.
+* :func:`variance_precision`, :func:`sequential_float32_mean` and :func:`running_sum_drift`: float32
+  statistics far from zero, and where a float32 running sum loses its accuracy.
 * :func:`batch_dependence`: one fixed example's training-mode output over many random batches.
 
 Everything runs :func:`bnlab.functional.batchnorm_forward` (or a catalogued mistake from :mod:`bnlab.mistakes`)
@@ -25,9 +26,9 @@ from bnlab.gradcheck import rel_error
 from bnlab.mistakes import forward_with
 from bnlab.numerics import one_pass_variance, two_pass_variance
 
-__all__ = ["EXPLORER_POOL_SIZE", "BatchDependence", "ExplorerResult", "batch_dependence", "correlation",
-           "eps_gain", "explorer_pool", "forward_explorer", "identity_recovery",
-           "sequential_float32_mean", "variance_precision"]
+__all__ = ["EXPLORER_POOL_SIZE", "BatchDependence", "ExplorerResult", "RunningSumDrift", "batch_dependence",
+           "correlation", "eps_gain", "explorer_pool", "forward_explorer", "identity_recovery",
+           "running_sum_drift", "sequential_float32_mean", "variance_precision"]
 
 EXPLORER_POOL_SIZE = 1024  # the largest batch the explorer draws
 
@@ -193,6 +194,58 @@ def sequential_float32_mean(x: np.ndarray) -> float:
     """
     flat = np.asarray(x, dtype=np.float32).reshape(-1)
     return float(np.cumsum(flat, dtype=np.float32)[-1]) / flat.size
+
+
+@dataclass(frozen=True)
+class RunningSumDrift:
+    """Where a plain float32 running sum loses accuracy: its rounding, grouped by the size of the sum.
+
+    The additions are grouped by the running sum *before* each one, into the ranges ``[edges[k], edges[k+1])``
+    (with 0 and infinity added at the ends). For range k: ``fraction[k]`` of all additions happened there,
+    ``spacing[k]`` is float32's spacing at the range's start, ``typical_step[k]`` is the median amount one
+    addition actually added, and ``mean_shift[k]`` is that range's summed rounding error divided by the number
+    of values: its contribution to the error of the mean. ``mean`` is the running sum's mean and ``exact_mean``
+    the float64 mean, so ``mean - exact_mean`` equals ``mean_shift.sum()`` (to float64 rounding).
+    """
+
+    edges: np.ndarray
+    fraction: np.ndarray
+    spacing: np.ndarray
+    typical_step: np.ndarray
+    mean_shift: np.ndarray
+    mean: float
+    exact_mean: float
+
+
+def running_sum_drift(x: np.ndarray, edges: tuple[float, ...] = (2.0**28, 2.0**29)) -> RunningSumDrift:
+    """Split the error of :func:`sequential_float32_mean` of x (any shape) by the size of the running sum.
+
+    Each float32 addition rounds once, so its error is exactly ``new_sum - old_sum - value`` computed in
+    float64. With ``edges = (2**28, 2**29)`` the ranges are below 2**28 (spacing up to 16), 2**28 to 2**29
+    (spacing 32) and above 2**29 (spacing 64); the result arrays have one entry per range.
+    """
+    flat = np.asarray(x, dtype=np.float32).reshape(-1)
+    if flat.size < 2:
+        raise ValueError(f"x needs at least 2 values, got {flat.size}")
+    inner = np.asarray(edges, dtype=np.float64).reshape(-1)
+    if inner.size == 0 or np.any(inner <= 0) or np.any(np.diff(inner) <= 0):
+        raise ValueError(f"edges must be increasing positive numbers, got {edges!r}")
+    sums = np.cumsum(flat, dtype=np.float32).astype(np.float64)
+    before = np.concatenate([[0.0], sums[:-1]])
+    added = sums - before  # what each addition really added, exact in float64
+    rounding = added - flat.astype(np.float64)
+    bounds = np.concatenate([[0.0], inner, [np.inf]])
+    group = np.searchsorted(inner, np.abs(before), side="right")  # range index of each addition
+    fraction, spacing, typical, shift = [], [], [], []
+    for k in range(bounds.size - 1):
+        here = group == k
+        fraction.append(here.mean())
+        spacing.append(float(np.spacing(np.float32(bounds[k]))))
+        typical.append(float(np.median(added[here])) if here.any() else float("nan"))
+        shift.append(rounding[here].sum() / flat.size)
+    return RunningSumDrift(edges=bounds, fraction=np.array(fraction), spacing=np.array(spacing),
+                           typical_step=np.array(typical), mean_shift=np.array(shift),
+                           mean=float(sums[-1]) / flat.size, exact_mean=float(flat.astype(np.float64).mean()))
 
 
 # ------------------------------------------------------------------------------ batch dependence as noise

@@ -9,6 +9,12 @@
 * :func:`accuracy_at` and :func:`first_step_reaching`: read test accuracies of runs (seeds) at a recorded step,
   and how soon a run reaches a given accuracy.
 * :func:`percentile_range`: the width of a recorded 15th-85th percentile band, pooled or of one unit.
+* :func:`train_recording_units`: train with :func:`bnlab.train.train` and record, at its recorded steps, the
+  percentiles of **every** hidden unit's nonlinearity input (a :class:`UnitRecord`), with batch norm using the
+  batch statistics of the test digits as well as its running statistics: the running statistics start at
+  mean 0 and variance 1 and need some dozens of steps to forget that start (lecture 5), so early records made
+  with them show distributions the sigmoids never saw during training. :meth:`UnitRecord.typical_unit` picks
+  the unit whose range grows by the median factor, the paper's "typical" unit.
 """
 
 from __future__ import annotations
@@ -23,12 +29,13 @@ import torch
 from torch import nn
 
 from bnlab._validation import check_float, check_int
-from bnlab.models import Network
-from bnlab.recording import hidden_activations
-from bnlab.train import TrainResult
+from bnlab.data import Dataset
+from bnlab.models import Network, build_model
+from bnlab.recording import PERCENTILE_LEVELS, hidden_activations
+from bnlab.train import TrainConfig, TrainResult, train
 
-__all__ = ["BatchNormMoments", "accuracy_at", "batchnorm_moments", "default_init_std", "first_step_reaching",
-           "percentile_range", "preactivation_spread"]
+__all__ = ["BatchNormMoments", "UnitRecord", "accuracy_at", "batchnorm_moments", "default_init_std",
+           "first_step_reaching", "percentile_range", "preactivation_spread", "train_recording_units"]
 
 
 def default_init_std(fan_in: int) -> float:
@@ -141,7 +148,135 @@ def batchnorm_moments(model: Network, x: torch.Tensor) -> list[BatchNormMoments]
     return moments
 
 
-def _record_index(result: TrainResult, step: int) -> int:
+@dataclass(frozen=True, eq=False)
+class UnitRecord:
+    """Percentiles of every hidden unit's nonlinearity input over the N test examples, at a run's recorded steps.
+
+    K recorded steps, L hidden layers of C units each, percentile levels (15, 50, 85).
+
+    Attributes:
+        steps: (K,) int64, the steps the run recorded (those of its :class:`~bnlab.train.TrainResult`).
+        per_unit: (K, L, C, 3) each unit's 15th/50th/85th percentile over the N test examples, the network run
+            in training mode on them as one batch: every batch norm uses the mean and variance of the N
+            examples under the current weights, as it does on a training batch. (Figure 1(b, c) of the paper
+            plots this training network, N_BN^tr of its Algorithm 2.)
+        per_unit_running: (K, L, C, 3) the same in eval mode, every batch norm using its running statistics
+            (what ``TrainResult.unit_percentiles`` holds for its one tracked unit). Without batch norm the two
+            are equal.
+        percentiles: (K, L, 3) ``per_unit``'s setting, pooled over the layer's C units and the N examples (the
+            training-mode counterpart of ``TrainResult.percentiles``).
+    """
+
+    steps: np.ndarray
+    per_unit: np.ndarray
+    per_unit_running: np.ndarray
+    percentiles: np.ndarray
+
+    def ranges(self, layer: int = -1, *, running: bool = False) -> np.ndarray:
+        """(K, C): each unit's 85th minus 15th percentile at each record, of hidden layer ``layer``.
+
+        ``running=True`` reads the eval-mode records (running statistics) instead of the training-mode ones.
+        """
+        values = self.per_unit_running if running else self.per_unit
+        index = _check_layer(layer, values.shape[1])
+        return values[:, index, :, 2] - values[:, index, :, 0]
+
+    def growth(self, start: int, end: int, layer: int = -1) -> np.ndarray:
+        """(C,): how many times each unit's 15-85 range (training mode) grew from step ``start`` to ``end``."""
+        ranges = self.ranges(layer)
+        return ranges[_record_index(self, end)] / ranges[_record_index(self, start)]
+
+    def typical_unit(self, start: int, end: int, layer: int = -1) -> int:
+        """The unit whose range grows by the median factor from ``start`` to ``end`` (for an even number of
+        units, the lower of the two middle ones): a "typical" unit in the sense of the paper's figure 1."""
+        growth = self.growth(start, end, layer)
+        return int(np.argsort(growth, kind="stable")[(growth.size - 1) // 2])
+
+
+def _unit_percentiles(z: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Of one layer's inputs z (N, C): each unit's percentiles (C, 3) and the pooled ones (3,); NaN if not finite."""
+    values = z.detach().double().numpy()
+    if not np.all(np.isfinite(values)):
+        return np.full((values.shape[1], len(PERCENTILE_LEVELS)), np.nan), np.full(len(PERCENTILE_LEVELS), np.nan)
+    return np.percentile(values, PERCENTILE_LEVELS, axis=0).T, np.percentile(values, PERCENTILE_LEVELS)
+
+
+def train_recording_units(model: Network, data: Dataset, **settings) -> tuple[TrainResult, UnitRecord]:
+    """``train(model, data, **settings)``, recording every hidden unit's input percentiles at its recorded steps.
+
+    :func:`bnlab.train.train` evaluates the model once per recorded step, in eval mode, on the test split. While
+    it runs, hooks catch each of those evaluation passes: they keep the percentiles of every unit's
+    nonlinearity input in that pass (running statistics), and run a fresh copy of the model (same spec and
+    weights) in training mode on the same N test examples, so that each batch norm normalizes with their
+    batch mean and variance; the copy's running statistics are thrown away and the model's own are never
+    touched, so the training run is exactly the one ``train`` alone would make. Only the evaluation passes
+    are observed; training steps run unhooked at full speed.
+
+    Args:
+        model: an MLP built by :func:`bnlab.models.build_mlp` (trained in place).
+        data: the dataset; its test split (N examples, N >= 2) is what the percentiles are taken over.
+        settings: :class:`~bnlab.train.TrainConfig` fields, as for ``train``; ``eval_batch_size`` must be at
+            least N (one evaluation pass per record).
+
+    Returns:
+        ``(result, record)``: the :class:`~bnlab.train.TrainResult` and a :class:`UnitRecord` of its steps.
+    """
+    _check_network(model, data.as_vectors().x_test)
+    config = TrainConfig(**settings)
+    if config.eval_batch_size < data.num_test:
+        raise ValueError(f"train_recording_units needs eval_batch_size >= the {data.num_test} test examples "
+                         f"(one evaluation pass per record), got {config.eval_batch_size}")
+    per_unit: list[list[np.ndarray]] = []
+    running: list[list[np.ndarray]] = []
+    pooled: list[list[np.ndarray]] = []
+
+    def evaluation_pass(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        if module.training:  # a training step: not observed
+            return
+        probe = build_model(model.spec, seed=0)
+        probe.load_state_dict(model.state_dict())
+        captured: list[torch.Tensor] = []
+        handles = [act.register_forward_pre_hook(lambda _, args: captured.append(args[0]))
+                   for act in hidden_activations(probe)]
+        try:
+            with torch.no_grad():
+                probe.train()(inputs[0])
+        finally:
+            for handle in handles:
+                handle.remove()
+        layers = [_unit_percentiles(z) for z in captured]
+        per_unit.append([units for units, _ in layers])
+        pooled.append([values for _, values in layers])
+        running.append([])
+
+    def running_values(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        if not module.training:
+            running[-1].append(_unit_percentiles(inputs[0])[0])
+
+    handles = [model.register_forward_pre_hook(evaluation_pass)]
+    handles += [act.register_forward_pre_hook(running_values) for act in hidden_activations(model)]
+    try:
+        result = train(model, data, **settings)
+    finally:
+        for handle in handles:
+            handle.remove()
+    if len(per_unit) != result.steps.size:
+        raise RuntimeError(f"expected one evaluation pass per recorded step ({result.steps.size}), "
+                           f"saw {len(per_unit)}")
+    record = UnitRecord(steps=result.steps.copy(), per_unit=np.array(per_unit), per_unit_running=np.array(running),
+                        percentiles=np.array(pooled))
+    return result, record
+
+
+def _check_layer(layer: int, layers: int) -> int:
+    """The index (0 .. layers - 1) of hidden layer ``layer``, which may count from the end (-1: the last)."""
+    if not isinstance(layer, int) or isinstance(layer, bool) or not -layers <= layer < layers:
+        raise ValueError(f"layer must be an integer in [-{layers}, {layers - 1}] (the run has {layers} hidden "
+                         f"layers), got {layer!r}")
+    return layer % layers
+
+
+def _record_index(result: TrainResult | UnitRecord, step: int) -> int:
     step = check_int(step, "step", minimum=0)
     recorded = result.steps.tolist()
     if step not in recorded:
@@ -149,19 +284,18 @@ def _record_index(result: TrainResult, step: int) -> int:
     return recorded.index(step)
 
 
-def percentile_range(result: TrainResult, step: int, layer: int, *, one_unit: bool = False) -> float:
+def percentile_range(result: TrainResult | UnitRecord, step: int, layer: int, *, one_unit: bool = False) -> float:
     """Width (85th minus 15th percentile) of hidden layer ``layer``'s nonlinearity inputs at a recorded ``step``.
 
-    Pooled over the layer's units (``result.percentiles``), or, with ``one_unit=True``, of the tracked unit only
-    (``result.unit_percentiles``, as the paper's figure 1 plots). ``layer`` indexes the hidden layers, 0 first
-    (negative counts from the last).
+    Pooled over the layer's units (``result.percentiles``; a :class:`UnitRecord`'s are in training mode), or,
+    with ``one_unit=True``, of a TrainResult's tracked unit only (``result.unit_percentiles``; for any unit of a
+    UnitRecord use :meth:`UnitRecord.ranges`). ``layer`` indexes the hidden layers, 0 first (negative counts
+    from the last).
     """
+    if one_unit and isinstance(result, UnitRecord):
+        raise ValueError("one_unit=True reads a TrainResult's tracked unit; for a UnitRecord use its ranges()")
     values = result.unit_percentiles if one_unit else result.percentiles  # (K, L, 3)
-    layers = values.shape[1]
-    if not isinstance(layer, int) or isinstance(layer, bool) or not -layers <= layer < layers:
-        raise ValueError(f"layer must be an integer in [-{layers}, {layers - 1}] (the run has {layers} hidden "
-                         f"layers), got {layer!r}")
-    low, _, high = values[_record_index(result, step), layer]
+    low, _, high = values[_record_index(result, step), _check_layer(layer, values.shape[1])]
     return float(high - low)
 
 

@@ -6,6 +6,8 @@
   ``torch.autograd.graph.saved_tensors_hooks`` (tensors that share storage counted once).
 * :func:`batch_sized_traffic`: how many times a forward + backward reads or writes a tensor of the input's size,
   and how many tensor operations it dispatches, counted op by op.
+* :func:`time_against_copy_study`: forward + backward of ``bnlab.nn`` and of torch's kernel (NCHW and
+  channels_last), timed with a copy of the batch in the same run, so that times read as pass-equivalents.
 * :func:`convention_sheet`: the running-statistics conventions of PyTorch, Keras 3, CS231n, d2l and the paper,
   rendered from :data:`bnlab.running_stats.CONVENTIONS` so the table cannot drift from the code.
 """
@@ -13,7 +15,6 @@
 from __future__ import annotations
 
 import math
-import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -22,9 +23,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from bnlab._validation import check_float, check_int
 from bnlab.running_stats import CONVENTIONS
+from bnlab.timing import CopyControlled, time_against_copy
 
-__all__ = ["PAPER", "SavedTensors", "Traffic", "batch_sized_traffic", "convention_sheet",
-           "jacobian_error", "saved_tensors"]
+__all__ = ["CHANNEL_AXIS", "NOTES", "PAPER", "SavedTensors", "Traffic", "batch_sized_traffic", "convention_sheet",
+           "jacobian_error", "saved_tensors", "time_against_copy_study"]
 
 
 # ------------------------------------------------------------------------------------------- gradient check
@@ -154,12 +156,14 @@ class Traffic:
         reads, writes: operands / results with as many elements as the input (each is a pass over memory of
             the input's size, assuming an element-wise or reduction kernel touches each operand once).
         names: the counted operations in order, e.g. ``("mean.dim", "sub.Tensor", ...)``.
+        per_op: ``(name, reads, writes)`` of each counted operation, in the same order.
     """
 
     ops: int
     reads: int
     writes: int
     names: tuple[str, ...]
+    per_op: tuple[tuple[str, int, int], ...] = ()
 
     @property
     def accesses(self) -> int:
@@ -174,6 +178,7 @@ class _CountOps(TorchDispatchMode):
         super().__init__()
         self.batch_numel = batch_numel
         self.names: list[str] = []
+        self.per_op: list[tuple[str, int, int]] = []
         self.reads = 0
         self.writes = 0
 
@@ -187,9 +192,11 @@ class _CountOps(TorchDispatchMode):
             flat = values if isinstance(values, (list, tuple)) else [values]
             return sum(isinstance(v, torch.Tensor) and v.numel() == self.batch_numel for v in flat)
 
+        reads, writes = batch_sized(list(args) + list((kwargs or {}).values())), batch_sized(result)
         self.names.append(name)
-        self.reads += batch_sized(list(args) + list((kwargs or {}).values()))
-        self.writes += batch_sized(result)
+        self.per_op.append((name, reads, writes))
+        self.reads += reads
+        self.writes += writes
         return result
 
 
@@ -214,7 +221,68 @@ def batch_sized_traffic(fn: Callable[..., torch.Tensor], x: torch.Tensor, weight
     with _CountOps(x.numel()) as counter:
         out = fn(*inputs)
         torch.autograd.grad(out, inputs, upstream, allow_unused=True)
-    return Traffic(len(counter.names), counter.reads, counter.writes, tuple(counter.names))
+    return Traffic(len(counter.names), counter.reads, counter.writes, tuple(counter.names), tuple(counter.per_op))
+
+
+# ------------------------------------------------------------------------------------------------- timing
+
+
+def _forward_backward(function: Callable[..., torch.Tensor], x: torch.Tensor, weight: torch.Tensor,
+                      bias: torch.Tensor, upstream: torch.Tensor) -> Callable[[], object]:
+    """A function running ``function(x, None, None, weight, bias, training=True)`` and its backward."""
+    x = x.detach().requires_grad_()
+
+    def run():
+        out = function(x, None, None, weight, bias, training=True)
+        return torch.autograd.grad(out, (x, weight, bias), upstream)
+    return run
+
+
+def _torch_implementations(shape: tuple[int, ...], seed: int) -> tuple[torch.Tensor, dict]:
+    """The float32 batch of ``shape`` and the timed functions of :func:`time_against_copy_study` on it."""
+    import torch.nn.functional as F
+
+    from bnlab.nn import batch_norm
+
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=generator)
+    weight = (torch.rand(shape[1], generator=generator) + 0.5).requires_grad_()
+    bias = torch.randn(shape[1], generator=generator).requires_grad_()
+    upstream = torch.randn(shape, generator=generator)
+    functions = {"bnlab.nn": _forward_backward(batch_norm, x, weight, bias, upstream),
+                 "torch native": _forward_backward(F.batch_norm, x, weight, bias, upstream)}
+    if len(shape) == 4:
+        last = torch.channels_last
+        functions["torch native, channels_last"] = _forward_backward(
+            F.batch_norm, x.contiguous(memory_format=last), weight, bias, upstream.contiguous(memory_format=last))
+    tiny = torch.ones(1)
+    functions["one tiny tensor op"] = lambda: tiny * 2
+    return x, functions
+
+
+def time_against_copy_study(shapes: Sequence[tuple[int, ...]] = ((128, 100), (256, 1024), (64, 64, 32, 32)),
+                            repeats: int = 5, rounds: int = 3, seed: int = 0) -> dict[tuple[int, ...], CopyControlled]:
+    """Forward + backward of ``bnlab.nn.batch_norm`` and of torch's kernel, timed against a copy, per shape.
+
+    float32, training mode, weight and bias requiring grad, gradients by ``torch.autograd.grad`` with a random
+    upstream gradient, at the current torch thread count. Per shape the names are ``"bnlab.nn"``,
+    ``"torch native"`` (the input as given, NCHW for images), for 4-D shapes ``"torch native, channels_last"``
+    (the same batch and upstream gradient stored channels last), and ``"one tiny tensor op"`` (multiplying a
+    one-element tensor by 2: the fixed cost of dispatching any operation).
+
+    Returns:
+        ``{shape: CopyControlled}`` (:class:`bnlab.timing.CopyControlled`): machine- and load-dependent, show it,
+        never check it.
+    """
+    repeats, rounds = check_int(repeats, "repeats"), check_int(rounds, "rounds")
+    results = {}
+    for shape in shapes:
+        shape = tuple(check_int(n, "shape entry") for n in shape)
+        if len(shape) < 2:
+            raise ValueError(f"each shape must be (N, C) or (N, C, *spatial), got {shape!r}")
+        x, functions = _torch_implementations(shape, seed)
+        results[shape] = time_against_copy(functions, x, repeats, rounds)
+    return results
 
 
 # ---------------------------------------------------------------------------------------- convention sheet
@@ -222,42 +290,65 @@ def batch_sized_traffic(fn: Callable[..., torch.Tensor], x: torch.Tensor, weight
 PAPER = {
     "name": "Ioffe & Szegedy 2015 (the paper)",
     "momentum": "none",
-    "newest": "1/k",
+    "newest": "no running average: after training, equal weights",
     "variance": "unbiased",
     "eps": "not given",
     "initial_var": "-",
-    "source": "arXiv:1502.03167, Algorithm 2 step 10: average over training mini-batches, E[x] <- E_B[mu_B], "
-              "Var[x] <- m/(m-1) E_B[sigma_B^2] (equal weights: PyTorch's momentum=None); Algorithm 1: eps is "
-              "'a constant added to the mini-batch variance for numerical stability', no value given",
+    "source": ("arXiv:1502.03167, Algorithm 2: step 6 trains the network; step 7 makes the inference network "
+               "'with frozen parameters'; step 10 then processes training mini-batches and averages their "
+               "statistics with equal weights, E[x] <- E_B[mu_B], Var[x] <- m/(m-1) E_B[sigma_B^2]. That is "
+               "precise BN (bnlab.nn.recompute_batchnorm_statistics: PyTorch's momentum=None run after training, "
+               "on frozen weights), not momentum=None during training, which averages every batch of the "
+               "trajectory. Section 3.1 adds: 'Using moving averages instead, we can track the accuracy of a model "
+               "as it trains.' Algorithm 1: eps is 'a constant added to the mini-batch variance for numerical "
+               "stability', no value given. Section 3.2: for convolutions one mean and variance per feature map, "
+               "over the mini-batch and all locations"),
+}
+
+# Which axis holds the channels (the statistics are per channel, reduced over every other axis).
+CHANNEL_AXIS: dict[str, str] = {
+    "pytorch": "dim 1: (N, C), (N, C, L), (N, C, H, W)",
+    "keras": "axis=-1, the last: (N, C), (N, H, W, C)",
+    "cs231n": "last for (N, D); spatial_batchnorm_forward takes (N, C, H, W)",
+    "d2l": "dim 1, as PyTorch",
+    "paper": "per activation; per feature map for convolutions",
+}
+
+NOTES: dict[str, str] = {
+    "keras": ("`trainable=False` also switches the layer to inference mode: `call()` "
+              "normalizes with the batch statistics, and updates the moving ones, only `if training and "
+              "self.trainable`, so a frozen layer uses its moving statistics even inside `fit()` (its docstring "
+              "says so). In PyTorch, `requires_grad_(False)` freezes gamma and beta but leaves the mode to "
+              "`train()` / `eval()`."),
 }
 
 
-def convention_sheet(width: int = 112) -> str:
-    """The conventions table as plain text, one row per code base and a numbered source under it.
+def convention_sheet() -> str:
+    """The conventions table as markdown: one row per code base, its notes, and its numbered sources.
 
-    Rows come from :data:`bnlab.running_stats.CONVENTIONS` (PyTorch, Keras 3, CS231n, d2l) plus
-    :data:`PAPER`. Columns: the default momentum in the code's own meaning, w (the weight of the newest batch in
-    the running average that momentum means there), the batch variance fed to the running variance, eps, and
-    the running variance before any batch. Sources are wrapped to ``width`` characters.
+    Rows come from :data:`bnlab.running_stats.CONVENTIONS` (PyTorch, Keras 3, CS231n, d2l) plus :data:`PAPER`.
+    Columns: the default momentum in the code's own meaning, w (the weight of the newest batch in the running
+    average that momentum means there), the batch variance fed to the running variance, eps, the running
+    variance before any batch, and the channel axis (:data:`CHANNEL_AXIS`). :data:`NOTES` follow the table; the
+    sources sit in a collapsed ``<details>`` block under it.
     """
-    width = check_int(width, "width", 40)
     rows = []
-    for conv in CONVENTIONS.values():
+    for key, conv in CONVENTIONS.items():
         meaning = "= momentum" if conv.momentum_is == "new" else "= 1 - momentum"
-        rows.append({"name": conv.name, "momentum": f"{conv.momentum:g}",
+        rows.append({"key": key, "name": conv.name, "momentum": f"{conv.momentum:g}",
                      "newest": f"{conv.weight_of_new():.2g} {meaning}", "variance": conv.variance,
                      "eps": f"{conv.eps:g}", "initial_var": f"{conv.initial_var:g}", "source": conv.source})
-    rows.append(PAPER)
-    columns = [("name", "code"), ("momentum", "momentum"), ("newest", "w of newest batch"),
-               ("variance", "running var gets"), ("eps", "eps"), ("initial_var", "running var at start")]
-    widths = {key: max(len(title), *(len(row[key]) for row in rows)) for key, title in columns}
-    lines = ["  ".join(title.ljust(widths[key]) for key, title in columns).rstrip()]
+    rows.append({"key": "paper", **PAPER})
+    lines = [("| code [source] | momentum | w, weight of the newest batch | running var gets | eps | "
+              "running var at start | channel axis |"),
+             "|---|---|---|---|---|---|---|"]
     for i, row in enumerate(rows, 1):
-        cells = [f"[{i}] {row['name']}".ljust(widths["name"] + 4)] + [row[key].ljust(widths[key])
-                                                                     for key, _ in columns[1:]]
-        lines.append("  ".join(cells).rstrip())
-    lines[0] = " " * 4 + lines[0]
+        lines.append(f"| {row['name']} [{i}] | {row['momentum']} | {row['newest']} | {row['variance']} | "
+                     f"{row['eps']} | {row['initial_var']} | {CHANNEL_AXIS.get(row['key'], '?')} |")
+    names = {row["key"]: row["name"] for row in rows}
     lines.append("")
-    for i, row in enumerate(rows, 1):
-        lines.extend(textwrap.wrap(f"[{i}] {row['source']}", width, subsequent_indent="    "))
+    lines += [f"**{names.get(key, key)}.** {note}" for key, note in NOTES.items()]
+    lines += ["", f"<details><summary>Sources [1]–[{len(rows)}]</summary>", ""]
+    lines += [f"[{i}] {row['source'].replace('|', '/')}  " for i, row in enumerate(rows, 1)]
+    lines += ["", "</details>"]
     return "\n".join(lines)

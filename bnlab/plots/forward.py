@@ -17,6 +17,8 @@ __all__ = ["plot_batch_dependence", "plot_eps_effect", "plot_forward_explorer", 
 
 _FEATURE_COLORS = ("tab:blue", "tab:orange")
 _STAGE_TITLES = {"x": "input x", "xhat": r"normalized $\hat x$", "y": r"output $y = \gamma \hat x + \beta$"}
+_STAGE_UNITS = {"x": "value (input units)", "xhat": r"value (units of $\sqrt{\sigma^2+\epsilon}$)",
+                "y": r"value (output units: $\gamma\hat x + \beta$)"}
 # Fixed margins instead of tight_layout: the explorer redraws on every slider move.
 _EXPLORER_LAYOUT = {"left": 0.06, "right": 0.985, "bottom": 0.08, "top": 0.86, "wspace": 0.3, "hspace": 0.5}
 
@@ -40,8 +42,7 @@ def plot_normalization_stages(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray
     stages = {"x": x, "xhat": cache.xhat, "y": out}
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.4))
     for ax, (name, values) in zip(axes, stages.items()):
-        _stage_histogram(ax, values, _STAGE_TITLES[name], "value (input units)" if name == "x" else "value",
-                         ("feature 0", "feature 1"))
+        _stage_histogram(ax, values, _STAGE_TITLES[name], _STAGE_UNITS[name], ("feature 0", "feature 1"))
     fig.legend(*axes[0].get_legend_handles_labels(), loc="upper right", ncol=2)
     fig.suptitle(f"Batch norm per feature: γ = {np.round(gamma, 2)}, β = {np.round(beta, 2)}", x=0.3)
     fig.tight_layout(rect=(0, 0, 1, 0.95))
@@ -51,16 +52,28 @@ def plot_normalization_stages(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray
 def plot_forward_explorer(result: ExplorerResult) -> Figure:
     """The forward explorer's figure: histograms of x, xhat and y, and the two features before and after.
 
-    Top row: one histogram per stage, both features. Bottom row: feature 1 against feature 0 before (x) and
-    after (y) batch norm, with their correlations, and a panel of the per-feature numbers.
+    Top row: the input, one small panel per feature with its own bins and axis (feature 1 is about a hundred
+    times narrower than feature 0, so shared bins would show it as a single bar); then xhat and y, both
+    features on shared bins (their scales are comparable by construction). Bottom row: feature 1 against
+    feature 0 before (x) and after (y) batch norm, with their correlations, and a panel of the per-feature
+    numbers.
     """
     fig = plt.figure(figsize=(11, 6.4))
     grid = fig.add_gridspec(2, 3, **_EXPLORER_LAYOUT)
     labels = tuple(f"feature {c}" for c in range(2))
-    for column, name in enumerate(("x", "xhat", "y")):
+    inputs = grid[0, 0].subgridspec(2, 1, hspace=1.0)
+    for feature, (label, color) in enumerate(zip(labels, _FEATURE_COLORS)):
+        ax = fig.add_subplot(inputs[feature])
+        values = result.stages["x"][:, feature]
+        low, high = float(values.min()), float(values.max())
+        bins = np.linspace(low, high if high > low else low + 1.0, int(np.clip(len(values) // 3, 5, 40)) + 1)
+        ax.hist(values, bins=bins, alpha=0.6, color=color, label=label)
+        ax.set_title(f"input x, {label}", fontsize=10)
+        ax.set_xlabel("value (input units)", fontsize=9)
+        ax.set_ylabel("count", fontsize=9)
+    for column, name in ((1, "xhat"), (2, "y")):
         ax = fig.add_subplot(grid[0, column])
-        _stage_histogram(ax, result.stages[name], _STAGE_TITLES[name],
-                         "value (input units)" if name == "x" else "value (standard units)", labels)
+        _stage_histogram(ax, result.stages[name], _STAGE_TITLES[name], _STAGE_UNITS[name], labels)
     fig.legend(*ax.get_legend_handles_labels(), loc="upper right", ncol=2)
 
     for column, name in enumerate(("x", "y")):
@@ -154,18 +167,23 @@ def plot_unbiased_variance_error(batch_sizes: tuple[int, ...] = (2, 3, 4, 6, 8, 
 def plot_variance_precision(offsets: np.ndarray | None = None, n: int = 10_000, seed: int = 0) -> Figure:
     """Relative error of one-pass and two-pass float32 variances of N(offset, 1) data, against the offset.
 
-    The data are :func:`bnlab.lessons.forward.variance_precision`'s (same arguments).
+    The data are :func:`bnlab.lessons.forward.variance_precision`'s (same arguments). One-pass variances that
+    came out negative are crossed, those that came out exactly 0 circled (both are relative error >= 1).
     """
     data = variance_precision(offsets, n, seed)
     offsets = data["offsets"]
-    fig, ax = plt.subplots(figsize=(10, 4))
+    fig, ax = plt.subplots(figsize=(11, 4))
     floor = 1e-9  # a relative error of exactly 0 cannot be drawn on a log axis
     ax.loglog(offsets, np.maximum(data["one_pass_error"], floor), "o-", label=r"one pass: $E[x^2]-E[x]^2$")
     ax.loglog(offsets, np.maximum(data["two_pass_error"], floor), "s-", label=r"two passes: $E[(x-\mu)^2]$")
     negative = data["one_pass"] < 0
     if negative.any():
         ax.loglog(offsets[negative], data["one_pass_error"][negative], "rx", ms=10, mew=2,
-                  label="one pass came out negative")
+                  label="one pass came out negative (NaN after the root)")
+    zero = data["one_pass"] == 0
+    if zero.any():
+        ax.loglog(offsets[zero], data["one_pass_error"][zero], "o", ms=11, mfc="none", mec="red", mew=2,
+                  label=r"one pass came out exactly 0 (gain $1/\sqrt{\epsilon}$)")
     ax.axhline(1.0, color="gray", lw=0.8)
     ax.text(offsets[0], 1.4, "error = 100%", color="gray")
     ax.set_xlabel("mean of the data (its standard deviation is 1)")

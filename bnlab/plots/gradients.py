@@ -15,8 +15,10 @@ def plot_gradient_check_vs_step(study: FiniteDifferenceStudy | None = None) -> F
     """Error of a centred-difference dx against the step h, float64 and float32, with the model K h^2 + eps/h.
 
     ``study`` comes from :func:`bnlab.lessons.backward.finite_difference_study` (computed with its defaults if
-    omitted). Measured errors are dots; the model of each dtype is a dashed line, its predicted best step a
-    triangle on the axis; the gray line is :func:`bnlab.gradcheck.check_forward_backward`'s tolerance.
+    omitted). Measured errors are dots, circled where every entry of the numerical dx is exactly 0 (relative
+    error 1: the step was lost to rounding); the model of each dtype is a dashed line (eps is the dtype's
+    machine epsilon), its predicted best step a triangle; the gray line is
+    :func:`bnlab.gradcheck.check_forward_backward`'s tolerance.
     """
     study = finite_difference_study() if study is None else study
     fig, ax = plt.subplots(figsize=(9.0, 4.0), layout="constrained")
@@ -26,6 +28,10 @@ def plot_gradient_check_vs_step(study: FiniteDifferenceStudy | None = None) -> F
         color = colors.get(name, "black")
         model = study.curvature * fine**2 + study.machine_eps[name] / fine
         ax.loglog(study.steps, errors, "o", color=color, ms=4, label=f"{name}, measured")
+        all_zero = study.zero_fraction[name] == 1.0
+        if all_zero.any():  # x +- h rounded back to x (or the outputs did not change): nothing was measured
+            ax.loglog(study.steps[all_zero], errors[all_zero], "o", ms=9, mfc="none", mec=color, mew=1.5,
+                      label=f"{name}: numerical dx exactly 0")
         ax.loglog(fine, model, "--", color=color, lw=1, label=f"{name}, model")
         h_star, floor = study.predicted[name]
         ax.plot([h_star], [floor], "v", color=color, ms=9, mec="black", label=f"{name}, predicted best step")
@@ -34,8 +40,9 @@ def plot_gradient_check_vs_step(study: FiniteDifferenceStudy | None = None) -> F
             color="gray", fontsize=9)
     ax.set_ylim(top=3.0)
     ax.set_xlabel("finite-difference step h")
-    ax.set_ylabel("max-norm relative error of numerical dx")
-    ax.set_title(f"Centred differences: truncation $K h^2$ meets rounding $\\varepsilon/h$ (K = {study.curvature:.3f})")
+    ax.set_ylabel("relative error of numerical dx\n(rel_error against the exact dx)")
+    ax.set_title("Centred differences: truncation $K h^2$ meets rounding $\\epsilon_\\mathrm{mach}/h$ "
+                 f"(K = {study.curvature:.3f})")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
 

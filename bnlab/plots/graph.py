@@ -5,20 +5,24 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-# node: (x, y, label); the names are the ones bnlab.functional uses.
+# node: (x, y, label); the labels use the names of bnlab.functional's code (std, inv) or their usual symbols
+# (mu for mu, x_c for xc, sigma^2 for var, x-hat for xhat)
 NODES = {
     "x": (0.0, 0.0, r"$x$"),
     "mu": (1.8, 1.4, r"$\mu=\frac{1}{m}\sum x$"),
     "xc": (3.6, 0.0, r"$x_c = x-\mu$"),
     "sq": (5.0, 1.4, r"$x_c^2$"),
-    "var": (7.2, 1.4, r"$\sigma^2=\frac{1}{m}\sum x_c^2$"),
-    "std": (9.6, 1.4, r"$s=\sqrt{\sigma^2+\epsilon}$"),
-    "inv": (11.6, 1.4, r"$r = 1/s$"),
-    "xhat": (11.6, 0.0, r"$\hat x = x_c\, r$"),
-    "out": (14.2, 0.0, r"$y=\gamma\hat x+\beta$"),
-    "gamma": (13.5, -1.3, r"$\gamma$"),
-    "beta": (14.9, -1.3, r"$\beta$"),
+    "var": (7.5, 1.4, r"$\sigma^2=\frac{1}{m}\sum x_c^2$"),
+    "std": (10.4, 1.4, r"$\mathrm{std}=\sqrt{\sigma^2+\epsilon}$"),
+    "inv": (13.2, 1.4, r"$\mathrm{inv} = 1/\mathrm{std}$"),
+    "xhat": (13.2, 0.0, r"$\hat x = x_c\cdot\mathrm{inv}$"),
+    "out": (15.8, 0.0, r"$y=\gamma\hat x+\beta$"),
+    "gamma": (15.1, -1.3, r"$\gamma$"),
+    "beta": (16.5, -1.3, r"$\beta$"),
 }
+# the forward's step (bnlab.functional._train_forward and the notebooks' plain forward) and variable per node
+CODE = {"mu": "1: mu", "xc": "2: xc", "sq": "3: xc**2", "var": "3: var", "std": "4: std", "inv": "5: inv",
+        "xhat": "6: xhat", "out": "7: out"}
 # nodes holding one value per channel: broadcast over the batch in the forward, summed over it in the backward
 PER_CHANNEL = ("mu", "var", "std", "inv")
 PARAMETERS = ("gamma", "beta")
@@ -34,10 +38,10 @@ EDGES = [
     ("mu", "xc", r"$-1$"),
     ("xc", "sq", r"$2x_c$"),
     ("sq", "var", r"$\frac{1}{m}$"),
-    ("var", "std", r"$\frac{1}{2s}$"),
-    ("std", "inv", r"$-\frac{1}{s^2}$"),
+    ("var", "std", r"$\frac{1}{2\,\mathrm{std}}$"),
+    ("std", "inv", r"$-\frac{1}{\mathrm{std}^2}$"),
     ("inv", "xhat", r"$x_c$"),
-    ("xc", "xhat", r"$r$"),
+    ("xc", "xhat", r"$\mathrm{inv}$"),
     ("xhat", "out", r"$\gamma$"),
     ("gamma", "out", r"$\hat x$"),
     ("beta", "out", r"$1$"),
@@ -47,19 +51,26 @@ EDGES = [
 def draw_batchnorm_graph() -> Figure:
     """Forward runs left to right; the backward multiplies the edge labels right to left and sums at forks.
 
+    Under each node: its step number and variable name in :func:`bnlab.functional._train_forward` (and in
+    lecture 2's plain forward), e.g. ``4: std``.
+
     Blue nodes hold one value per example (m per channel: an (N, C) array in a fully connected layer), green ones
     one value per channel (shape (1, C): broadcast in the forward, so their gradients sum over the batch),
     orange ones are the learned parameters.
     """
     from matplotlib.patches import Patch
 
-    fig, ax = plt.subplots(figsize=(12, 3.8))
+    fig, ax = plt.subplots(figsize=(13, 3.9))
     artists = {}
     for name, (x, y, label) in NODES.items():
         kind = "channel" if name in PER_CHANNEL else "parameter" if name in PARAMETERS else "example"
         face, edge = STYLES[kind]
         style = dict(boxstyle="round,pad=0.35", fc=face, ec=edge)
         artists[name] = ax.text(x, y, label, ha="center", va="center", fontsize=11, bbox=style, zorder=3)
+        if name in CODE:  # step number and variable name in the code: above the top row, below the bottom one
+            above = y > 0 or name == "out"  # (gamma and beta's edges arrive under out)
+            ax.text(x, y + (0.36 if above else -0.36), CODE[name], ha="center", va="bottom" if above else "top",
+                    fontsize=8.5, family="monospace", color="#666", zorder=3)
     fig.canvas.draw()  # lay the boxes out so the arrows can be clipped to their outlines
     for start, end, derivative in EDGES:
         (x0, y0, _), (x1, y1, _) = NODES[start], NODES[end]
@@ -79,8 +90,9 @@ def draw_batchnorm_graph() -> Figure:
                     label="one value per channel, (1, C): broadcast forward, summed backward"),
               Patch(fc=STYLES["parameter"][0], ec=STYLES["parameter"][1], label="learned parameter, (C,)")]
     ax.legend(handles=legend, loc="lower left", fontsize=9, frameon=False)
-    ax.set_xlim(-0.6, 15.8)
-    ax.set_ylim(-2.2, 1.9)
+    ax.set_xlim(-0.6, 17.4)
+    ax.set_ylim(-2.2, 2.2)
     ax.axis("off")
-    ax.set_title("Batch norm as a computational graph; red: the local derivative on each edge")
+    ax.set_title("Batch norm as a computational graph; red: the local derivative on each edge; "
+                 "grey: the step and variable in the code")
     return fig

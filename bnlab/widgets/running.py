@@ -1,6 +1,7 @@
 """Lecture 5's dashboard: momentum and run length over the running averages of one channel's batch statistic.
 
-The data come from :func:`bnlab.lessons.inference.running_average_traces` (instant, synthetic), the figure from
+The data come from :func:`bnlab.lessons.inference.running_average_traces` (instant; a synthetic statistic whose
+truth follows :func:`bnlab.lessons.inference.synthetic_truth`), the figure from
 :func:`bnlab.plots.inference.plot_running_averages`; nothing is computed here.
 """
 
@@ -22,9 +23,10 @@ _STYLE = {"description_width": "initial"}
 
 
 class RunningAveragesDashboard(Dashboard):
-    """Momentum (PyTorch's, log scale from 1e-4 to 1), number of steps (1 to 3000), the statistic (variance or
-    mean) and how far its truth drifts during the run; draws the raw EMA from PyTorch's initial value, the
-    bias-corrected EMA, the equal-weight average and the truth.
+    """Momentum (PyTorch's, round values from 1e-4 to 1), number of steps (1 to 3000), the statistic (variance or
+    mean) and the drift d of its synthetic truth (it starts at (1 - d) times its final value and settles with a
+    time constant of 60 steps); draws the raw EMA from PyTorch's initial value, the bias-corrected EMA, the
+    equal-weight average and the truth.
 
     Result: a :class:`~bnlab.lessons.inference.RunningAverages`.
     """
@@ -42,7 +44,8 @@ class RunningAveragesDashboard(Dashboard):
                                        continuous_update=False, style=_STYLE),
             "statistic": widgets.ToggleButtons(options=list(STATISTICS), value=statistic,
                                                description="statistic", style=_STYLE),
-            "drift": widgets.FloatSlider(value=drift, min=0.0, max=1.0, step=0.1, description="drift of the truth",
+            "drift": widgets.FloatSlider(value=drift, min=0.0, max=1.0, step=0.1,
+                                         description="drift d (truth starts at (1 - d)·final)",
                                          continuous_update=False, style=_STYLE, readout_format=".1f"),
         }
         super().__init__(controls, progress=progress, update=update)

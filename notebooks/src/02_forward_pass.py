@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+import bnlab.functional
 import bnlab.notebook
 from bnlab.functional import batchnorm_backward, batchnorm_forward
 from bnlab.gradcheck import rel_error
@@ -30,12 +31,13 @@ from bnlab.lessons.forward import (
     eps_gain,
     forward_explorer,
     identity_recovery,
+    running_sum_drift,
     sequential_float32_mean,
     variance_precision,
 )
 from bnlab.mistakes import forward_with
 from bnlab.numerics import torch_kernel_statistics
-from bnlab.report import error_text
+from bnlab.report import within
 from bnlab.plots.forward import (
     plot_batch_dependence,
     plot_eps_effect,
@@ -71,7 +73,9 @@ rng = np.random.default_rng(0)
 # Here is Algorithm 1, line by line, in plain numpy. Read it next to the formulas above: the only decisions
 # are *which axes* to average over (every axis but the channel axis 1) and keeping those axes
 # (`keepdims=True`), so that the per-channel statistics of shape $(1, C)$ or $(1, C, 1, 1)$ broadcast against
-# the batch.
+# the batch. The seven numbered steps and their names (`mu`, `xc`, `var`, `std`, `inv`, `xhat`, `out`) are
+# the ones the course's library uses, and lecture 3 walks them backwards one by one. Step 5 computes
+# $1/\sqrt{\sigma^2+\epsilon}$ once per channel, so that step 6 multiplies instead of dividing every value.
 
 # %%
 def forward(x, gamma, beta, eps=1e-5):
@@ -82,8 +86,10 @@ def forward(x, gamma, beta, eps=1e-5):
     xc = x - mu                                        # 2. centre
     var = (xc**2).mean(axis=axes, keepdims=True)       # 3. biased variance: divide by m, not m - 1
     std = np.sqrt(var + eps)                           # 4. standard deviation, eps inside the root
-    xhat = xc / std                                    # 5. normalize
-    return gamma.reshape(shape) * xhat + beta.reshape(shape)  # 6. scale and shift
+    inv = 1 / std                                      # 5. its reciprocal, one per channel
+    xhat = xc * inv                                    # 6. normalize
+    out = gamma.reshape(shape) * xhat + beta.reshape(shape)  # 7. scale and shift
+    return out
 
 
 # %% [markdown]
@@ -110,9 +116,12 @@ print("x_hat\n", forward(x, np.ones(2), np.zeros(2)))
 print("y\n", forward(x, gamma, beta))
 
 # %% [markdown]
-# $\hat x = 3/\sqrt{14/3} = 1.389$ and $y = 2 \cdot 1.389 + 1 = 3.777$. Every column of $\hat x$ now has mean 0
-# and variance 1 (up to $\epsilon$), whatever the scale of the raw feature: feature 1 was ten times larger than
-# feature 0, and the two normalized columns are the same numbers.
+# $\hat x = 3/\sqrt{14/3} \approx 1.389$ and $y = 2\hat x + 1 \approx 3.778$ (the cell prints 3.7775).
+# Every column of $\hat x$ now has mean 0 and variance 1 (up to $\epsilon$), whatever the scale of the raw
+# feature: feature 1 is spread almost four times as widely as feature 0 (standard deviations
+# $\sqrt{66.67} = 8.16$ and $\sqrt{4.67} = 2.16$), yet both normalized columns live on the same scale. They are not the same numbers: normalization removes location and scale, not the
+# shape of the data — feature 0's 6 stays far from its 1 and 2, feature 1's evenly spaced values stay evenly
+# spaced ($-1.22, 0, 1.22$).
 #
 # The same function handles a convolutional batch: one mean and one variance per channel, over
 # $m = N\cdot H\cdot W$ values. **Predict, then run:** for a batch of shape $(8, 3, 4, 4)$, how many values
@@ -123,19 +132,30 @@ print("y\n", forward(x, gamma, beta))
 images = rng.standard_normal((8, 3, 4, 4)) * np.array([2.0, 0.5, 5.0]).reshape(1, 3, 1, 1) + 3.0
 normalized = forward(images, np.ones(3), np.zeros(3))
 print("values per channel m:", images.size // images.shape[1])
-print("per-channel mean of the output, largest |value|:",
-      error_text(np.abs(normalized.mean(axis=(0, 2, 3))).max()), "(must be < 1e-12)")
+print("per-channel mean of the output, largest |value|:", within(np.abs(normalized.mean(axis=(0, 2, 3))).max(), 1e-12))
 input_var, output_var = images.var(axis=(0, 2, 3)), normalized.var(axis=(0, 2, 3))
 print("per-channel variance of the input: ", input_var.round(3))
-print("per-channel variance of the output:", output_var.round(6), "= var / (var + eps), to",
-      error_text(np.abs(output_var - input_var / (input_var + 1e-5)).max()), "(must be < 1e-12)")
+print("1 - per-channel variance of the output:", ", ".join(f"{d:.1e}" for d in 1 - output_var),
+      "= eps / (var + eps) to", within(np.abs((1 - output_var) - 1e-5 / (input_var + 1e-5)).max(), 1e-12))
 
 # %% [markdown]
+# The output variance is $\sigma^2/(\sigma^2+\epsilon)$, just below 1, so the cell prints how far below: the
+# narrowest channel (variance 0.23) is the furthest, at $4.3\cdot 10^{-5}$.
+#
 # ## The library's forward, checked against yours
 #
 # `bnlab.functional.batchnorm_forward` is the course's reference implementation; the backward passes of
 # lectures 3 and 4 read its cache. It must agree with your dozen lines, and both with PyTorch's
 # `torch.nn.functional.batch_norm` in training mode, to float64 rounding.
+#
+# **Relative error**, here and in every later lecture, means `bnlab.gradcheck.rel_error`:
+#
+# $$ \operatorname{rel\_error}(a, b) = \frac{\max_i |a_i - b_i|}{\max\big(\max_i |a_i|,\ \max_i |b_i|\big)}, $$
+#
+# the largest difference measured against the size of the larger array, so that an entry that happens to be
+# near zero cannot inflate it. (CS231n's gradient checks use the element-wise
+# $\max_i |a_i - b_i| / (|a_i| + |b_i|)$, which gives smaller numbers — about half for a uniform scale error;
+# the unbiased-variance section below shows both.) Around $10^{-16}$ means equal to float64 rounding.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -148,21 +168,25 @@ for name, batch in cases.items():
     library, _ = batchnorm_forward(batch, g, b)
     reference = F.batch_norm(torch.from_numpy(batch), None, None, torch.from_numpy(g), torch.from_numpy(b),
                              training=True, eps=1e-5).numpy()
-    print(f"{name}: max rel. error, library vs yours {error_text(rel_error(library, yours))}, "
-          f"torch vs yours {error_text(rel_error(reference, yours))} (both must be < 1e-12)")
+    print(f"{name}: relative error, library vs yours {within(rel_error(library, yours), 1e-12)}, "
+          f"torch vs yours {within(rel_error(reference, yours), 1e-12)}")
 
 # %% [markdown]
-# The library's version is the same steps with the names the backward passes use. It differs in three small
-# ways: it sums the statistics in float64 even for float32 input (the end of this lecture shows why), it
-# multiplies by `inv` $= 1/\sqrt{\sigma^2+\epsilon}$ instead of dividing, and it returns a cache of every
-# intermediate value for lecture 3.
+# The public `batchnorm_forward` checks its arguments once (an $(N, C, \dots)$ float array, $\gamma$ and
+# $\beta$ of length $C$, $\epsilon > 0$, at least two values per channel) and then runs
+# `bnlab.functional._train_forward`, listed below: your seven steps, with your names. It differs in three
+# small ways: two helpers pick the reduction axes and reshape $\gamma, \beta$ to $(1, C, 1, \dots)$ for any
+# number of spatial axes; it sums the statistics in float64 even for float32 input (the end of this lecture
+# shows why); and it returns a cache holding every intermediate value under its name, which lecture 3's
+# backward reads.
 
 # %%
-bnlab.notebook.show_source(batchnorm_forward)
+bnlab.notebook.show_source(bnlab.functional._train_forward)
 
 # %% [markdown]
-# On real data the picture is the same: two features on very different scales become two standardized
-# distributions, then $\gamma$ and $\beta$ give each its own scale and offset again.
+# The same on a thousand examples of skewed synthetic data (a Gamma-distributed feature and a normal one, on
+# very different scales): they become two standardized distributions, then $\gamma$ and $\beta$ give each its
+# own scale and offset again.
 
 # %%
 features = np.c_[rng.gamma(2.0, 2.0, 1000) + 10.0, rng.standard_normal(1000) * 0.5 - 3.0]
@@ -187,30 +211,37 @@ plot_normalization_stages(features, gamma=np.array([1.0, 2.0]), beta=np.array([0
 batch = forward_explorer(m=1024)          # 1024 examples of two correlated features
 print(f"correlation of the two features: x {batch.corr['x']:.3f}, x_hat {batch.corr['xhat']:.3f}, "
       f"y {batch.corr['y']:.3f}")
-print(f"change from x to x_hat: {error_text(abs(batch.corr['xhat'] - batch.corr['x']))} (must be < 1e-12)")
+print(f"change from x to x_hat: {within(abs(batch.corr['xhat'] - batch.corr['x']), 1e-12)}")
 x_var = batch.stages["x"].var(axis=0)
 print(f"variance of x: feature 0 {x_var[0]:.2f}, feature 1 {x_var[1]:.1e} = {x_var[1] / 1e-5:.0f} x eps")
+cov = np.cov(batch.stages["xhat"].T, bias=True)
 print("covariance matrix of x_hat (whitening would make it the identity):")
-print(np.cov(batch.stages["xhat"].T, bias=True).round(3))
+print(cov.round(3))
+print(f"off-diagonal / sqrt(product of the diagonal) = {cov[0, 1] / np.sqrt(cov[0, 0] * cov[1, 1]):.3f} "
+      f"(the correlation)")
 
 # %% [markdown]
-# The off-diagonal entry is the correlation, untouched; the diagonal is the variance of each $\hat x$: 1.000
-# for feature 0, and a little less (0.988) for feature 1, whose variance is only about 86 times $\epsilon$:
-# $\sigma^2/(\sigma^2+\epsilon) = 86/87$ (the $\epsilon$ section below explains that).
+# The diagonal is the variance of each $\hat x$: 1.000 for feature 0, and a little less (0.988) for feature 1,
+# whose variance is only about 86 times $\epsilon$: $\sigma^2/(\sigma^2+\epsilon) = 86/87$ (the $\epsilon$
+# section below explains that). So the off-diagonal covariance, 0.787, is the unchanged correlation 0.791 times
+# $\sqrt{1.000 \cdot 0.988}$. Whitening would have made it 0.
 #
 # ## Your turn: the forward explorer
 #
 # The dashboard runs the forward on a batch of $m$ examples of the same two features: feature 0 is large and
 # skewed (mean 14), feature 1 is nearly constant (mean 5, standard deviation 0.03) and correlated with it.
-# The sliders set feature 0's $\gamma$ and $\beta$ (feature 1 keeps $\gamma = 1$, $\beta = 0$), $\epsilon$ and
-# the batch size $m$. Things to try:
+# The input is drawn one small panel per feature, each on its own axis (feature 1 is a hundred times narrower);
+# $\hat x$ and $y$ share one axis. The sliders set feature 0's $\gamma$ and $\beta$ (feature 1 keeps
+# $\gamma = 1$, $\beta = 0$), $\epsilon$ and the batch size $m$. Things to try:
 #
 # - **$m = 2$**: every feature of $\hat x$ becomes $\pm 1$ whatever the data, up to $\epsilon$ (feature 1,
 #   whose two values are close, gets $\pm 0.97$; set $\epsilon = 10^{-8}$). With $m = 3$ and $4$, see how
 #   little a histogram of a few values tells you.
-# - **$\epsilon$ from $10^{-8}$ to $1$**: feature 0 (variance about 8 in large batches) barely moves;
-#   feature 1 (variance below $10^{-3}$) stops being normalized once $\epsilon$ passes its variance. Watch
-#   its gain $1/\sqrt{\sigma^2+\epsilon}$ in the table.
+# - **$\epsilon$ from $10^{-8}$ to $1$**: feature 0 (variance about 6 at $m = 64$) keeps almost all of its
+#   normalization — the standard deviation of its $\hat x$ drops only to $\sqrt{\sigma^2/(\sigma^2+1)}
+#   \approx 0.93$ at $\epsilon = 1$; feature 1 (variance $6\cdot 10^{-4}$ at $m = 64$) stops being normalized
+#   once $\epsilon$ passes its variance, and at $\epsilon = 1$ its $\hat x$ has collapsed into one narrow bar
+#   at 0. Watch its gain $1/\sqrt{\sigma^2+\epsilon}$ in the table.
 # - **$\gamma = 0$**: feature 0's output is the constant $\beta$ and the correlation is undefined.
 #   **Negative $\gamma$** mirrors feature 0 and flips the *sign* of the correlation; no setting changes its
 #   size.
@@ -241,10 +272,10 @@ ForwardDashboard()
 # %%
 # NBVAL_CHECK_OUTPUT
 errors = identity_recovery(m=32)
-print(f"training mode, gamma and beta from batch A: batch A rel. error {error_text(errors['train A'])} (must be < 1e-12),"
+print(f"training mode, gamma and beta from batch A: batch A rel. error {within(errors['train A'], 1e-12)},"
       f" batch B rel. error {errors['train B']:.3f} (> 0.01)")
-print(f"eval mode, population statistics:           batch A rel. error {error_text(errors['eval A'])}, "
-      f"batch B rel. error {error_text(errors['eval B'])} (both must be < 1e-12)")
+print(f"eval mode, population statistics:           batch A rel. error {within(errors['eval A'], 1e-12)}, "
+      f"batch B rel. error {within(errors['eval B'], 1e-12)}")
 
 # %% [markdown]
 # So the identity is exactly recoverable with fixed statistics, and in training mode only for the one batch
@@ -273,10 +304,10 @@ b = rng.standard_normal(3) * 10                   # any bias
 g, beta3 = rng.standard_normal(3), rng.standard_normal(3)
 with_bias, cache = batchnorm_forward(u @ W + b, g, beta3)
 without_bias, _ = batchnorm_forward(u @ W, g, beta3)
-print(f"max |BN(uW + b) - BN(uW)|: {error_text(np.abs(with_bias - without_bias).max())} (must be < 1e-12)")
+print(f"max |BN(uW + b) - BN(uW)|: {within(np.abs(with_bias - without_bias).max(), 1e-12)}")
 dh = batchnorm_backward(rng.standard_normal(with_bias.shape), cache)[0]  # dL/dh for a random upstream gradient
-print(f"dL/db = column sums of dL/dh, largest |value|: {error_text(np.abs(dh.sum(axis=0)).max())} "
-      f"(must be < 1e-12; dL/dh itself is of size {np.abs(dh).max():.1f})")
+print(f"dL/db = column sums of dL/dh, largest |value|: {within(np.abs(dh.sum(axis=0)).max(), 1e-12)} "
+      f"(dL/dh itself is of size {np.abs(dh).max():.1f})")
 
 # %% [markdown]
 # ## One example's output depends on its batch-mates
@@ -369,17 +400,21 @@ print(batchnorm_forward(pair, np.ones(2), np.zeros(2))[0].round(4))
 
 # %% [markdown]
 # Using the unbiased $m-1$ version in the training forward is a common mistake that most tests miss: the
-# output is scaled by $\sqrt{(m-1)/m}$, so its relative error is $1-\sqrt{(m-1)/m}$ — invisible for a batch
-# of 256, large for a batch of 2. (The unbiased variance *does* have a job: PyTorch stores it in
-# `running_var` for inference — lecture 5.)
+# output is scaled by $k = \sqrt{(m-1)/m}$, so its relative error is $1-k$ — invisible for a batch of 256,
+# large for a batch of 2. CS231n's element-wise measure gives $(1-k)/(1+k)$ for the same mistake, about half
+# as much: quote a relative error together with its definition. (The unbiased variance *does* have a job:
+# PyTorch stores it in `running_var` for inference — lecture 5.)
 
 # %%
 # NBVAL_CHECK_OUTPUT
 for m in (2, 4, 32):
     batch = rng.standard_normal((m, 8))
     right, _ = batchnorm_forward(batch, np.ones(8), np.zeros(8))
-    error = rel_error(forward_with("unbiased_variance", batch), right)
-    print(f"m = {m:2d}: relative error of the output {error:.3f} (1 - sqrt((m-1)/m) = {1 - np.sqrt((m - 1) / m):.3f})")
+    wrong = forward_with("unbiased_variance", batch)
+    elementwise = np.max(np.abs(wrong - right) / np.maximum(1e-8, np.abs(wrong) + np.abs(right)))  # CS231n's
+    k = np.sqrt((m - 1) / m)
+    print(f"m = {m:2d}: relative error of the output {rel_error(wrong, right):.3f} (1 - k = {1 - k:.3f}); "
+          f"CS231n's element-wise measure {elementwise:.3f} ((1 - k)/(1 + k) = {(1 - k) / (1 + k):.3f})")
 
 # %%
 plot_unbiased_variance_error();
@@ -391,7 +426,9 @@ plot_unbiased_variance_error();
 # both sums. In floating point it is a trap. When the mean is large compared with the spread, $E[x^2]$ and
 # $E[x]^2$ are two huge, nearly equal numbers; float32 keeps about 7 significant digits, and their difference
 # keeps only the rounding error. The two-pass formula subtracts the mean *first*, so it squares small numbers.
-# The figure computes both in float32 for 10,000 values with standard deviation 1 and a growing mean.
+# The figure computes both in float32 for 10,000 values with standard deviation 1 and a growing mean. Both use
+# numpy's float32 `mean`, which adds the values pairwise (a tree of partial sums), so the sums themselves stay
+# accurate and the figure compares the two *formulas*; the next section shows what a plain running sum does.
 
 # %%
 plot_variance_precision();
@@ -403,24 +440,33 @@ plot_variance_precision();
 # %%
 # NBVAL_CHECK_OUTPUT
 precision = variance_precision()          # the figure's data
+offsets = precision["offsets"]
 print(f"float32 spacing near 1e8: {np.spacing(np.float32(1e8)):.0f}")
-for offset in (1e2, 1e3, 1e4, 1e5):
-    i = int(np.argmin(np.abs(np.log10(precision["offsets"] / offset))))
-    print(f"mean {offset:>7,.0f}: one pass {precision['one_pass'][i]:8.4g} (rel. error "
-          f"{precision['one_pass_error'][i]:7.2g}), two passes {precision['two_pass'][i]:.4f} (rel. error "
-          f"{error_text(precision['two_pass_error'][i])}, must be < 1e-3); exact {precision['exact'][i]:.4f}")
+for offset in (1e2, 1e3, 1778, 1e4, 1e5):
+    i = int(np.argmin(np.abs(np.log10(offsets / offset))))
+    print(f"mean {offsets[i]:>7,.0f}: one pass {precision['one_pass'][i]:8.4g} (rel. error "
+          f"{precision['one_pass_error'][i]:7.2g}), two passes {precision['two_pass'][i]:.4f}; "
+          f"exact {precision['exact'][i]:.4f}")
+print("one pass exactly 0 at the means:", ", ".join(f"{o:,.0f}" for o in offsets[precision["one_pass"] == 0]))
+print("one pass negative at the means: ", ", ".join(f"{o:,.0f}" for o in offsets[precision["one_pass"] < 0]))
+print(f"largest two-pass rel. error over all {offsets.size} means: {within(precision['two_pass_error'].max(), 1e-3)}")
 
 # %% [markdown]
-# The one-pass error grows with the mean: 0.1% at a mean of 100, 19% at 1,000. At $10^4$ the float32 one-pass
-# variance is **−8**, about ten times the true value and with the wrong sign — $\sqrt{\text{negative}}$ is NaN.
-# Only at $10^5$ is it off by three orders of magnitude (1024 instead of 1). The two-pass variance stays
-# within $10^{-4}$ throughout.
+# The one-pass error grows with the mean, but erratically, because it is whatever the rounding of two huge
+# numbers happens to leave: 0.09% at a mean of 100, 19% at 1,000, yet 0.4% at 1,778. At $10^4$ the float32
+# one-pass variance is **−8**: eight times the true value's size (relative error 9) and with the wrong sign —
+# $\sqrt{\text{negative}}$ is NaN. At 5,623 and 17,783 it is **exactly 0** (circled): no NaN, but just as
+# harmful, because the layer then divides by $\sqrt{\epsilon}$ and multiplies deviations of size 1 by the gain
+# $1/\sqrt\epsilon \approx 316$. At $10^5$ it is off by three orders of magnitude (1024 instead of 1). The
+# two-pass variance stays within $10^{-4}$ throughout.
 #
 # ## A float32 accumulator breaks a production kernel
 #
-# There is a second trap, and it hits even a careful two-pass implementation: the *sums* themselves. Here is
-# what PyTorch's CPU kernel (torch 2.13, one thread) does with a million float32 values of mean 1000 and
-# standard deviation 1, next to the exact statistics and `bnlab`'s (which sums in float64).
+# There is a second trap, and the two-pass formula alone does not protect against it: the *sums* themselves.
+# The figure above was spared because numpy sums pairwise; a kernel that adds one value after another into a
+# float32 accumulator is not. Here is what PyTorch's CPU kernel (torch 2.13, one thread) does with a million
+# float32 values of mean 1000 and standard deviation 1, next to the exact statistics and `bnlab`'s (which sums
+# in float64).
 #
 # **Predict, then run.** The output of a batch norm layer should have standard deviation 1. What does torch
 # return?
@@ -446,9 +492,10 @@ print(f"sqrt(exact variance / torch's variance) = {np.sqrt(exact['var'] / kernel
 # instead of 1, and every output shifted by $-8.9/8.96 \approx -1$.
 #
 # Where does 1008.9 come from? A plain float32 running sum, adding one value after another, reproduces it.
-# Once the sum passes $2^{29} \approx 5.4\cdot 10^8$ (about halfway through), float32 numbers are 64 apart,
-# so every added value near 1000 is rounded to 1024. The control: at 200,000 values the sum never gets that
-# large, and torch is right.
+# Each addition rounds the new sum to the nearest float32, and how coarse that is depends on the size of the
+# sum. **Predict, then run:** between $2^{28}$ and $2^{29}$ float32 numbers are 32 apart, beyond $2^{29}$ they
+# are 64 apart. To which multiple is an added value of about 1000 rounded in each range, and which way does
+# that push the mean? The control: at 200,000 values the sum never gets that large, and torch is right.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -456,17 +503,30 @@ same_data = (np.random.default_rng(0).standard_normal((1_000_000, 1)) + 1000.0).
 print(f"plain float32 running sum: mean {sequential_float32_mean(same_data):.3f}; "
       f"numpy's pairwise float32 sum: {float(same_data.mean()):.3f}; float64 sum: "
       f"{same_data.mean(dtype=np.float64):.3f}")
-print(f"float32 spacing at 2^29: {np.spacing(np.float32(2**29)):.0f}")
+drift = running_sum_drift(same_data, edges=(2.0**28, 2.0**29))
+for k, where in ((0, "below 2^28        "), (1, "from 2^28 to 2^29 "), (2, "above 2^29        ")):
+    print(f"running sum {where}: {drift.fraction[k]:.0%} of the additions, each adds about "
+          f"{drift.typical_step[k]:.0f}; shift of the mean {drift.mean_shift[k]:+.2f}")
+print(f"net shift {drift.mean_shift.sum():+.2f} = running-sum mean {drift.mean:.2f} - exact mean {drift.exact_mean:.2f}")
 control = torch_kernel_statistics(rows=200_000, offset=1000.0)["torch CPU kernel"]
-print(f"torch at 200,000 rows: mean {control['mean']:.2f}, output std {control['output_std']:.3f} "
-      f"(must be within 1e-3 of 1)")
+print(f"torch at 200,000 rows: mean {control['mean']:.2f}, output std {control['output_std']:.3f}, "
+      f"off 1 by {within(control['output_std'] - 1, 1e-3)}")
+print(f"float64 spacing near 2^29: {np.spacing(2.0**29):.1e}, so a float64 running sum's mean is off by at most "
+      f"{np.spacing(2.0**29) / 2:.0e} here")
 
 # %% [markdown]
-# `bnlab` sums in float64, so its mean is right at any size; a pairwise (tree) sum, as numpy's `mean` does,
-# would also do. The exact error of torch's kernel depends on how it splits the sum across threads (bn-facts
-# records an output std of 0.26 with two threads; this notebook pins one thread). Real activations are rarely
-# a million values with mean 1000 — but a (256, C, 64, 64) convolutional batch has a million values per
-# channel, and large offsets do occur.
+# Below $2^{28}$ the values round up or down about equally often and the errors cancel. From $2^{28}$ to
+# $2^{29}$ a value near 1000 becomes 992 (the nearest multiple of 32): the mean loses 2.17. Beyond $2^{29}$,
+# for the last 46% of the additions, it becomes 1024 (the nearest multiple of 64): the mean gains 11.06. The
+# net +8.9 is torch's error.
+#
+# `bnlab` sums in float64, where numbers near $2^{29}$ are $1.2\cdot 10^{-7}$ apart, so even a plain running sum
+# of these million values moves the mean by less than $10^{-7}$; a pairwise (tree) sum, as numpy's `mean`
+# does, also avoids the drift. The exact error of torch's kernel depends on how it splits the sum across
+# threads (bn-facts records an output std of 0.26 with two threads; this notebook pins one thread). Real
+# activations are rarely a million values with mean 1000 — but a (256, C, 64, 64) convolutional batch does
+# have a million values per channel, and the drift needs nothing more than many values whose mean is far from
+# 0 compared with their spread.
 #
 # ## Summary
 #
@@ -480,8 +540,10 @@ print(f"torch at 200,000 rows: mean {control['mean']:.2f}, output std {control['
 #   $1.22/\sqrt m$ for an example one standard deviation out.
 # - $\epsilon$ sits inside the square root; it caps the gain at $1/\sqrt\epsilon \approx 316$.
 # - The training forward uses the biased variance: the batch is standardized exactly.
+# - "Relative error" in this course is $\max|a-b| / \max(\max|a|, \max|b|)$ (`bnlab.gradcheck.rel_error`);
+#   CS231n's element-wise measure gives about half as much for the same mistake.
 # - Compute the statistics in two passes with a wide (float64 or pairwise) accumulator: $E[x^2]-E[x]^2$ fails
-#   in float32, and so does a long float32 running sum.
+#   in float32 (negative, zero or far off, erratically), and so does a long float32 running sum.
 #
 # ## Questions
 #

@@ -6,7 +6,8 @@
 # 2. state and check its invariants, derive them from what the forward ignores, and explain the role
 #    $\epsilon$ plays in the second one;
 # 3. read batch norm's Jacobian and say why its gradient ignores two directions per channel;
-# 4. measure what the closed form buys, and explain it by counting passes over memory.
+# 4. count, line by line, the passes over memory each backward makes, and test the count against a measured
+#    control: a copy of an array of the batch's size, timed in the same run.
 #
 # **Prerequisites.** Lecture 3 (the staged backward and gradient checking).
 #
@@ -19,9 +20,12 @@ import bnlab.notebook
 from bnlab.functional import batchnorm_backward, batchnorm_backward_fused, batchnorm_forward
 from bnlab.gradcheck import rel_error
 from bnlab.jacobian import channel_jacobian
-from bnlab.lessons.backward import backward_invariants, time_staged_vs_fused, torch_gradients
-from bnlab.report import error_text
-from bnlab.plots.gradients import plot_jacobian, plot_staged_vs_fused
+from bnlab.lessons.backward import torch_gradients
+from bnlab.lessons.closed_form import (FLOORS, OPERATION_PASSES, TALLY, passes, time_closed_form,
+                                       time_single_operations)
+from bnlab.plots.gradients import plot_jacobian
+from bnlab.plots.speed import plot_pass_equivalents
+from bnlab.report import error_text, within
 
 bnlab.notebook.setup()
 
@@ -82,6 +86,13 @@ for name, (x, gamma, beta, dout) in (("lecture 3's (3, 2)", lecture_3), ("random
           f"staged vs torch {error_text(max(map(rel_error, staged, reference)))}")
 
 # %% [markdown]
+# **How the checked numbers are printed.** An error made of a few float64 roundings differs in its last bits
+# from machine to machine, so it is not printed digit for digit: "below 1e-14" means under that floor (an
+# exact 0 included), "< 1e-13" means between $10^{-14}$ and $10^{-13}$ (rounded up to the next power of ten),
+# and larger values get three significant digits. A bound in brackets, as in "(each < 1e-12)" above, is the
+# bracket the value is checked against; a value outside it would read "OUTSIDE the bracket". All three backwards
+# agree to float64 rounding.
+#
 # ## Two invariants
 #
 # Sum the boxed formula over $i$: since $\sum_i \hat x_i = 0$,
@@ -97,20 +108,23 @@ for name, (x, gamma, beta, dout) in (("lecture 3's (3, 2)", lecture_3), ("random
 # $\epsilon/(\sigma^2+\epsilon)$, negligible unless the channel is nearly constant.
 #
 # **Where they come from: the forward.** Both identities are consequences of what the forward ignores, not
-# properties of the backward algebra. Shift a channel's inputs by a constant, $x_i \to x_i + c$: $\mu$ moves by
-# $c$, $x_c$ and everything after it do not, so the loss is the same for every $c$. A function that does not
+# properties of the backward algebra. Shift a channel's inputs by a constant, $x_i \to x_i + t$: $\mu$ moves by
+# $t$, $x_c$ and everything after it do not, so the loss is the same for every $t$. A function that does not
 # change along a direction has zero derivative along it:
-# $\frac{d}{dc}L(x + c\mathbf 1)\big|_{c=0} = \sum_i \partial L/\partial x_i = 0$ — the first invariant, exact
-# for any $\epsilon$. Scale a channel's inputs about their mean, $x_c \to a\,x_c$: then
-# $\hat x \to a x_c/\sqrt{a^2\sigma^2+\epsilon}$, which is $\hat x$ again only if $\epsilon = 0$. So the loss is
-# invariant to this scaling as $\epsilon\to 0$, and its derivative at $a=1$,
+# $\frac{d}{dt}L(x + t\mathbf 1)\big|_{t=0} = \sum_i \partial L/\partial x_i = 0$ — the first invariant, exact
+# for any $\epsilon$. (Here and below $x_c = x - \mu$ is the centred value, as in lecture 3; channels are indexed
+# by $k$.) You met one consequence in [lecture 2](02_forward_pass.ipynb), section "A bias just before batch norm
+# is wasted": a bias $b$ added just before batch norm is such a shift, so its gradient
+# $\partial L/\partial b_k = \sum_i \partial L/\partial x_{ik}$ is exactly zero. Scale a channel's inputs about
+# their mean, $x_c \to a\,x_c$: then $\hat x \to a x_c/\sqrt{a^2\sigma^2+\epsilon}$, which is $\hat x$ again only
+# if $\epsilon = 0$. So the loss is invariant to this scaling as $\epsilon\to 0$, and its derivative at $a=1$,
 # $\sum_i x_{c,i}\,\partial L/\partial x_i = s\sum_i \hat x_i\,\partial L/\partial x_i$, vanishes in that limit —
 # the second invariant. With $\epsilon > 0$ the forward does change a little under scaling, and the $\epsilon$
 # factor above is exactly that change.
 #
 # **Predict, then run.** The cell below builds three channels with variances about 5, $5\times 10^{-5}$ and
 # $6\times10^{-7}$ (below a tenth of $\epsilon = 10^{-5}$). In which will $\sum_i\hat x_i\,\partial L/\partial x_i$
-# be far from zero?
+# be far from zero? The two sums are one line of numpy each.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -118,24 +132,53 @@ rng = np.random.default_rng(0)
 x = rng.standard_normal((16, 3)) * np.array([2.0, 0.01, 0.001]) + 5
 gamma, beta, dout = np.array([1.5, -0.7, 2.0]), np.zeros(3), rng.standard_normal((16, 3))
 _, cache = batchnorm_forward(x, gamma, beta)
-sums = backward_invariants(dout, cache)                 # per-channel sums of the fused backward's dx
-ratio = sums["sum dx xhat"] / sums["gamma dgamma / s"]  # the second invariant in units of gamma/s * dgamma
-print("channel  variance  eps/(var+eps)  sum(xhat*dx) / (gamma/s*dgamma)  |sum dx| / scale (< 1e-12)")
-for c in range(3):
-    print(f"{c:7d}  {cache.batch_var[c]:8.1e}  {sums['eps factor'][c]:13.4e}  {ratio[c]:31.4e}  "
-          f"{error_text(abs(sums['sum dx'][c]) / sums['scale'][c], floor=1e-14):>16s}")
-residue = np.abs(sums["sum dx xhat"] - sums["eps term"]) / sums["scale"]
-print(f"|sum(xhat*dx) - eps term| / scale, worst channel: {error_text(residue.max(), floor=1e-14)} (< 1e-10)")
+dx, dgamma, dbeta = batchnorm_backward_fused(dout, cache)
+var, eps = cache.batch_var, cache.eps
+s = np.sqrt(var + eps)
+sum_dx = dx.sum(axis=0)                               # first invariant: 0
+sum_xhat_dx = (cache.xhat * dx).sum(axis=0)           # second: gamma / s * dgamma * eps / (var + eps)
+eps_factor = eps / (var + eps)
+scale = np.abs(gamma) / s * np.abs(dout).sum(axis=0)  # size of the terms that cancel in sum_dx
+print("channel  variance  eps/(var+eps)  sum(xhat*dx) / (gamma/s*dgamma)")
+for k in range(3):
+    print(f"{k:7d}  {var[k]:8.1e}  {eps_factor[k]:13.4e}  {sum_xhat_dx[k] / (gamma[k] / s[k] * dgamma[k]):31.4e}")
+residue = np.abs(sum_xhat_dx - gamma / s * dgamma * eps_factor) / scale
+print(f"|sum(xhat*dx) - gamma/s*dgamma*eps/(var+eps)| / scale, worst channel: {within(residue.max(), 1e-10)}")
 
 # %% [markdown]
-# Here scale $= |\gamma|/s\cdot\sum_i|\delta_i|$ is the size of the terms that cancel in $\sum_i\partial L/\partial x_i$:
-# a rounding residue is small or large relative to it, not relative to 1. The nearly constant channels carry
-# the largest residues (up to about $10^{-13}$): centring values near 5 that differ by about 0.01 or 0.001
-# keeps only 13 or 12 of float64's 16 digits. The second invariant, measured in units of
-# $\frac{\gamma}{s}\frac{\partial L}{\partial\gamma}$, *is* the factor $\epsilon/(\sigma^2+\epsilon)$: about
-# $2\times 10^{-6}$ for the first channel, $0.16$ for the second, and $0.94$ for the last one, whose variance is
-# below a tenth of $\epsilon$ — there $\epsilon$ has taken over the normalization (lecture 2's figure) and the
-# layer no longer ignores the scale of its input.
+# The second invariant, measured in units of $\frac{\gamma}{s}\frac{\partial L}{\partial\gamma}$, *is* the factor
+# $\epsilon/(\sigma^2+\epsilon)$: about $2\times 10^{-6}$ for the first channel, $0.16$ for the second, and $0.94$
+# for the last one, whose variance is below a tenth of $\epsilon$ — there $\epsilon$ has taken over the
+# normalization (lecture 2's figure) and the layer no longer ignores the scale of its input. Here scale
+# $= |\gamma|/s\cdot\sum_i|\delta_i|$ is the size of the terms that cancel in the sums: a rounding residue is small
+# or large relative to it, not relative to 1.
+#
+# **The first invariant in floating point.** $\sum_i\partial L/\partial x_i$ is zero in exact arithmetic. In
+# float64 a residue is left, and it has a cause you can compute. The mean is rounded, so the computed $\hat x$
+# of a channel do not sum to exactly 0 but to $\sum_i\hat x_i = m\,(\mu - \mathrm{fl}(\mu))/s$: a rounding error
+# of about $10^{-16}$ relative to the values near 5, divided by $s$. Put that into the boxed formula and the
+# first two terms still cancel, leaving
+# $\sum_i\partial L/\partial x_i = -\frac{\gamma}{ms}\,\sum_i\hat x_i\;\frac{\partial L}{\partial\gamma}$.
+# **Predict, then run:** which channel has the largest $\sum_i\hat x_i$, and does it also have the largest
+# residue?
+
+# %%
+# NBVAL_CHECK_OUTPUT
+sum_xhat = cache.xhat.sum(axis=0)                           # 0 in exact arithmetic
+predicted = -gamma / (cache.m * s) * sum_xhat * dgamma      # what sum_dx is then
+print("channel  sum(xhat)  dgamma   |sum dx| / scale  |predicted| / scale")
+for k in range(3):
+    print(f"{k:7d}  {error_text(sum_xhat[k], floor=1e-15):>9s}  {dgamma[k]:6.3f}  "
+          f"{error_text(sum_dx[k] / scale[k], floor=1e-15):>16s}  {error_text(predicted[k] / scale[k], floor=1e-15):>19s}")
+print(f"worst |sum dx| / scale: {within(np.max(np.abs(sum_dx) / scale), 1e-12, floor=1e-15)}")
+
+# %% [markdown]
+# The nearly constant channels have the largest $\sum_i\hat x_i$, about a thousand times channel 0's: a rounding
+# of the mean of the same size (values near 5 in every channel), divided by an $s$ hundreds of times smaller.
+# Centring values that differ by only 0.01 or 0.001 costs two or three of float64's 16 digits. The residue
+# follows the prediction in every channel, and it needs a large $\partial L/\partial\gamma$ too: channel 2 has
+# the largest $\sum_i\hat x_i$, but its $\partial L/\partial\gamma$ happens to be small for this upstream
+# gradient, and so is its residue.
 #
 # ## The Jacobian
 #
@@ -144,7 +187,8 @@ print(f"|sum(xhat*dx) - eps term| / scale, worst channel: {error_text(residue.ma
 # It is symmetric. For lecture 2's feature 0, the values $1, 2, 6$ with $\gamma = 2$:
 
 # %%
-plot_jacobian([1.0, 2.0, 6.0], gamma=2.0);
+figure = plot_jacobian([1.0, 2.0, 6.0], gamma=2.0)
+figure.axes[1].set_ylabel(r"$\partial y_i / \partial x_j$");  # the colour bar's label
 
 # %% [markdown]
 # **What to notice.** Each row adds up to zero, and every row is a multiple of the same vector, $(4, -5, 1)$:
@@ -174,18 +218,19 @@ print("the remaining direction, times sqrt(42):", ", ".join(f"{v:.4f}" for v in 
 # %% [markdown]
 # With three examples, batch norm passes gradient along **one** direction per channel, scaled by $\gamma/s$;
 # the constant direction is projected out exactly and the $\hat x$ direction up to $\epsilon/(\sigma^2+\epsilon)$.
-# With $m=2$ it passes none: a batch of two always outputs $\pm 1$, whatever the input (lecture 2).
+# With $m=2$ it passes none (up to $\epsilon$): a batch of two always outputs $\pm 1$ (up to $\epsilon$), whatever
+# the input (lecture 2).
 #
 # Again the cause is the forward: the output does not move when the input moves along $\mathbf 1$ (or, as
 # $\epsilon\to 0$, along $\hat x$), so the Jacobian must send those directions to zero. The same argument one
 # layer up gives lecture 9's weight invariance. If the channel's inputs come from a linear layer, $x = Wu$ (one
-# row of $W$ per channel, no bias), then $\text{BN}(aWu) = \text{BN}(Wu)$ for every $a > 0$ (up to $\epsilon$),
-# so $L(aW) = L(W)$ and differentiating at $a = 1$ gives $\langle \nabla_W L, W\rangle = 0$. In terms of this
-# lecture's sums,
+# row $w_k$ of $W$ per channel $k$, no bias), then $\text{BN}(aWu) = \text{BN}(Wu)$ for every $a > 0$ (up to
+# $\epsilon$), so $L(aW) = L(W)$ and differentiating at $a = 1$ gives $\langle \nabla_W L, W\rangle = 0$. In terms
+# of this lecture's sums,
 #
-# $$\langle \nabla_W L, W\rangle = \sum_{n,c} x_{nc}\frac{\partial L}{\partial x_{nc}}
-#   = \sum_c\Big(\mu_c\sum_n\frac{\partial L}{\partial x_{nc}} + s_c\sum_n \hat x_{nc}\frac{\partial L}{\partial x_{nc}}\Big)
-#   = \sum_c \gamma_c\frac{\partial L}{\partial\gamma_c}\,\frac{\epsilon}{\sigma_c^2+\epsilon} ,$$
+# $$\langle \nabla_W L, W\rangle = \sum_{n,k} x_{nk}\frac{\partial L}{\partial x_{nk}}
+#   = \sum_k\Big(\mu_k\sum_n\frac{\partial L}{\partial x_{nk}} + s_k\sum_n \hat x_{nk}\frac{\partial L}{\partial x_{nk}}\Big)
+#   = \sum_k \gamma_k\frac{\partial L}{\partial\gamma_k}\,\frac{\epsilon}{\sigma_k^2+\epsilon} ,$$
 #
 # zero as $\epsilon \to 0$: the invariance of the forward is the cause, the orthogonality of the gradient the
 # consequence.
@@ -202,7 +247,7 @@ inner = np.sum(dW * W)
 predicted = np.sum(ones * dgamma * cache.eps / (cache.batch_var + cache.eps))
 print(f"max |BN(2Wu) - BN(Wu)|: {np.abs(batchnorm_forward(u @ (2 * W).T, ones, zeros)[0] - out).max():.1e} "
       f"(eps-sized)")
-print(f"<dL/dW, W> = {inner:.4e};  sum_c gamma dgamma eps/(var+eps) = {predicted:.4e}")
+print(f"<dL/dW, W> = {inner:.4e};  sum_k gamma_k dgamma_k eps/(var_k+eps) = {predicted:.4e}")
 print(f"<dL/dW, W> / (|dL/dW| |W|) = {inner / (np.linalg.norm(dW) * np.linalg.norm(W)):.1e} (< 1e-5)")
 
 # %% [markdown]
@@ -215,31 +260,77 @@ print(f"<dL/dW, W> / (|dL/dW| |W|) = {inner / (np.linalg.norm(dW) * np.linalg.no
 bnlab.notebook.show_source(batchnorm_backward)
 
 # %% [markdown]
-# Count, in the two listings, the arrays as large as the batch that each line reads or writes: numpy evaluates
-# every operator into a new full-size array, and per-channel values are too small to matter. Reading or writing
-# a float32 array costs 4 bytes per element. The count comes to:
+# numpy evaluates every operator into a new array, so an expression such as `(dout * xhat).sum(...)` reads two
+# batch-sized arrays, writes one (the product) and reads it again for the sum. Per-channel values are too small
+# to matter. Call each batch-sized read or write one **pass** over memory.
 #
-# | | full-size arrays created | reductions over the batch | full-size reads + writes | bytes per float32 element |
-# |---|---|---|---|---|
-# | staged (`batchnorm_backward`) | 8 | 4 | 23 | 92 |
-# | fused (`batchnorm_backward_fused`) | 6 | 2 | 16 | 64 |
-#
-# a ratio of about 1.4. The cell below times both, with PyTorch's native kernel for scale, on a fully
-# connected batch (1 MiB) and a convolutional one (16 MiB), the backward alone and forward + backward
-# (float32, one thread; `benchmarks/bench_batchnorm.py` measures the same with more repeats, and torch on two
-# threads too).
+# **Predict, then run.** Count the passes, line by line, in the staged listing above and in the fused one at the
+# top of the lecture. What staged / fused time ratio would you predict if passes set the time? The cell prints
+# the count (`bnlab.lessons.closed_form.TALLY`, which a test recounts operation by operation against the
+# current source).
 
 # %%
-plot_staged_vs_fused(time_staged_vs_fused(repeats=5, rounds=3));
+# NBVAL_CHECK_OUTPUT
+for name in ("numpy staged backward", "numpy fused backward"):
+    reads = sum(r for _, r, _ in TALLY[name])
+    print(f"{name}\n  reads writes  line")
+    for line, r, w in TALLY[name]:
+        print(f"  {r:5d} {w:6d}  {line}")
+    print(f"  {reads:5d} {passes(name) - reads:6d}  = {passes(name)} passes, {4 * passes(name)} bytes per float32 element")
+print(f"predicted staged / fused time ratio: {passes('numpy staged backward')} / {passes('numpy fused backward')} "
+      f"= {passes('numpy staged backward') / passes('numpy fused backward'):.2f}")
+print(f"the numpy forward makes {passes('numpy forward')} passes; the least any forward can make is "
+      f"{FLOORS['forward']}, any backward {FLOORS['backward']} (question 3)")
 
 # %% [markdown]
-# **What to notice.** The backward alone is where the closed form pays. On the machine this course was built
-# on, the staged / fused ratio of the backward came out between about 1.5 and 1.8 in repeated runs, on both
-# shapes: close to, a little above, the 1.4 of the byte count. Forward + backward the ratio shrinks to about
-# 1.2–1.4, because both run the same forward, which costs roughly as much as the staged backward. Timings vary
-# from machine to machine and from run to run (a busy machine produces outliers in either direction); the
-# ratios, and the passes over memory behind them, are what carry over. Lecture 6 times a torch version of the
-# closed form against PyTorch's C++ kernel.
+# **The control.** A time in milliseconds depends on the machine and on what else it is doing, so measure the
+# unit in the same run: copy an array of the batch's size into one allocated beforehand. A copy reads the array
+# once and writes it once, two passes at the speed this machine streams memory, so half a copy's time is the
+# time of one pass. Any time divided by it is its **pass-equivalents** (`bnlab.timing.pass_equivalents`,
+# $2\,t/t_\text{copy}$). If passes set the time, each bar below would end at its tick: the passes counted above,
+# or, for PyTorch's native C++ backward, whose passes we cannot see inside its kernel, the floor of 5. Two
+# batches, float32, one thread: a fully connected one (1 MiB per array, small enough to stay in a typical CPU's
+# caches: compare the copy's bandwidth in the two panel titles) and a convolutional one (16 MiB per array).
+
+# %%
+timings = time_closed_form(repeats=5, rounds=3)
+ticks = {name: (passes(name), "counted") for name in TALLY}
+ticks["torch native backward"] = (FLOORS["backward"], "floor")
+plot_pass_equivalents(timings, ticks, "Measured time in passes at the copy's speed; ticks: passes counted on paper",
+                      ratios=[("numpy staged backward", "numpy fused backward")]);
+
+# %% [markdown]
+# **What to notice.** Every bar ends beyond its tick: no implementation runs at one copy-speed pass per counted
+# pass. But the two numpy backwards take about the same number of pass-equivalents per counted pass, so the
+# count predicts their ratio. In repeated runs of this notebook on the machine the course was built on (the
+# stored figure among them) they took 1.1 to 2.2 pass-equivalents per counted pass, and staged / fused (in each
+# panel's title) came out between 1.3 and 1.9, against the predicted 1.44, on both batches. The forward, with 12
+# counted passes, took about as long as the staged backward with 23 (0.7 to 1.1 times as long): some passes
+# cost more than others, which the next figure measures. PyTorch's native backward, one fused C++ kernel, took
+# 1.5 to 5 times its floor of 5 (lecture 6 measures PyTorch's kernels against their floors). A page fault, counted
+# beside each bar, is the kernel mapping memory an allocator has just obtained from the system; how many occur
+# depends on the allocator's state and changes from run to run. Rerun the cell: the times move more than their
+# ratios.
+#
+# **Why more than one pass-equivalent per pass?** The same control, applied to the four kinds of operation the
+# listings are made of. An element-wise operation on two arrays of the same shape makes 3 passes; multiplying
+# by a per-channel vector (a broadcast) 2; a sum over the batch 1; the forward's mean, which accumulates float32
+# values in float64, 1.
+
+# %%
+operations = time_single_operations(repeats=5, rounds=3)
+plot_pass_equivalents(operations, {name: (count, "counted") for name, count in OPERATION_PASSES.items()},
+                      "Single numpy operations, float32, against the same copy control");
+
+# %% [markdown]
+# An element-wise operation on same-shaped arrays ends near its tick (2.2 to 3.8 pass-equivalents for its 3
+# passes in the same runs): there, passes do set the time. A broadcast (2.7 to 5.5 for 2 passes) and a sum over
+# the batch (1.1 to 2.8 for 1) cost more per pass than a copy, and a mean accumulated in float64, for which numpy
+# converts the values in a buffer before adding them, several times more (3.5 to 10 for 1). Almost every
+# line of both backwards broadcasts or reduces, which is why both take more than one pass-equivalent per counted
+# pass; the forward's two float64 means are why it costs as much as the staged backward. So: count passes to
+# compare implementations built from the same kinds of operation, and measure, against a control, what a pass
+# of each kind costs.
 #
 # ## Summary
 #
@@ -248,26 +339,32 @@ plot_staged_vs_fused(time_staged_vs_fused(repeats=5, rounds=3));
 # - Per channel, $\sum\partial L/\partial x = 0$ exactly, and $\sum \hat x\,\partial L/\partial x =
 #   \frac{\gamma}{s}\frac{\partial L}{\partial\gamma}\cdot\frac{\epsilon}{\sigma^2+\epsilon}$. Both follow from
 #   the forward: it ignores a shift of a channel's inputs exactly, and a scaling of them as $\epsilon\to 0$. The
-#   same argument gives $\langle\nabla_W L, W\rangle = 0$ for the weights before a batch norm.
+#   same argument gives $\langle\nabla_W L, W\rangle = 0$ for the weights before a batch norm. In float64,
+#   $\sum\partial L/\partial x$ keeps a rounding residue,
+#   $-\frac{\gamma}{ms}\sum\hat x\,\frac{\partial L}{\partial\gamma}$, set by how far the computed $\hat x$
+#   are from summing to zero.
 # - The Jacobian projects out the shift and (up to $\epsilon$) the scale directions.
-# - The fused form computes the same gradient with fewer passes over memory: about 1.5× faster for the backward
-#   here.
+# - The fused backward makes 16 passes over batch-sized memory where the staged one makes 23, and the count
+#   predicts their time ratio, 1.44 (measured: 1.3 to 1.9). Timed against a copy of the same array, no
+#   implementation runs at one pass-equivalent per counted pass: broadcasts, reductions and float64 accumulation
+#   cost more than a copy, so measure before you predict absolute times.
 #
 # ## Questions
 #
 # 1. Show that $J$ is symmetric. Is the Jacobian of layer norm symmetric too?
 # 2. Why does a batch of two make the gradient with respect to $x$ vanish (up to $\epsilon$)? What does that mean
 #    for training with tiny batches (lecture 8)?
-# 3. The fused numpy backward moves about 64 bytes per float32 element. What is the least any backward could
-#    move, given what it must read and write? (Hint: no element of $\partial L/\partial x$ can be written before
-#    both sums are complete.)
+# 3. The fused numpy backward moves 64 bytes per float32 element (16 passes). What is the least any backward
+#    could move, given what it must read and write? (Hint: no element of $\partial L/\partial x$ can be written
+#    before both sums are complete.)
 #
 # <details><summary>Answer to question 3</summary>
 #
 # One pass reads $\delta$ and $\hat x$ (or $x$) to form the two sums; a second pass reads them again and writes
 # $\partial L/\partial x$: five array passes, 20 bytes per float32 element (the forward's minimum is 12: read
 # $x$ once for the statistics, then read it and write $y$). Only a kernel that fuses the whole expression into
-# one loop gets near that; numpy, one operator at a time, cannot.
+# one loop can get near that; numpy, one operator at a time, cannot. (Lecture 6 measures how near PyTorch's
+# fused kernel gets.)
 #
 # </details>
 #
