@@ -7,9 +7,10 @@ accumulates), inputs preallocated (fresh 16-32 MiB tensors would page-fault ever
 to 1 and then 2. The two implementations are interleaved round by round and each reports its best median
 (``bnlab.timing.compare_ms``), so a busy neighbour disturbs both alike.
 
-``bnlab.nn`` is the course's readable reference (lecture 6), not a fast path: every eager PyTorch op is one pass
-over memory, and the plain closed form takes about a dozen for forward + backward against about five fused ones
-in torch's kernel, so on large batches expect ours to be several times slower. The (128, 100) MLP batch is the
+``bnlab.nn`` is the course's readable reference (lecture 6), not a fast path: every eager PyTorch op reads and
+writes whole batches, 28 batch-sized reads and writes per forward + backward (lecture 6 counts them op by op),
+against a floor of 8 for any implementation; torch's fused kernel is not at that floor either (lecture 6 times
+both against a copy of the same array), so on large batches expect ours to be a few times slower. The (128, 100) MLP batch is the
 size that matters for the course (ghost batch norm in lecture 8's live runs): there per-call overhead dominates.
 An earlier speed-tuned version (in-place buffers, row-wise norms) was 2-4x faster on the large shapes and no
 faster on (128, 100); it was removed because nothing in the course runs large batches through bnlab.nn.

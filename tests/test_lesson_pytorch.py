@@ -19,7 +19,6 @@ from bnlab.lessons.pytorch import (
     saved_tensors,
     time_against_copy_study,
 )
-from bnlab.plots.pytorch import plot_torch_batch_norm_timings
 from bnlab.running_stats import CONVENTIONS, Convention
 from bnlab.timing import CopyControlled
 
@@ -212,18 +211,6 @@ def test_traffic_lists_each_operation_with_its_reads_and_writes():
 
 
 # ----------------------------------------------------------------------------------------------- figures
-
-def test_timing_figure_has_one_panel_per_shape_and_the_ratio_in_each_title():
-    timings = {(128, 100): {"bnlab.nn (Python, closed form)": 0.3, "torch native (C++)": 0.1},
-               (256, 1024): {"bnlab.nn (Python, closed form)": 2.0, "torch native (C++)": 0.5}}
-    fig = plot_torch_batch_norm_timings(timings)
-    assert len(fig.axes) == 2
-    assert [ax.get_title() for ax in fig.axes] == ["(128, 100)\nbnlab.nn / torch native = 3.0",
-                                                  "(256, 1024)\nbnlab.nn / torch native = 4.0"]
-    assert fig.axes[0].get_ylabel().startswith("ms")
-    with pytest.raises(ValueError, match="at least one shape"):
-        plot_torch_batch_norm_timings({})
-
 
 def test_pass_equivalent_figure_marks_counts_and_names_the_copy():
     from bnlab.plots.speed import plot_pass_equivalents

@@ -1,4 +1,4 @@
-"""Lectures 3 and 4's computations: the numbers behind their figures and checked cells.
+"""Lectures 3 and 4's computations (lecture 4 also has bnlab.lessons.closed_form): numbers behind figures and checks.
 
 * :func:`torch_gradients`: PyTorch's (dx, dgamma, dbeta) for ``F.batch_norm``, the reference both lectures
   compare with.
@@ -11,10 +11,6 @@
   upstream gradient lets through, and what a proper gradient check says about each;
   :func:`unbiased_in_both`: what no gradient check can catch (a forward and backward on the same wrong
   convention).
-* :func:`backward_invariants`: the per-channel sums sum(dx) and sum(dx * xhat) of lecture 4, with the eps term
-  the second one equals and the size of the terms that cancel in them.
-* :func:`time_staged_vs_fused`: backward-only and forward + backward timings of both numpy backwards and
-  torch's kernel (never printed in a checked cell: they depend on the machine).
 
 Everything runs :mod:`bnlab.functional` (or torch) on plain arrays; nothing here re-implements a backward.
 """
@@ -25,14 +21,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bnlab._channels import channel_sum, reduction_axes
+from bnlab._channels import reduction_axes
 from bnlab._validation import check_batch_input, check_eps, check_float, check_int, check_seed
-from bnlab.functional import BatchNormCache, batchnorm_backward, batchnorm_backward_fused, batchnorm_forward
+from bnlab.functional import batchnorm_backward, batchnorm_forward
 from bnlab.gradcheck import numerical_gradient, rel_error
 
-__all__ = ["NODES", "FiniteDifferenceStudy", "all_ones_trap", "backward_invariants", "catalogue_gradient_checks",
-           "finite_difference_study", "node_gradients", "step_tradeoff", "time_staged_vs_fused",
-           "torch_gradients", "unbiased_in_both"]
+__all__ = ["NODES", "FiniteDifferenceStudy", "all_ones_trap", "catalogue_gradient_checks", "finite_difference_study",
+           "node_gradients", "step_tradeoff", "torch_gradients", "unbiased_in_both"]
 
 NODES = ("x", "mu", "xc", "var", "std", "inv", "xhat", "gamma", "beta")  # bnlab.functional's names
 
@@ -278,62 +273,3 @@ def unbiased_in_both(shape: tuple[int, ...] = (6, 4), seed: int = 0, eps: float 
                                           torch_gradients(x, gamma, beta, dout, eps)[0])
     result["predicted output error"] = 1 - float(np.sqrt((m - 1) / m))
     return result
-
-
-# ---------------------------------------------------------------------------------------------- invariants
-
-
-def backward_invariants(dout: np.ndarray, cache: BatchNormCache,
-                        backward=batchnorm_backward_fused) -> dict[str, np.ndarray]:
-    """Lecture 4's two per-channel sums of dx, with what each is compared against; every entry has shape (C,).
-
-    With s = sqrt(var + eps) and dgamma = sum(dout * xhat):
-
-    * ``"sum dx"``: the sum of dx over the channel's m values; 0 in exact arithmetic.
-    * ``"sum dx xhat"``: the sum of dx * xhat; in exact arithmetic it equals ``"eps term"``.
-    * ``"eps term"``: gamma / s * dgamma * eps / (var + eps), the product of the next two entries.
-    * ``"gamma dgamma / s"``: gamma / s * dgamma.
-    * ``"eps factor"``: eps / (var + eps), the fraction of the normalization that eps has taken over.
-    * ``"scale"``: |gamma| / s * sum(|dout|), the size of the terms that cancel in the sums (compare a rounding
-      residue with it, not with 1).
-
-    Args:
-        dout: upstream gradient, shape of the forward's input.
-        cache: from :func:`bnlab.functional.batchnorm_forward`.
-        backward: ``(dout, cache) -> (dx, dgamma, dbeta)``, by default the closed form.
-    """
-    dx, dgamma, _ = backward(dout, cache)
-    gamma, inv = cache.gamma.reshape(-1), cache.inv.reshape(-1)
-    eps_factor = cache.eps / (cache.batch_var + cache.eps)
-    return {
-        "sum dx": channel_sum(dx),
-        "sum dx xhat": channel_sum(dx * cache.xhat),
-        "eps term": gamma * inv * dgamma * eps_factor,
-        "gamma dgamma / s": gamma * inv * dgamma,
-        "eps factor": eps_factor,
-        "scale": np.abs(gamma) * inv * channel_sum(np.abs(dout)),
-    }
-
-
-# ------------------------------------------------------------------------------------------------ timing
-
-
-def time_staged_vs_fused(shapes: tuple[tuple[int, ...], ...] = ((256, 1024), (64, 64, 32, 32)), repeats: int = 5,
-                         rounds: int = 2) -> dict[tuple[int, ...], dict[str, dict[str, float]]]:
-    """Median ms of the staged and fused numpy backwards and torch's kernel, float32, at the current threads.
-
-    Returns ``{shape: {"backward": timings, "forward + backward": timings}}`` where each ``timings`` is
-    :func:`bnlab.timing.time_batchnorm_implementations`' ``{"numpy staged": ms, "numpy fused": ms,
-    "torch native": ms}``. Machine- and load-dependent: show the figures, compare ratios, never check them.
-    """
-    from bnlab.timing import time_batchnorm_implementations
-
-    repeats, rounds = check_int(repeats, "repeats"), check_int(rounds, "rounds")
-    results = {}
-    for shape in shapes:
-        shape = tuple(int(n) for n in shape)
-        results[shape] = {
-            what: time_batchnorm_implementations(shape, repeats=repeats, backward_only=backward_only,
-                                                 rounds=rounds)
-            for what, backward_only in (("backward", True), ("forward + backward", False))}
-    return results

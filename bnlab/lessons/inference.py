@@ -33,7 +33,7 @@ from bnlab._validation import check_choice, check_float, check_int, check_moment
 from bnlab.data import Dataset
 from bnlab.models import build_mlp
 from bnlab.nn import batchnorm_layers, fold_batchnorm, fold_batchnorm_sequential, recompute_batchnorm_statistics
-from bnlab.running_stats import (CONVENTIONS, batch_weights, bias_corrected, convention, initial_value_share,
+from bnlab.running_stats import (CONVENTIONS, PAPER_SOURCE, batch_weights, bias_corrected, convention, initial_value_share,
                                  moving_average_trace, newest_batch_weight)
 from bnlab.train import evaluate, train
 
@@ -107,12 +107,6 @@ _MODELLED = {
     "cs231n": ("CS231n assignment 2 skeleton", "bnlab's model"),
     "d2l": ("d2l.ai, current edition (PyTorch tab)", "bnlab's model"),
 }
-
-PAPER_SOURCE = ("Ioffe & Szegedy 2015 (arXiv 1502.03167), Algorithm 2: step 6 trains the network, step 7 makes the "
-                "inference network with frozen parameters, step 10 processes training mini-batches and averages: "
-                "E[x] = E_B[mu_B], Var[x] = m/(m - 1) E_B[sigma_B^2]. eps is a constant for numerical stability; "
-                "the paper gives no value")
-
 
 def convention_rows(batch: tuple[float, ...] = (1.0, 3.0)) -> list[ConventionRow]:
     """One update by ``batch`` (the m values of one channel) from each code's initial running statistics.

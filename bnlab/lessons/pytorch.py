@@ -22,7 +22,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from bnlab._validation import check_float, check_int
-from bnlab.running_stats import CONVENTIONS
+from bnlab.running_stats import CONVENTIONS, PAPER_SOURCE
 from bnlab.timing import CopyControlled, time_against_copy
 
 __all__ = ["CHANNEL_AXIS", "NOTES", "PAPER", "SavedTensors", "Traffic", "batch_sized_traffic", "convention_sheet",
@@ -294,15 +294,7 @@ PAPER = {
     "variance": "unbiased",
     "eps": "not given",
     "initial_var": "-",
-    "source": ("arXiv:1502.03167, Algorithm 2: step 6 trains the network; step 7 makes the inference network "
-               "'with frozen parameters'; step 10 then processes training mini-batches and averages their "
-               "statistics with equal weights, E[x] <- E_B[mu_B], Var[x] <- m/(m-1) E_B[sigma_B^2]. That is "
-               "precise BN (bnlab.nn.recompute_batchnorm_statistics: PyTorch's momentum=None run after training, "
-               "on frozen weights), not momentum=None during training, which averages every batch of the "
-               "trajectory. Section 3.1 adds: 'Using moving averages instead, we can track the accuracy of a model "
-               "as it trains.' Algorithm 1: eps is 'a constant added to the mini-batch variance for numerical "
-               "stability', no value given. Section 3.2: for convolutions one mean and variance per feature map, "
-               "over the mini-batch and all locations"),
+    "source": PAPER_SOURCE,
 }
 
 # Which axis holds the channels (the statistics are per channel, reduced over every other axis).

@@ -1,6 +1,6 @@
 """Figures for the lectures. Every function computes what it draws from bnlab code and returns the Figure.
 
-One module per topic: training (lecture 1), forward (2), graph and gradients (3, 4), inference (5), pytorch (6),
+One module per topic: training (lecture 1), forward (2), graph and gradients (3, 4), speed (4, 6), inference (5),
 experiments (7-9). Lectures import from the module, e.g. ``from bnlab.plots.forward import plot_eps_effect``;
 everything is also available here.
 """
@@ -22,11 +22,12 @@ from bnlab.plots.forward import (
     plot_unbiased_variance_error,
     plot_variance_precision,
 )
-from bnlab.plots.gradients import plot_gradient_check_vs_step, plot_jacobian, plot_staged_vs_fused
+from bnlab.plots.gradients import plot_gradient_check_vs_step, plot_jacobian
 from bnlab.plots.graph import draw_batchnorm_graph
-from bnlab.plots.inference import plot_precise_bn, plot_running_averages
-from bnlab.plots.pytorch import plot_torch_batch_norm_timings
+from bnlab.plots.inference import plot_measured_lag, plot_precise_bn, plot_running_averages
+from bnlab.plots.speed import plot_pass_equivalents
 from bnlab.plots.training import (
+    plot_accuracy_panels,
     plot_gradient_norms,
     plot_layer_percentiles,
     plot_preactivation_spread,
@@ -36,6 +37,7 @@ from bnlab.plots.training import (
 
 __all__ = [
     "draw_batchnorm_graph",
+    "plot_accuracy_panels",
     "plot_batch_dependence",
     "plot_batch_size_sweep",
     "plot_depth_runs",
@@ -47,15 +49,15 @@ __all__ = [
     "plot_jacobian",
     "plot_layer_percentiles",
     "plot_lr_sweep",
+    "plot_measured_lag",
     "plot_norm_batch_size",
     "plot_normalization_stages",
     "plot_one_step_ratio",
+    "plot_pass_equivalents",
     "plot_preactivation_spread",
     "plot_precise_bn",
     "plot_running_averages",
-    "plot_staged_vs_fused",
     "plot_test_accuracy",
-    "plot_torch_batch_norm_timings",
     "plot_unbiased_variance_error",
     "plot_unit_percentiles",
     "plot_variance_precision",

@@ -62,37 +62,6 @@ def plot_jacobian(x: np.ndarray, gamma: float = 1.0, eps: float = 1e-5) -> Figur
     ax.set_ylabel("output")
     ax.grid(False)
     ax.set_title(r"Jacobian $\partial y_i / \partial x_j$ of one channel")
-    fig.colorbar(image, ax=ax, shrink=0.8)
+    fig.colorbar(image, ax=ax, shrink=0.8, label=r"$\partial y_i / \partial x_j$")
     fig.tight_layout()
-    return fig
-
-
-def plot_staged_vs_fused(results: dict[tuple[int, ...], dict[str, dict[str, float]]]) -> Figure:
-    """Bars of ms per implementation: one row per shape, one column per timed work (backward, forward + backward).
-
-    ``results`` is :func:`bnlab.lessons.backward.time_staged_vs_fused`'s ``{shape: {what: {name: ms}}}``. Each
-    panel's title gives the staged / fused ratio, the number that carries over between machines.
-    """
-    shapes = list(results)
-    works = list(results[shapes[0]])
-    fig, axes = plt.subplots(len(shapes), len(works), figsize=(10, 1.9 * len(shapes) + 0.6), squeeze=False,
-                             layout="constrained")
-    colors = ["#a8c4e0", "#4a78a8", "#b07a2a"]
-    for row, shape in enumerate(shapes):
-        for col, what in enumerate(works):
-            ax, timings = axes[row][col], results[shape][what]
-            names = list(timings)
-            ax.barh(names, [timings[n] for n in names], color=colors[: len(names)])
-            for i, name in enumerate(names):
-                ax.text(timings[name], i, f" {timings[name]:.2f} ms", va="center", fontsize=9)
-            ax.invert_yaxis()
-            ax.set_xlim(0, max(timings.values()) * 1.35)
-            ratio = timings["numpy staged"] / timings["numpy fused"]
-            ax.set_title(f"{what}: staged / fused = {ratio:.1f}")
-            ax.set_xlabel("time (ms, median, one thread)")
-            if col:
-                ax.set_yticklabels([])
-            else:
-                ax.set_ylabel(f"float32\n{shape}")
-    fig.suptitle("Staged vs closed-form (fused) backward, measured live: machine-dependent, compare the ratios")
     return fig

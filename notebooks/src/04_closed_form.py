@@ -187,8 +187,7 @@ print(f"worst |sum dx| / scale: {within(np.max(np.abs(sum_dx) / scale), 1e-12, f
 # It is symmetric. For lecture 2's feature 0, the values $1, 2, 6$ with $\gamma = 2$:
 
 # %%
-figure = plot_jacobian([1.0, 2.0, 6.0], gamma=2.0)
-figure.axes[1].set_ylabel(r"$\partial y_i / \partial x_j$");  # the colour bar's label
+plot_jacobian([1.0, 2.0, 6.0], gamma=2.0);
 
 # %% [markdown]
 # **What to notice.** Each row adds up to zero, and every row is a multiple of the same vector, $(4, -5, 1)$:
