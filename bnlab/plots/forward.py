@@ -69,7 +69,8 @@ def plot_forward_explorer(result: ExplorerResult) -> Figure:
         bins = np.linspace(low, high if high > low else low + 1.0, int(np.clip(len(values) // 3, 5, 40)) + 1)
         ax.hist(values, bins=bins, alpha=0.6, color=color, label=label)
         ax.set_title(f"input x, {label}", fontsize=10)
-        ax.set_xlabel("value (input units)", fontsize=9)
+        if feature == 1:  # one x label for both (the panel above would run into this title)
+            ax.set_xlabel("value (input units)", fontsize=9)
         ax.set_ylabel("count", fontsize=9)
     for column, name in ((1, "xhat"), (2, "y")):
         ax = fig.add_subplot(grid[0, column])
