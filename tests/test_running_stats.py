@@ -1,6 +1,7 @@
 """One running-statistics update for every layer, and the other frameworks' conventions as their code runs."""
 
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -74,7 +75,8 @@ def test_keras_k_is_pytorch_one_minus_k_apart_from_the_variance_estimator():
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # keras' torch backend on numpy 2 (its own code)
 def test_keras_model_matches_keras_itself():
     """The Keras row of lecture 5 is bnlab's model of Keras 3's rule; here Keras runs it (torch backend)."""
-    os.environ.setdefault("KERAS_BACKEND", "torch")
+    if "keras" not in sys.modules:  # the backend is chosen at import; torch is the one the course installs
+        os.environ["KERAS_BACKEND"] = "torch"
     keras = pytest.importorskip("keras", reason="keras is in the test extras: `make test` installs it")
     if keras.backend.backend() != "torch":
         pytest.skip(f"keras already imported with the {keras.backend.backend()} backend")
