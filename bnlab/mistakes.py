@@ -25,7 +25,8 @@ import numpy as np
 from bnlab._channels import as_channel, reduction_axes
 from bnlab.running_stats import moving_average, unbiased_variance
 
-__all__ = ["BACKWARD_DX_MISTAKES", "EXPLANATIONS", "LAYER_MISTAKES", "LayerModel", "backward_dx_candidates", "backward_param_candidates",
+__all__ = ["BACKWARD_DX_MISTAKES", "EXPLANATIONS", "LAYER_MISTAKES", "LayerModel", "backward_dx_candidates",
+           "backward_param_candidates",
            "backward_with", "explain", "forward_candidates", "forward_with", "inference_candidates"]
 
 EXPLANATIONS: dict[str, str] = {
@@ -80,6 +81,10 @@ EXPLANATIONS: dict[str, str] = {
         "2 * xc / m.",
     "mean_branch_missing_1_over_m": "the factor 1/m is missing in the mean branch: d mu / d x = 1 / m, so "
         "dx += dmu / m.",
+    "eps_missing_in_backward": "epsilon is missing in the backward only: the forward divides by sqrt(var + eps), "
+        "so the backward must use the same std = sqrt(var + eps) (and xhat from it). Without eps the gradient is "
+        "off by a relative error of about eps / var: invisible for ordinary channels, large for a nearly "
+        "constant one.",
     "gamma_missing": "gamma is missing from dx: the gradient reaching xhat is dxhat = dout * gamma.",
     "sign_flipped": "dx has the opposite sign of the right gradient: check the signs of dstd = -dinv / std**2 "
         "and dmu = -sum(dxc).",
@@ -194,7 +199,7 @@ def inference_candidates(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, run
 BACKWARD_DX_MISTAKES = ("constant_statistics", "variance_branch_missing", "mean_branch_missing",
                         "mean_gradient_not_summed", "variance_gradient_not_summed",
                         "variance_branch_missing_1_over_m", "mean_branch_missing_1_over_m", "gamma_missing",
-                        "sign_flipped", "zeros")
+                        "eps_missing_in_backward", "sign_flipped", "zeros")
 
 
 def backward_dx_candidates(x: np.ndarray, gamma: np.ndarray, dout: np.ndarray, eps: float) -> dict[str, Any]:
@@ -206,11 +211,11 @@ def backward_dx_candidates(x: np.ndarray, gamma: np.ndarray, dout: np.ndarray, e
         return a.sum(axis=axes, keepdims=True)
 
     def staged(g: np.ndarray, *, var_branch: float | None = 2.0 / m, mean_branch: float | None = 1.0 / m,
-               sum_dinv: bool = True, sum_dmu: bool = True) -> np.ndarray:
+               sum_dinv: bool = True, sum_dmu: bool = True, backward_eps: float = eps) -> np.ndarray:
         mu = x.mean(axis=axes, keepdims=True)
         xc = x - mu
         var = csum(xc * xc) / m
-        std = np.sqrt(var + eps)
+        std = np.sqrt(var + backward_eps)
         dxhat = dout * as_channel(g, x.ndim)
         dinv = csum(dxhat * xc) if sum_dinv else dxhat * xc
         dxc = dxhat / std
@@ -231,6 +236,7 @@ def backward_dx_candidates(x: np.ndarray, gamma: np.ndarray, dout: np.ndarray, e
         "variance_branch_missing_1_over_m": staged(gamma, var_branch=2.0),
         "mean_branch_missing_1_over_m": staged(gamma, mean_branch=1.0),
         "gamma_missing": staged(np.ones_like(gamma)),
+        "eps_missing_in_backward": staged(gamma, backward_eps=0.0),
         "sign_flipped": -right,
         "zeros": np.zeros_like(x),
     }

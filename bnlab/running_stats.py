@@ -35,8 +35,8 @@ import numpy as np
 from bnlab._channels import reduction_axes, values_per_channel
 from bnlab._validation import check_choice, check_float, check_int, check_momentum
 
-__all__ = ["CONVENTIONS", "PAPER_SOURCE", "Convention", "batch_weights", "bias_corrected", "convention", "initial_value_share",
-           "moving_average", "moving_average_trace", "newest_batch_weight", "unbiased_variance",
+__all__ = ["CONVENTIONS", "PAPER_SOURCE", "Convention", "batch_weights", "bias_corrected", "convention",
+           "initial_value_share", "moving_average", "moving_average_trace", "newest_batch_weight", "unbiased_variance",
            "updated_running_stats"]
 
 Stat = TypeVar("Stat")  # a float, a numpy array or a torch tensor
@@ -221,15 +221,12 @@ CONVENTIONS: dict[str, Convention] = {
 
 # The paper has no running average: Algorithm 2 averages after training (what bnlab.nn calls precise BN).
 PAPER_SOURCE = (
-    "Ioffe & Szegedy 2015, arXiv:1502.03167, Algorithm 2: step 6 trains the network; step 7 makes the "
-    "inference network 'with frozen parameters'; step 10 then processes training mini-batches and averages their "
-    "statistics with equal weights, E[x] <- E_B[mu_B], Var[x] <- m/(m-1) E_B[sigma_B^2]. That is "
-    "precise BN (bnlab.nn.recompute_batchnorm_statistics: PyTorch's momentum=None run after training, "
-    "on frozen weights), not momentum=None during training, which averages every batch of the "
-    "trajectory. Section 3.1 adds: 'Using moving averages instead, we can track the accuracy of a model "
-    "as it trains.' Algorithm 1: eps is 'a constant added to the mini-batch variance for numerical "
-    "stability', no value given. Section 3.2: for convolutions one mean and variance per feature map, "
-    "over the mini-batch and all locations"
+    "Ioffe & Szegedy 2015, arXiv:1502.03167, Algorithm 2: step 6 trains the network; step 7 makes the inference "
+    "network 'with frozen parameters'; step 10 then processes training mini-batches and averages their statistics "
+    "with equal weights, E[x] <- E_B[mu_B], Var[x] <- m/(m-1) E_B[sigma_B^2]. Section 3.1 adds: 'Using moving "
+    "averages instead, we can track the accuracy of a model as it trains.' Algorithm 1: eps is 'a constant added "
+    "to the mini-batch variance for numerical stability', no value given. Section 3.2: for convolutions one mean "
+    "and variance per feature map, over the mini-batch and all locations"
 )
 
 

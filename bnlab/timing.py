@@ -228,7 +228,8 @@ def time_batchnorm_implementations(
     }, repeats, rounds)
 
 
-def time_torch_batch_norms(shape: tuple[int, ...], repeats: int = 10, seed: int = 0, rounds: int = 3) -> dict[str, float]:
+def time_torch_batch_norms(shape: tuple[int, ...], repeats: int = 10, seed: int = 0,
+                           rounds: int = 3) -> dict[str, float]:
     """Median ms of one float32 training-mode forward + backward: ``bnlab.nn.batch_norm`` vs torch's kernel.
 
     Returns ``{"bnlab.nn (Python, closed form)": ms, "torch native (C++)": ms}`` at the current thread count.

@@ -1,6 +1,6 @@
 """The lectures with dashboards in a real browser: JupyterLab headless, Chromium through Playwright, every cell
-run, a slider moved, the figure redrawn and no error shown. Screenshots go to $BNLAB_SCREENSHOT_DIR (default: pytest's temp
-dir); the best ones are copied by hand to docs/screenshots/ for the README.
+run, a slider moved, the figure redrawn and no error shown. Screenshots go to $BNLAB_SCREENSHOT_DIR (default:
+pytest's temp dir); the best ones are copied by hand to docs/screenshots/ for the README.
 
 Needs Debian's chromium at /usr/bin/chromium and the Python package playwright (``playwright install`` is never
 needed or used). Without them the tests skip and say how to enable them.

@@ -20,7 +20,7 @@ from bnlab.lessons.backward import (  # noqa: E402
     torch_gradients,
     unbiased_in_both,
 )
-from bnlab.mistakes import BACKWARD_DX_MISTAKES  # noqa: E402
+from bnlab.mistakes import BACKWARD_DX_MISTAKES, backward_with  # noqa: E402
 
 TINY = (np.array([[1.0, 10.0], [2.0, 20.0], [6.0, 30.0]]), np.array([2.0, 0.5]), np.array([1.0, -1.0]),
         np.array([[0.5, -1.0], [1.0, 0.0], [-2.0, 3.0]]))
@@ -125,6 +125,24 @@ def test_finite_difference_study_matches_its_model():
     np.testing.assert_allclose(study.errors["float32"][-1], study.errors["float64"][-1], rtol=0.05)
 
 
+def test_leaving_eps_out_of_the_backward_shows_in_float64_only():
+    """The slip changes dx by ~eps/var: above the float64 check's tolerance 1e-6, below float32's noise."""
+    study = finite_difference_study()
+    assert 1e-6 < study.eps_missing_at_best_step("float64") < 1e-5
+    right32, slipped32 = study.smallest("float32")[1], study.eps_missing_at_best_step("float32")
+    assert slipped32 < 1e-4 and abs(slipped32 - right32) < right32  # a float32 check cannot tell them apart
+    x, gamma, beta, dout = TINY
+    _, cache = batchnorm_forward(x, gamma, beta)
+    slipped = backward_with("eps_missing_in_backward")(dout, cache)
+    right = batchnorm_backward(dout, cache)
+    np.testing.assert_allclose(slipped[2], right[2])  # dbeta does not involve std
+    assert 0 < rel_error(slipped[0], right[0]) < 1e-3
+    # with eps = 0 the slip is no slip
+    _, exact_cache = batchnorm_forward(x, gamma, beta, eps=1e-300)
+    np.testing.assert_allclose(backward_with("eps_missing_in_backward")(dout, exact_cache)[0],
+                               batchnorm_backward(dout, exact_cache)[0], rtol=1e-12, atol=1e-15)
+
+
 def test_float32_numerical_gradient_is_exactly_zero_where_the_step_is_lost_to_rounding():
     study = finite_difference_study()
     zero32, zero64 = study.zero_fraction["float32"], study.zero_fraction["float64"]
@@ -150,20 +168,21 @@ def test_finite_difference_study_checks_its_arguments():
 # ------------------------------------------------------------------------------------- fooling a check
 
 
-def test_all_ones_upstream_gradient_lets_five_mistakes_through():
+def test_all_ones_upstream_gradient_lets_six_mistakes_through():
     trap = all_ones_trap(*TINY[:3])
-    assert set(trap) == {"finite differences", "staged backward", *BACKWARD_DX_MISTAKES}
-    assert trap["finite differences"] < 1e-8 and trap["staged backward"] < 1e-12
+    assert set(trap) == {"staged backward", *BACKWARD_DX_MISTAKES}
+    assert trap["staged backward"] < 1e-12
     passing = {name for name in BACKWARD_DX_MISTAKES if trap[name] < 1e-12}
     assert passing == {"variance_branch_missing", "variance_branch_missing_1_over_m", "gamma_missing",
-                       "sign_flipped", "zeros"}
+                       "eps_missing_in_backward", "sign_flipped", "zeros"}
     assert all(trap[name] > 0.1 for name in set(BACKWARD_DX_MISTAKES) - passing)
 
 
 def test_a_proper_gradient_check_catches_every_catalogued_mistake():
     errors = catalogue_gradient_checks(shape=(6, 4))
     assert errors["staged backward"] < 1e-8
-    assert min(errors[name] for name in BACKWARD_DX_MISTAKES) > 0.05
+    assert min(errors[name] for name in BACKWARD_DX_MISTAKES if name != "eps_missing_in_backward") > 0.05
+    assert 1e-6 < errors["eps_missing_in_backward"] < 1e-5  # caught, but only by a float64 check
 
 
 def test_unbiased_variance_in_both_passes_the_gradient_check_and_only_references_catch_it():

@@ -18,6 +18,7 @@ from bnlab.lessons.forward import (
     identity_recovery,
     running_sum_drift,
     sequential_float32_mean,
+    torch_output_std,
     variance_precision,
 )
 
@@ -188,6 +189,19 @@ def test_running_sum_drift_is_exact_on_small_integers_and_checks_its_edges():
         running_sum_drift(np.ones(1))
 
 
+def test_torch_output_std_sees_the_drift_for_long_batches_without_spatial_positions():
+    torch.set_num_threads(1)
+    from bnlab.numerics import torch_kernel_statistics
+
+    same = torch_kernel_statistics(rows=1_000_000, offset=1000.0)["torch CPU kernel"]["output_std"]
+    assert torch_output_std((1_000_000, 1)) == pytest.approx(same, rel=1e-6)
+    assert torch_output_std((1_000_000, 1, 1, 1)) < 0.5  # 1x1 maps: the same long sum along N
+    assert torch_output_std((256, 1, 64, 64)) == pytest.approx(1.0, abs=1e-3)
+    assert torch_output_std((20, 3), offset=0.0) == pytest.approx(1.0, abs=1e-3)
+    with pytest.raises(ValueError, match="shape"):
+        torch_output_std((5,))
+
+
 # -------------------------------------------------------------------------------------- batch dependence
 
 def test_one_examples_output_spread_shrinks_like_one_over_sqrt_m():
@@ -227,13 +241,12 @@ def test_every_lecture_2_figure_draws():
         plot_eps_effect,
         plot_forward_explorer,
         plot_normalization_stages,
-        plot_unbiased_variance_error,
         plot_variance_precision,
     )
 
     x = explorer_pool(200)
     figures = [plot_normalization_stages(x, np.ones(2), np.zeros(2)), plot_eps_effect(),
-               plot_unbiased_variance_error(), plot_variance_precision(n=1000),
+               plot_variance_precision(n=1000),
                plot_batch_dependence(batch_dependence(batches=200)),
                plot_forward_explorer(forward_explorer(gamma=0.0, m=2))]
     for figure in figures:

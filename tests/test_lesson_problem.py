@@ -19,7 +19,6 @@ from bnlab.lessons.problem import (  # noqa: E402
     accuracy_at,
     batchnorm_moments,
     default_init_std,
-    first_step_reaching,
     percentile_range,
     preactivation_spread,
     train_recording_units,
@@ -144,8 +143,8 @@ def test_lesson_functions_reject_bad_models_and_inputs(func):
 # ---------------------------------------------------------------------------------------- batchnorm moments
 
 
-def test_batchnorm_moments_fix_xhat_but_not_the_output():
-    """x_hat: mean 0, variance var/(var + eps); the output: mean beta, std |gamma| sqrt(var/(var + eps))."""
+def test_batchnorm_moments_give_the_output_mean_beta_and_std_gamma():
+    """The output: mean beta, std |gamma| sqrt(var/(var + eps)) (x_hat has mean 0, variance var/(var + eps))."""
     model = build_mlp(6, 3, depth=2, width=5, activation="sigmoid", norm="batch", seed=0)
     with torch.no_grad():  # trained-looking parameters, one gamma negative and one tiny
         model.hidden1.norm.weight.copy_(torch.tensor([1.5, -0.7, 2.0, 1e-3, 1.0]))
@@ -155,13 +154,11 @@ def test_batchnorm_moments_fix_xhat_but_not_the_output():
     moments = batchnorm_moments(model, x)
     assert len(moments) == 2
     for layer in moments:
-        assert np.abs(layer.xhat_mean).max() < 1e-12
         eps = 0.5 if layer is moments[1] else 1e-5
         shrink = layer.batch_var / (layer.batch_var + eps)
-        np.testing.assert_allclose(layer.xhat_var, shrink, rtol=1e-10)
         np.testing.assert_allclose(layer.out_mean, layer.beta, atol=1e-5)
         np.testing.assert_allclose(layer.out_std, np.abs(layer.gamma) * np.sqrt(shrink), rtol=1e-4, atol=1e-7)
-    assert np.all(moments[1].xhat_var < 0.99)  # eps = 0.5 is not negligible against these variances
+    assert np.all(moments[1].batch_var / (moments[1].batch_var + 0.5) < 0.99)  # eps = 0.5 is not negligible
     np.testing.assert_allclose(moments[0].gamma, [1.5, -0.7, 2.0, 1e-3, 1.0], rtol=1e-6)
 
 
@@ -173,8 +170,9 @@ def test_batchnorm_moments_use_a_copy_in_training_mode():
     for layer, before in zip(model.hidden_layers, running):
         assert torch.equal(layer.norm.running_var, before)
         assert layer.norm.num_batches_tracked.item() == 0
-    # batch statistics, not the running ones: x_hat is standardized on the batch itself
-    np.testing.assert_allclose(moments[0].xhat_var, 1.0, atol=1e-3)
+    # batch statistics, not the running ones (mean 0, variance 1): the output is standardized on the batch itself
+    np.testing.assert_allclose(moments[0].out_std, 1.0, atol=1e-3)
+    np.testing.assert_allclose(moments[0].out_mean, 0.0, atol=1e-5)
 
 
 def test_batchnorm_moments_of_a_model_without_batchnorm_is_empty():
@@ -200,24 +198,11 @@ def test_accuracy_at_rejects_unrecorded_steps_and_single_runs(runs):
         accuracy_at(runs, -5)
 
 
-def test_first_step_reaching(runs):
-    run = runs[0]
-    assert first_step_reaching(run, 0.0) == 0
-    best = float(run.test_accuracy.max())
-    assert first_step_reaching(run, best) == int(run.steps[np.argmax(run.test_accuracy >= best)])
-    assert first_step_reaching(run, best + 1e-6) is None  # never reached
-    with pytest.raises(ValueError, match="accuracy"):
-        first_step_reaching(run, 1.5)
-
-
-def test_percentile_range_pooled_and_one_unit(runs):
+def test_percentile_range_of_the_pooled_band(runs):
     run = runs[0]
     low, _, high = run.percentiles[3, 1]
     assert percentile_range(run, 20, 1) == pytest.approx(high - low)
     assert percentile_range(run, 20, -1) == pytest.approx(high - low)
-    low, _, high = run.unit_percentiles[1, 0]
-    assert percentile_range(run, 5, 0, one_unit=True) == pytest.approx(high - low)
-    assert percentile_range(run, 5, 0, one_unit=True) != percentile_range(run, 5, 0)
 
 
 @pytest.mark.parametrize("layer", [2, -3, 1.0, True])
@@ -339,12 +324,29 @@ def test_unit_record_ranges_growth_and_typical_unit():
         record.ranges(1)
 
 
-def test_percentile_range_reads_a_unit_record_pooled_only(recorded):
+def test_percentile_range_reads_a_unit_record_pooled(recorded):
     _, _, record = recorded["batch"]
     low, _, high = record.percentiles[2, 1]
     assert percentile_range(record, 5, -1) == pytest.approx(high - low)
-    with pytest.raises(ValueError, match="ranges"):
-        percentile_range(record, 5, -1, one_unit=True)
+
+
+def test_unit_steps_keep_every_unit_at_those_steps_only(data, recorded):
+    """The kept records equal the full recorder's at the same steps; the training run itself is unchanged."""
+    _, full_result, full = recorded["batch"]
+    model = build_mlp(8, 3, depth=2, width=6, activation="sigmoid", norm="batch", seed=0)
+    result, record = train_recording_units(model, data, tracked_unit=4, unit_steps=(20, 1), **RECORDED)
+    np.testing.assert_array_equal(record.steps, [1, 20])
+    for name in ("per_unit", "per_unit_running", "percentiles"):
+        np.testing.assert_array_equal(getattr(record, name), getattr(full, name)[[1, 3]], err_msg=name)
+    np.testing.assert_array_equal(result.test_accuracy, full_result.test_accuracy)
+    np.testing.assert_allclose(record.growth(1, 20), full.growth(1, 20))
+
+
+@pytest.mark.parametrize("unit_steps", [(), (2,), (0, 21), ("a",)])
+def test_unit_steps_must_be_recorded_steps(data, unit_steps):
+    model = build_mlp(8, 3, depth=1, width=4, seed=0)
+    with pytest.raises(ValueError, match="unit_steps"):
+        train_recording_units(model, data, unit_steps=unit_steps, **RECORDED)
 
 
 # ------------------------------------------------------------------------------------------------- figures

@@ -11,7 +11,6 @@ import bnlab.nn
 from bnlab.lessons import pytorch as lesson
 from bnlab.lessons.pytorch import (
     CHANNEL_AXIS,
-    NOTES,
     PAPER,
     batch_sized_traffic,
     convention_sheet,
@@ -149,33 +148,19 @@ def test_the_plain_library_makes_far_more_passes_than_the_floor_and_fewer_than_t
 
 # ----------------------------------------------------------------------------------------- convention sheet
 
-def test_the_sheet_has_one_row_and_one_source_per_convention_and_the_paper():
+def test_the_sheet_has_one_row_per_convention_and_the_paper():
     sheet = convention_sheet()
     rows = [line for line in sheet.splitlines() if line.startswith("| ")][1:]  # under the header
     assert len(rows) == len(CONVENTIONS) + 1
-    for i, (key, conv) in enumerate(CONVENTIONS.items(), 1):
-        cells = [cell.strip() for cell in rows[i - 1].strip("|").split("|")]
-        assert cells[0] == f"{conv.name} [{i}]"
+    for i, (key, conv) in enumerate(CONVENTIONS.items()):
+        cells = [cell.strip() for cell in rows[i].strip("|").split("|")]
+        assert cells[0] == conv.name
         assert cells[1] == f"{conv.momentum:g}" and cells[3] == conv.variance and cells[4] == f"{conv.eps:g}"
         assert cells[6] == CHANNEL_AXIS[key]
-        assert f"[{i}] {conv.source}" in sheet
-    assert rows[-1].startswith(f"| {PAPER['name']} [{len(CONVENTIONS) + 1}]")
+    assert rows[-1].startswith(f"| {PAPER['name']} |")
     assert "0.01 = 1 - momentum" in rows[1] and "0.1 = momentum" in rows[0]  # Keras's 0.99 is PyTorch's 0.01
     assert "axis=-1" in rows[1] and "dim 1" in rows[0]
-    assert "<details>" in sheet and sheet.rstrip().endswith("</details>")
-    assert all(note in sheet for note in NOTES.values())
-
-
-def test_the_paper_row_is_averaging_after_training_not_momentum_none_during_it():
-    source = PAPER["source"]
-    assert "frozen parameters" in source and "after training" in source
-    assert "not momentum=None during training" in source
-    assert "Using moving averages instead" in source
-    assert "momentum=None" not in PAPER["newest"]
-
-
-def test_keras_trainable_false_is_in_the_notes():
-    assert "if training and self.trainable" in NOTES["keras"]
+    assert "momentum=None" not in PAPER["newest"] and "after training" in PAPER["newest"]
 
 
 def test_the_sheet_follows_the_conventions_it_is_rendered_from(monkeypatch):
@@ -189,16 +174,29 @@ def test_the_sheet_follows_the_conventions_it_is_rendered_from(monkeypatch):
 # ------------------------------------------------------------------------------------------------- timing
 
 def test_time_against_copy_study_times_each_implementation_per_shape():
-    results = time_against_copy_study(shapes=((8, 3), (2, 3, 2, 2)), repeats=1, rounds=1)
+    seen = []
+
+    def mine(x, weight, bias, upstream):  # an extra implementation: forward + backward of the notebook's kind
+        seen.append((x.shape, x.requires_grad, weight.shape, upstream.shape))
+        return torch.autograd.grad(native(x, weight, bias), (x, weight, bias), upstream)
+
+    results = time_against_copy_study(shapes=((8, 3), (2, 3, 2, 2)), repeats=1, rounds=1, extra={"mine": mine})
     assert list(results) == [(8, 3), (2, 3, 2, 2)]
-    assert list(results[(8, 3)].ms) == ["bnlab.nn", "torch native", "one tiny tensor op"]
-    assert list(results[(2, 3, 2, 2)].ms) == ["bnlab.nn", "torch native", "torch native, channels_last",
+    assert list(results[(8, 3)].ms) == ["bnlab.nn", "mine", "torch native", "one tiny tensor op"]
+    assert list(results[(2, 3, 2, 2)].ms) == ["bnlab.nn", "mine", "torch native", "torch native, channels_last",
                                               "one tiny tensor op"]
+    assert seen[0] == (torch.Size([8, 3]), True, torch.Size([3]), torch.Size([8, 3]))
     for shape, result in results.items():
         assert isinstance(result, CopyControlled) and result.array_bytes == 4 * math.prod(shape)
         assert all(ms > 0 for ms in result.ms.values())
+    assert list(time_against_copy_study(shapes=((4, 2),), repeats=1, rounds=1)[(4, 2)].ms) == [
+        "bnlab.nn", "torch native", "one tiny tensor op"]
     with pytest.raises(ValueError, match="rounds"):
         time_against_copy_study(rounds=0)
+    with pytest.raises(ValueError, match="taken by the study"):
+        time_against_copy_study(extra={"torch native": mine})
+    with pytest.raises(TypeError, match="run\\(x, weight, bias, upstream\\)"):
+        time_against_copy_study(extra={"broken": 3})
 
 
 def test_traffic_lists_each_operation_with_its_reads_and_writes():

@@ -93,7 +93,8 @@ def test_keras_model_matches_keras_itself():
         np.testing.assert_allclose(keras.ops.convert_to_numpy(layer.moving_variance), var, rtol=1e-5)
     fresh = keras.layers.BatchNormalization()
     fresh(BATCH.astype("float32"), training=True)
-    assert float(keras.ops.convert_to_numpy(fresh.moving_variance)[0]) == pytest.approx(1.0)  # biased: {1, 3} has variance 1
+    # biased: the batch {1, 3} has variance 1, so from 1 the moving variance stays 1
+    assert float(keras.ops.convert_to_numpy(fresh.moving_variance)[0]) == pytest.approx(1.0)
 
 
 def test_bad_convention_and_momentum():

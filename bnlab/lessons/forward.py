@@ -6,7 +6,8 @@
   from, not for the next one; with fixed (population) statistics it undoes it for every batch.
 * :func:`eps_gain`: how much the forward amplifies a nearly constant feature, eps inside or outside the root.
 * :func:`variance_precision`, :func:`sequential_float32_mean` and :func:`running_sum_drift`: float32
-  statistics far from zero, and where a float32 running sum loses its accuracy.
+  statistics far from zero, and where a float32 running sum loses its accuracy; :func:`torch_output_std`:
+  which batch shapes make PyTorch's CPU kernel meet that drift.
 * :func:`batch_dependence`: one fixed example's training-mode output over many random batches.
 
 Everything runs :func:`bnlab.functional.batchnorm_forward` (or a catalogued mistake from :mod:`bnlab.mistakes`)
@@ -28,7 +29,7 @@ from bnlab.numerics import one_pass_variance, two_pass_variance
 
 __all__ = ["EXPLORER_POOL_SIZE", "BatchDependence", "ExplorerResult", "RunningSumDrift", "batch_dependence",
            "correlation", "eps_gain", "explorer_pool", "forward_explorer", "identity_recovery",
-           "running_sum_drift", "sequential_float32_mean", "variance_precision"]
+           "running_sum_drift", "sequential_float32_mean", "torch_output_std", "variance_precision"]
 
 EXPLORER_POOL_SIZE = 1024  # the largest batch the explorer draws
 
@@ -246,6 +247,26 @@ def running_sum_drift(x: np.ndarray, edges: tuple[float, ...] = (2.0**28, 2.0**2
     return RunningSumDrift(edges=bounds, fraction=np.array(fraction), spacing=np.array(spacing),
                            typical_step=np.array(typical), mean_shift=np.array(shift),
                            mean=float(sums[-1]) / flat.size, exact_mean=float(flat.astype(np.float64).mean()))
+
+
+def torch_output_std(shape: tuple[int, ...], offset: float = 1000.0, seed: int = 0) -> float:
+    """Std of channel 0 of PyTorch's training-mode batch norm output on float32 N(offset, 1) data (1 is right).
+
+    The data have ``shape`` (N, C, ...) and are the draws :func:`bnlab.numerics.torch_kernel_statistics` makes
+    for as many rows, in the same order: ``(1_000_000, 1)`` and ``(256, 1, 64, 64)`` hold the same million
+    values. ``torch.nn.functional.batch_norm`` runs with eps 1e-5, no gamma or beta, and torch's current thread
+    count (the result depends on it when the kernel's float32 sums drift).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    shape = tuple(check_int(n, "each entry of shape", 1) for n in shape)
+    if len(shape) < 2:
+        raise ValueError(f"shape must be (N, C) or (N, C, *spatial), got {shape!r}")
+    offset, seed = check_float(offset, "offset", -math.inf), check_seed(seed)
+    x = (np.random.default_rng(seed).standard_normal(shape) + offset).astype(np.float32)
+    out = F.batch_norm(torch.from_numpy(x), None, None, training=True, eps=1e-5)
+    return float(out[:, 0].double().std(unbiased=False))
 
 
 # ------------------------------------------------------------------------------ batch dependence as noise

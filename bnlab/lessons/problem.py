@@ -3,18 +3,18 @@
 * :func:`preactivation_spread`: per hidden layer, how much a unit's input changes from one example to the next
   (within a unit) against how different the units are from one another (between units). Pooled percentiles,
   like :attr:`bnlab.train.TrainResult.percentiles`, mix the two; one unit's percentiles show only the first.
-* :func:`batchnorm_moments`: per batch-norm layer and feature, on one training batch, the mean and variance of
-  the normalized value x̂ (0 and 1 up to eps) and of the layer's output γx̂ + β (β and γ², which are learned).
+* :func:`batchnorm_moments`: per batch-norm layer and feature, on one training batch, the mean and standard
+  deviation of the layer's output γx̂ + β: β and |γ| (up to eps), which are learned.
 * :func:`default_init_std`: the standard deviation of PyTorch's default Linear initialization.
-* :func:`accuracy_at` and :func:`first_step_reaching`: read test accuracies of runs (seeds) at a recorded step,
-  and how soon a run reaches a given accuracy.
-* :func:`percentile_range`: the width of a recorded 15th-85th percentile band, pooled or of one unit.
+* :func:`accuracy_at`: the test accuracies of runs (seeds) at a recorded step.
+* :func:`percentile_range`: the width of a recorded, pooled 15th-85th percentile band.
 * :func:`train_recording_units`: train with :func:`bnlab.train.train` and record, at its recorded steps, the
   percentiles of **every** hidden unit's nonlinearity input (a :class:`UnitRecord`), with batch norm using the
   batch statistics of the test digits as well as its running statistics: the running statistics start at
   mean 0 and variance 1 and need some dozens of steps to forget that start (lecture 5), so early records made
   with them show distributions the sigmoids never saw during training. :meth:`UnitRecord.typical_unit` picks
-  the unit whose range grows by the median factor, the paper's "typical" unit.
+  the unit whose range grows by the median factor, the paper's "typical" unit. ``unit_steps`` keeps every
+  unit's record at a few of the recorded steps only (a growth needs two), which saves most of the cost.
 """
 
 from __future__ import annotations
@@ -28,14 +28,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from bnlab._validation import check_float, check_int
+from bnlab._validation import check_int
 from bnlab.data import Dataset
 from bnlab.models import Network, build_model
 from bnlab.recording import PERCENTILE_LEVELS, hidden_activations
 from bnlab.train import TrainConfig, TrainResult, train
 
 __all__ = ["BatchNormMoments", "UnitRecord", "accuracy_at", "batchnorm_moments", "default_init_std",
-           "first_step_reaching", "percentile_range", "preactivation_spread", "train_recording_units"]
+           "percentile_range", "preactivation_spread", "train_recording_units"]
 
 
 def default_init_std(fan_in: int) -> float:
@@ -96,16 +96,13 @@ class BatchNormMoments:
     """One batch-norm layer on one training batch; every field has shape (C,), one value per feature.
 
     Attributes:
-        xhat_mean, xhat_var: batch mean and (biased) variance of the normalized value x̂ = (u - μ)/sqrt(σ² + ε):
-            0 and σ²/(σ² + ε) ≈ 1.
         out_mean, out_std: batch mean and (biased) std of the layer's output y = γx̂ + β, the nonlinearity's
-            input: β and |γ|·sqrt(σ²/(σ² + ε)).
+            input: β and |γ|·sqrt(σ²/(σ² + ε)), since x̂ = (u - μ)/sqrt(σ² + ε) has batch mean 0 and
+            variance σ²/(σ² + ε).
         gamma, beta: the layer's learned scale and shift.
         batch_var: σ², the batch variance of the layer's input u.
     """
 
-    xhat_mean: np.ndarray
-    xhat_var: np.ndarray
     out_mean: np.ndarray
     out_std: np.ndarray
     gamma: np.ndarray
@@ -114,11 +111,11 @@ class BatchNormMoments:
 
 
 def batchnorm_moments(model: Network, x: torch.Tensor) -> list[BatchNormMoments]:
-    """Per-feature moments of x̂ and of γx̂ + β in each ``nn.BatchNorm1d`` of ``model``, on the batch ``x``.
+    """Per-feature moments of the output γx̂ + β of each ``nn.BatchNorm1d`` of ``model``, on the batch ``x``.
 
     A copy of ``model`` runs in training mode (batch statistics, as during a training step) on ``x`` of shape
-    (N, D), so the model's own running statistics are left untouched. x̂ is recomputed in float64 from the
-    layer's input with the layer's eps; the output moments are those of the layer's actual (float32) output.
+    (N, D), so the model's own running statistics are left untouched. The moments are those of the layer's
+    actual (float32) output, computed in float64.
 
     Returns:
         One :class:`BatchNormMoments` per batch-norm layer, input side first ([] for a model without one).
@@ -138,24 +135,22 @@ def batchnorm_moments(model: Network, x: torch.Tensor) -> list[BatchNormMoments]
     moments = []
     for layer, (u, out) in zip(layers, captured):
         u, out = u.double(), out.double()
-        var = u.var(dim=0, unbiased=False)
-        xhat = (u - u.mean(dim=0)) / torch.sqrt(var + layer.eps)
         moments.append(BatchNormMoments(
-            xhat_mean=xhat.mean(dim=0).numpy(), xhat_var=xhat.var(dim=0, unbiased=False).numpy(),
             out_mean=out.mean(dim=0).numpy(), out_std=out.std(dim=0, unbiased=False).numpy(),
             gamma=layer.weight.detach().double().numpy().copy(), beta=layer.bias.detach().double().numpy().copy(),
-            batch_var=var.numpy()))
+            batch_var=u.var(dim=0, unbiased=False).numpy()))
     return moments
 
 
 @dataclass(frozen=True, eq=False)
 class UnitRecord:
-    """Percentiles of every hidden unit's nonlinearity input over the N test examples, at a run's recorded steps.
+    """Percentiles of every hidden unit's nonlinearity input over the N test examples, at recorded steps of a run.
 
-    K recorded steps, L hidden layers of C units each, percentile levels (15, 50, 85).
+    K steps, L hidden layers of C units each, percentile levels (15, 50, 85).
 
     Attributes:
-        steps: (K,) int64, the steps the run recorded (those of its :class:`~bnlab.train.TrainResult`).
+        steps: (K,) int64, the steps recorded here: those of the run's :class:`~bnlab.train.TrainResult`, or
+            the ``unit_steps`` among them that :func:`train_recording_units` was asked to keep.
         per_unit: (K, L, C, 3) each unit's 15th/50th/85th percentile over the N test examples, the network run
             in training mode on them as one batch: every batch norm uses the mean and variance of the N
             examples under the current weights, as it does on a training batch. (Figure 1(b, c) of the paper
@@ -193,16 +188,25 @@ class UnitRecord:
         return int(np.argsort(growth, kind="stable")[(growth.size - 1) // 2])
 
 
-def _unit_percentiles(z: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Of one layer's inputs z (N, C): each unit's percentiles (C, 3) and the pooled ones (3,); NaN if not finite."""
+def _unit_percentiles(z: torch.Tensor) -> np.ndarray:
+    """Of one layer's inputs z (N, C): each unit's percentiles, (C, 3); NaN if not finite."""
     values = z.detach().double().numpy()
     if not np.all(np.isfinite(values)):
-        return np.full((values.shape[1], len(PERCENTILE_LEVELS)), np.nan), np.full(len(PERCENTILE_LEVELS), np.nan)
-    return np.percentile(values, PERCENTILE_LEVELS, axis=0).T, np.percentile(values, PERCENTILE_LEVELS)
+        return np.full((values.shape[1], len(PERCENTILE_LEVELS)), np.nan)
+    return np.percentile(values, PERCENTILE_LEVELS, axis=0).T
 
 
-def train_recording_units(model: Network, data: Dataset, **settings) -> tuple[TrainResult, UnitRecord]:
-    """``train(model, data, **settings)``, recording every hidden unit's input percentiles at its recorded steps.
+def _pooled_percentiles(z: torch.Tensor) -> np.ndarray:
+    """Of one layer's inputs z (N, C): the percentiles of all N·C values, (3,); NaN if not finite."""
+    values = z.detach().double().numpy()
+    if not np.all(np.isfinite(values)):
+        return np.full(len(PERCENTILE_LEVELS), np.nan)
+    return np.percentile(values, PERCENTILE_LEVELS)
+
+
+def train_recording_units(model: Network, data: Dataset, *, unit_steps: Sequence[int] | None = None,
+                          **settings) -> tuple[TrainResult, UnitRecord]:
+    """``train(model, data, **settings)``, recording every hidden unit's input percentiles at recorded steps.
 
     :func:`bnlab.train.train` evaluates the model once per recorded step, in eval mode, on the test split. While
     it runs, hooks catch each of those evaluation passes: they keep the percentiles of every unit's
@@ -215,23 +219,38 @@ def train_recording_units(model: Network, data: Dataset, **settings) -> tuple[Tr
     Args:
         model: an MLP built by :func:`bnlab.models.build_mlp` (trained in place).
         data: the dataset; its test split (N examples, N >= 2) is what the percentiles are taken over.
+        unit_steps: the recorded steps at which to keep every unit's percentiles (default: all of them). Each
+            must be one of the run's recorded steps; the TrainResult still records every step.
         settings: :class:`~bnlab.train.TrainConfig` fields, as for ``train``; ``eval_batch_size`` must be at
             least N (one evaluation pass per record).
 
     Returns:
-        ``(result, record)``: the :class:`~bnlab.train.TrainResult` and a :class:`UnitRecord` of its steps.
+        ``(result, record)``: the :class:`~bnlab.train.TrainResult` and a :class:`UnitRecord` of the kept steps.
     """
     _check_network(model, data.as_vectors().x_test)
     config = TrainConfig(**settings)
     if config.eval_batch_size < data.num_test:
         raise ValueError(f"train_recording_units needs eval_batch_size >= the {data.num_test} test examples "
                          f"(one evaluation pass per record), got {config.eval_batch_size}")
+    recorded = config.recorded_steps()
+    if unit_steps is None:
+        keep = set(recorded)
+    else:
+        keep = {check_int(step, "each of unit_steps", minimum=0) for step in unit_steps}
+        if not keep or not keep <= set(recorded):
+            raise ValueError(f"unit_steps must be a non-empty selection of the recorded steps {list(recorded)}, "
+                             f"got {unit_steps!r}")
+    passes = 0  # evaluation passes so far: pass k evaluates recorded step k
     per_unit: list[list[np.ndarray]] = []
     running: list[list[np.ndarray]] = []
     pooled: list[list[np.ndarray]] = []
 
     def evaluation_pass(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        nonlocal passes
         if module.training:  # a training step: not observed
+            return
+        passes += 1
+        if recorded[passes - 1] not in keep:
             return
         probe = build_model(model.spec, seed=0)
         probe.load_state_dict(model.state_dict())
@@ -244,14 +263,13 @@ def train_recording_units(model: Network, data: Dataset, **settings) -> tuple[Tr
         finally:
             for handle in handles:
                 handle.remove()
-        layers = [_unit_percentiles(z) for z in captured]
-        per_unit.append([units for units, _ in layers])
-        pooled.append([values for _, values in layers])
+        per_unit.append([_unit_percentiles(z) for z in captured])
+        pooled.append([_pooled_percentiles(z) for z in captured])
         running.append([])
 
     def running_values(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
-        if not module.training:
-            running[-1].append(_unit_percentiles(inputs[0])[0])
+        if not module.training and recorded[passes - 1] in keep:
+            running[-1].append(_unit_percentiles(inputs[0]))
 
     handles = [model.register_forward_pre_hook(evaluation_pass)]
     handles += [act.register_forward_pre_hook(running_values) for act in hidden_activations(model)]
@@ -260,10 +278,10 @@ def train_recording_units(model: Network, data: Dataset, **settings) -> tuple[Tr
     finally:
         for handle in handles:
             handle.remove()
-    if len(per_unit) != result.steps.size:
-        raise RuntimeError(f"expected one evaluation pass per recorded step ({result.steps.size}), "
-                           f"saw {len(per_unit)}")
-    record = UnitRecord(steps=result.steps.copy(), per_unit=np.array(per_unit), per_unit_running=np.array(running),
+    steps = np.array([step for step in result.steps if step in keep], dtype=np.int64)
+    if passes != result.steps.size or len(per_unit) != steps.size:
+        raise RuntimeError(f"expected one evaluation pass per recorded step ({result.steps.size}), saw {passes}")
+    record = UnitRecord(steps=steps, per_unit=np.array(per_unit), per_unit_running=np.array(running),
                         percentiles=np.array(pooled))
     return result, record
 
@@ -284,18 +302,14 @@ def _record_index(result: TrainResult | UnitRecord, step: int) -> int:
     return recorded.index(step)
 
 
-def percentile_range(result: TrainResult | UnitRecord, step: int, layer: int, *, one_unit: bool = False) -> float:
+def percentile_range(result: TrainResult | UnitRecord, step: int, layer: int) -> float:
     """Width (85th minus 15th percentile) of hidden layer ``layer``'s nonlinearity inputs at a recorded ``step``.
 
-    Pooled over the layer's units (``result.percentiles``; a :class:`UnitRecord`'s are in training mode), or,
-    with ``one_unit=True``, of a TrainResult's tracked unit only (``result.unit_percentiles``; for any unit of a
-    UnitRecord use :meth:`UnitRecord.ranges`). ``layer`` indexes the hidden layers, 0 first (negative counts
-    from the last).
+    Pooled over the layer's units (``result.percentiles``; a :class:`UnitRecord`'s are in training mode; for
+    one unit of a UnitRecord use :meth:`UnitRecord.ranges`). ``layer`` indexes the hidden layers, 0 first
+    (negative counts from the last).
     """
-    if one_unit and isinstance(result, UnitRecord):
-        raise ValueError("one_unit=True reads a TrainResult's tracked unit; for a UnitRecord use its ranges()")
-    values = result.unit_percentiles if one_unit else result.percentiles  # (K, L, 3)
-    low, _, high = values[_record_index(result, step), _check_layer(layer, values.shape[1])]
+    low, _, high = result.percentiles[_record_index(result, step), _check_layer(layer, result.percentiles.shape[1])]
     return float(high - low)
 
 
@@ -304,13 +318,3 @@ def accuracy_at(runs: Sequence[TrainResult], step: int) -> np.ndarray:
     if isinstance(runs, TrainResult) or not runs:
         raise ValueError("runs must be a non-empty sequence of TrainResult (one per seed)")
     return np.array([float(run.test_accuracy[_record_index(run, step)]) for run in runs])
-
-
-def first_step_reaching(result: TrainResult, accuracy: float) -> int | None:
-    """The first recorded step at which the test accuracy is at least ``accuracy`` (None if it never is).
-
-    Only recorded steps count, so the answer is exact to the recording interval.
-    """
-    accuracy = check_float(accuracy, "accuracy", 0.0, maximum=1.0)
-    reached = np.flatnonzero(result.test_accuracy >= accuracy)
-    return int(result.steps[reached[0]]) if reached.size else None

@@ -6,8 +6,10 @@
   ``torch.autograd.graph.saved_tensors_hooks`` (tensors that share storage counted once).
 * :func:`batch_sized_traffic`: how many times a forward + backward reads or writes a tensor of the input's size,
   and how many tensor operations it dispatches, counted op by op.
-* :func:`time_against_copy_study`: forward + backward of ``bnlab.nn`` and of torch's kernel (NCHW and
-  channels_last), timed with a copy of the batch in the same run, so that times read as pass-equivalents.
+* :func:`time_against_copy_study`: forward + backward of ``bnlab.nn``, of any further implementations a lecture
+  passes in (the notebook's own ``Function``, its operations called without autograd), and of torch's kernel
+  (NCHW and channels_last), timed with a copy of the batch in the same run, so that times read as
+  pass-equivalents.
 * :func:`convention_sheet`: the running-statistics conventions of PyTorch, Keras 3, CS231n, d2l and the paper,
   rendered from :data:`bnlab.running_stats.CONVENTIONS` so the table cannot drift from the code.
 """
@@ -15,18 +17,18 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from bnlab._validation import check_float, check_int
-from bnlab.running_stats import CONVENTIONS, PAPER_SOURCE
+from bnlab.running_stats import CONVENTIONS
 from bnlab.timing import CopyControlled, time_against_copy
 
-__all__ = ["CHANNEL_AXIS", "NOTES", "PAPER", "SavedTensors", "Traffic", "batch_sized_traffic", "convention_sheet",
-           "jacobian_error", "saved_tensors", "time_against_copy_study"]
+__all__ = ["CHANNEL_AXIS", "PAPER", "ForwardBackward", "SavedTensors", "Traffic", "batch_sized_traffic",
+           "convention_sheet", "jacobian_error", "saved_tensors", "time_against_copy_study"]
 
 
 # ------------------------------------------------------------------------------------------- gradient check
@@ -238,7 +240,19 @@ def _forward_backward(function: Callable[..., torch.Tensor], x: torch.Tensor, we
     return run
 
 
-def _torch_implementations(shape: tuple[int, ...], seed: int) -> tuple[torch.Tensor, dict]:
+# An implementation timed by :func:`time_against_copy_study`: ``run(x, weight, bias, upstream)`` computes one
+# training-mode forward of x (N, C, ...) with weight and bias (C,) and its backward for the upstream gradient.
+ForwardBackward = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], object]
+
+
+def _bound(run: ForwardBackward, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+           upstream: torch.Tensor) -> Callable[[], object]:
+    """``run`` with its four arguments fixed: a function of no arguments to time."""
+    return lambda: run(x, weight, bias, upstream)
+
+
+def _torch_implementations(shape: tuple[int, ...], seed: int,
+                           extra: Mapping[str, ForwardBackward]) -> tuple[torch.Tensor, dict]:
     """The float32 batch of ``shape`` and the timed functions of :func:`time_against_copy_study` on it."""
     import torch.nn.functional as F
 
@@ -249,8 +263,10 @@ def _torch_implementations(shape: tuple[int, ...], seed: int) -> tuple[torch.Ten
     weight = (torch.rand(shape[1], generator=generator) + 0.5).requires_grad_()
     bias = torch.randn(shape[1], generator=generator).requires_grad_()
     upstream = torch.randn(shape, generator=generator)
-    functions = {"bnlab.nn": _forward_backward(batch_norm, x, weight, bias, upstream),
-                 "torch native": _forward_backward(F.batch_norm, x, weight, bias, upstream)}
+    functions = {"bnlab.nn": _forward_backward(batch_norm, x, weight, bias, upstream)}
+    for name, run in extra.items():
+        functions[name] = _bound(run, x.detach().requires_grad_(), weight, bias, upstream)
+    functions["torch native"] = _forward_backward(F.batch_norm, x, weight, bias, upstream)
     if len(shape) == 4:
         last = torch.channels_last
         functions["torch native, channels_last"] = _forward_backward(
@@ -261,26 +277,39 @@ def _torch_implementations(shape: tuple[int, ...], seed: int) -> tuple[torch.Ten
 
 
 def time_against_copy_study(shapes: Sequence[tuple[int, ...]] = ((128, 100), (256, 1024), (64, 64, 32, 32)),
-                            repeats: int = 5, rounds: int = 3, seed: int = 0) -> dict[tuple[int, ...], CopyControlled]:
-    """Forward + backward of ``bnlab.nn.batch_norm`` and of torch's kernel, timed against a copy, per shape.
+                            repeats: int = 5, rounds: int = 3, seed: int = 0,
+                            extra: Mapping[str, ForwardBackward] | None = None
+                            ) -> dict[tuple[int, ...], CopyControlled]:
+    """Forward + backward of ``bnlab.nn.batch_norm``, of ``extra`` and of torch's kernel, timed against a copy.
 
     float32, training mode, weight and bias requiring grad, gradients by ``torch.autograd.grad`` with a random
-    upstream gradient, at the current torch thread count. Per shape the names are ``"bnlab.nn"``,
-    ``"torch native"`` (the input as given, NCHW for images), for 4-D shapes ``"torch native, channels_last"``
-    (the same batch and upstream gradient stored channels last), and ``"one tiny tensor op"`` (multiplying a
-    one-element tensor by 2: the fixed cost of dispatching any operation).
+    upstream gradient, at the current torch thread count. Per shape the names are ``"bnlab.nn"``, then the names
+    of ``extra`` (each called as ``run(x, weight, bias, upstream)`` with x requiring grad: it must run one
+    forward and its backward), ``"torch native"`` (the input as given, NCHW for images), for 4-D shapes
+    ``"torch native, channels_last"`` (the same batch and upstream gradient stored channels last), and
+    ``"one tiny tensor op"`` (multiplying a one-element tensor by 2: the fixed cost of dispatching any
+    operation).
 
     Returns:
         ``{shape: CopyControlled}`` (:class:`bnlab.timing.CopyControlled`): machine- and load-dependent, show it,
         never check it.
     """
     repeats, rounds = check_int(repeats, "repeats"), check_int(rounds, "rounds")
+    extra = dict(extra or {})
+    reserved = {"bnlab.nn", "torch native", "torch native, channels_last", "one tiny tensor op", "copy"}
+    if reserved & set(extra):
+        raise ValueError(f"extra implementations need names of their own; {sorted(reserved & set(extra))} "
+                         f"are taken by the study")
+    for name, run in extra.items():
+        if not callable(run):
+            raise TypeError(f"extra[{name!r}] must be a function run(x, weight, bias, upstream), got "
+                            f"{type(run).__name__}")
     results = {}
     for shape in shapes:
         shape = tuple(check_int(n, "shape entry") for n in shape)
         if len(shape) < 2:
             raise ValueError(f"each shape must be (N, C) or (N, C, *spatial), got {shape!r}")
-        x, functions = _torch_implementations(shape, seed)
+        x, functions = _torch_implementations(shape, seed, extra)
         results[shape] = time_against_copy(functions, x, repeats, rounds)
     return results
 
@@ -294,7 +323,6 @@ PAPER = {
     "variance": "unbiased",
     "eps": "not given",
     "initial_var": "-",
-    "source": PAPER_SOURCE,
 }
 
 # Which axis holds the channels (the statistics are per channel, reduced over every other axis).
@@ -306,41 +334,27 @@ CHANNEL_AXIS: dict[str, str] = {
     "paper": "per activation; per feature map for convolutions",
 }
 
-NOTES: dict[str, str] = {
-    "keras": ("`trainable=False` also switches the layer to inference mode: `call()` "
-              "normalizes with the batch statistics, and updates the moving ones, only `if training and "
-              "self.trainable`, so a frozen layer uses its moving statistics even inside `fit()` (its docstring "
-              "says so). In PyTorch, `requires_grad_(False)` freezes gamma and beta but leaves the mode to "
-              "`train()` / `eval()`."),
-}
-
 
 def convention_sheet() -> str:
-    """The conventions table as markdown: one row per code base, its notes, and its numbered sources.
+    """The conventions table as markdown, one row per code base.
 
     Rows come from :data:`bnlab.running_stats.CONVENTIONS` (PyTorch, Keras 3, CS231n, d2l) plus :data:`PAPER`.
     Columns: the default momentum in the code's own meaning, w (the weight of the newest batch in the running
     average that momentum means there), the batch variance fed to the running variance, eps, the running
-    variance before any batch, and the channel axis (:data:`CHANNEL_AXIS`). :data:`NOTES` follow the table; the
-    sources sit in a collapsed ``<details>`` block under it.
+    variance before any batch, and the channel axis (:data:`CHANNEL_AXIS`). Each convention's source is in
+    ``CONVENTIONS[name].source`` (lecture 5's table cites them).
     """
     rows = []
     for key, conv in CONVENTIONS.items():
         meaning = "= momentum" if conv.momentum_is == "new" else "= 1 - momentum"
         rows.append({"key": key, "name": conv.name, "momentum": f"{conv.momentum:g}",
                      "newest": f"{conv.weight_of_new():.2g} {meaning}", "variance": conv.variance,
-                     "eps": f"{conv.eps:g}", "initial_var": f"{conv.initial_var:g}", "source": conv.source})
+                     "eps": f"{conv.eps:g}", "initial_var": f"{conv.initial_var:g}"})
     rows.append({"key": "paper", **PAPER})
-    lines = [("| code [source] | momentum | w, weight of the newest batch | running var gets | eps | "
-              "running var at start | channel axis |"),
+    lines = [("| code | momentum | w, weight of the newest batch | running var gets | eps | running var at start | "
+              "channel axis |"),
              "|---|---|---|---|---|---|---|"]
-    for i, row in enumerate(rows, 1):
-        lines.append(f"| {row['name']} [{i}] | {row['momentum']} | {row['newest']} | {row['variance']} | "
+    for row in rows:
+        lines.append(f"| {row['name']} | {row['momentum']} | {row['newest']} | {row['variance']} | "
                      f"{row['eps']} | {row['initial_var']} | {CHANNEL_AXIS.get(row['key'], '?')} |")
-    names = {row["key"]: row["name"] for row in rows}
-    lines.append("")
-    lines += [f"**{names.get(key, key)}.** {note}" for key, note in NOTES.items()]
-    lines += ["", f"<details><summary>Sources [1]–[{len(rows)}]</summary>", ""]
-    lines += [f"[{i}] {row['source'].replace('|', '/')}  " for i, row in enumerate(rows, 1)]
-    lines += ["", "</details>"]
     return "\n".join(lines)

@@ -19,7 +19,6 @@ from bnlab.plots.forward import (
     plot_eps_effect,
     plot_forward_explorer,
     plot_normalization_stages,
-    plot_unbiased_variance_error,
     plot_variance_precision,
 )
 from bnlab.plots.gradients import plot_gradient_check_vs_step, plot_jacobian
@@ -58,7 +57,6 @@ __all__ = [
     "plot_precise_bn",
     "plot_running_averages",
     "plot_test_accuracy",
-    "plot_unbiased_variance_error",
     "plot_unit_percentiles",
     "plot_variance_precision",
     "plot_weight_decay",

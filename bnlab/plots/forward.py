@@ -8,12 +8,10 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from bnlab.functional import batchnorm_forward
-from bnlab.gradcheck import rel_error
 from bnlab.lessons.forward import BatchDependence, ExplorerResult, eps_gain, variance_precision
-from bnlab.mistakes import forward_with
 
 __all__ = ["plot_batch_dependence", "plot_eps_effect", "plot_forward_explorer", "plot_normalization_stages",
-           "plot_unbiased_variance_error", "plot_variance_precision"]
+           "plot_variance_precision"]
 
 _FEATURE_COLORS = ("tab:blue", "tab:orange")
 _STAGE_TITLES = {"x": "input x", "xhat": r"normalized $\hat x$", "y": r"output $y = \gamma \hat x + \beta$"}
@@ -138,30 +136,6 @@ def plot_eps_effect(eps: float = 1e-5) -> Figure:
     fig.legend(*value_ax.get_legend_handles_labels(), loc="upper center", ncol=2)
     fig.suptitle(f"ε = {eps:g}", x=0.06, ha="left")
     fig.tight_layout(rect=(0, 0, 1, 0.9))
-    return fig
-
-
-def plot_unbiased_variance_error(batch_sizes: tuple[int, ...] = (2, 3, 4, 6, 8, 16, 32, 64, 128),
-                                 seed: int = 0) -> Figure:
-    """Relative error of the output when the training forward uses the unbiased (m - 1) variance, against m.
-
-    The catalogued mistake ``unbiased_variance`` scales every output by sqrt((m - 1)/m); the line is
-    1 - sqrt((m - 1)/m), the points are measured on random (m, 8) batches.
-    """
-    rng = np.random.default_rng(seed)
-    errors = []
-    for m in batch_sizes:
-        x = rng.standard_normal((m, 8)) * 3 + 5
-        errors.append(rel_error(forward_with("unbiased_variance", x), batchnorm_forward(x, np.ones(8), np.zeros(8))[0]))
-    sizes = np.array(batch_sizes, dtype=float)
-    fig, ax = plt.subplots()
-    ax.loglog(sizes, errors, "o", label="measured")
-    ax.loglog(sizes, 1 - np.sqrt((sizes - 1) / sizes), "-", color="gray", lw=1, label=r"$1-\sqrt{(m-1)/m}$")
-    ax.set_xlabel("values per feature m")
-    ax.set_ylabel("relative error of the output")
-    ax.set_title("Unbiased variance in the training forward: large at small m only")
-    ax.legend(loc="lower left")
-    fig.tight_layout()
     return fig
 
 

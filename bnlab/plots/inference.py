@@ -20,7 +20,7 @@ __all__ = ["plot_measured_lag", "plot_precise_bn", "plot_running_averages"]
 
 # Fixed margins (no tight_layout): the dashboard redraws on every slider move. Room below for the legend.
 _WITH_LEGEND_BELOW = {"left": 0.08, "right": 0.98, "bottom": 0.33, "top": 0.87}
-_TWO_PANELS = {"left": 0.08, "right": 0.98, "bottom": 0.14, "top": 0.84, "wspace": 0.15}
+_TWO_PANELS = {"left": 0.08, "right": 0.98, "bottom": 0.14, "top": 0.9, "wspace": 0.15}
 _MEASURED = {"left": 0.07, "right": 0.98, "bottom": 0.30, "top": 0.86, "wspace": 0.22}
 
 
@@ -112,7 +112,8 @@ def plot_measured_lag(lag: MeasuredLag) -> Figure:
 def plot_precise_bn(studies: Sequence[PreciseBNStudy], layer: int = 0) -> Figure:
     """One panel per study: each unit's running variance of batch norm layer ``layer``, as stored (the EMA) and
     bias-corrected, against the precise (recomputed) one, with the line the initial value's share alone
-    predicts (no lag): stored = f * 1 + (1 - f) * precise."""
+    predicts (no lag): stored = f * 1 + (1 - f) * precise. The test accuracies are not repeated here: lecture 5
+    prints them in a table."""
     if not studies:
         raise ValueError("plot_precise_bn needs at least one PreciseBNStudy")
     fig, axes = plt.subplots(1, len(studies), figsize=(4.6 * len(studies), 4.0), squeeze=False, sharex=True,
@@ -124,15 +125,13 @@ def plot_precise_bn(studies: Sequence[PreciseBNStudy], layer: int = 0) -> Figure
         line = np.array([0.0, precise.max() * 1.1])
         ax.plot(line, line, color="black", lw=0.8, label="= precise")
         ax.plot(line, share * 1.0 + (1 - share) * line, ":", color="C0", lw=1.2,
-                label=f"f·1 + (1 - f)·precise (no lag), f = {share:.2f}")
+                label=f"no lag: f·1 + (1 - f)·precise, f = {share:.2f}")
         ax.plot(precise, study.running_var["ema"][layer], "o", color="C0", ms=3.5, alpha=0.8,
                 label="stored EMA (running_var)")
         ax.plot(precise, study.running_var["corrected"][layer], "x", color="C1", ms=4, alpha=0.9,
                 label="EMA bias-corrected")
-        acc = study.accuracy
-        ax.set_title(f"momentum {study.momentum:g}: f = (1 - {study.momentum:g})^{study.steps} = {share:.2g}\n"
-                     f"test acc. EMA {acc['ema']:.3f}, corrected {acc['corrected']:.3f}, "
-                     f"precise {acc['precise']:.3f}", fontsize=9.5)
+        ax.set_title(f"momentum {study.momentum:g}: f = (1 - {study.momentum:g})^{study.steps} = {share:.2g}",
+                     fontsize=10)
         ax.set_xlabel(f"precise running_var (layer {layer + 1}, one dot per unit)")
         ax.set_xlim(0, line[-1])
         ax.set_ylim(0, line[-1])

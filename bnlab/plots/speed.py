@@ -12,7 +12,7 @@ from bnlab.timing import CopyControlled
 
 __all__ = ["plot_pass_equivalents"]
 
-_COLORS = ["#4a78a8", "#a8c4e0", "#6a9f58", "#b07a2a", "#d9a35f"]
+_COLORS = ["#4a78a8", "#a8c4e0", "#6a9f58", "#b07a2a", "#d9a35f", "#8c6bb1"]
 
 
 def _duration(ms: float) -> str:

@@ -170,12 +170,9 @@ print(f"bnlab.mistakes' 'mean_gradient_not_summed' gives the same dx: relative d
 # NBVAL_CHECK_OUTPUT
 dmu_graph = -dxc.sum(axis=0, keepdims=True)                          # the table: both branches in dxc
 through_xhat = -(dxhat * inv).sum(axis=0, keepdims=True)             # the paper's first term
-through_var = dvar * (-2 / m) * xc.sum(axis=0, keepdims=True)        # the paper's second term
-print("sum of xc per feature:          ", xc.sum(axis=0) + 0.0)     # + 0.0 turns -0.0 into 0.0
-print("the term through var, per feature:", (through_var + 0.0).ravel())
-print("graph form dL/dmu:              ", dmu_graph.round(4))
-print("paper form dL/dmu:              ", (through_xhat + through_var).round(4))
-print(f"max |graph - paper|: {within(np.abs(dmu_graph - through_xhat - through_var).max(), 1e-12)}")
+through_var = dvar * (-2 / m) * xc.sum(axis=0, keepdims=True)        # the paper's second term: sum(xc) = 0
+print(f"dL/dmu, graph form minus paper form, largest |difference|: "
+      f"{within(np.abs(dmu_graph - through_xhat - through_var).max(), 1e-12)}")
 
 # %% [markdown]
 # ### Checking the written-out backward
@@ -224,20 +221,14 @@ for name, ours in (("dvar", dvar), ("dmu", dmu)):
 # $\sum_i(\gamma\hat x_i + \beta) = m\beta$ because $\hat x$ sums to zero in every channel: **it does not depend
 # on $x$ at all**. The true gradient is exactly zero, so any backward that returns zeros for $\delta = 1$
 # passes — including a real mistake, the staged backward without the branch through $\sigma^2$ (for a constant
-# $\delta$ its two remaining branches cancel).
-
-# %%
-# NBVAL_CHECK_OUTPUT
-trap = all_ones_trap(x, gamma, beta)
-for name in ("finite differences", "staged backward", "zeros", "variance_branch_missing"):
-    print(f"{name:24s} max |dx| for dout = 1: {error_text(trap[name])}")
-
-# %% [markdown]
-# All four are zero to rounding error (a check comparing them would accept anything below, say, $10^{-8}$),
-# although two of them are wrong backwards. The table at the end of this lecture shows which other classic
-# mistakes slip through.
+# $\delta$ its two remaining branches cancel). The table at the end of this lecture shows which classic
+# mistakes slip through this way.
 #
 # ### Trap 2: float32
+#
+# Besides the right backward, the study below checks a real slip: $\epsilon$ left out of std in the backward
+# only (`bnlab.mistakes.backward_with("eps_missing_in_backward")`, one of the catalogued mistakes), which
+# changes $\partial L/\partial x$ by a relative error of order $\epsilon/\sigma^2$, a few $10^{-6}$ here.
 #
 # **Predict, then run.** The next cell fits $K$ on the float64 curve (about 0.06 here). With
 # $\epsilon_\mathrm{mach} = 2.2\times 10^{-16}$ for float64 and $1.2\times 10^{-7}$ for float32, what best step
@@ -257,6 +248,9 @@ all_zero = study.steps[study.zero_fraction["float32"] == 1.0]
 print(f"float32: numerical dx exactly 0 in every entry for h <= {all_zero.max():.0e}; at h = 1e-7 in "
       f"{study.zero_fraction['float32'][np.argmin(np.abs(study.steps - 1e-7))]:.0%} of the entries; "
       f"float32 spacing at the largest |x|: {study.input_spacing['float32']:.1e}")
+print(f"eps left out of std, at each best step: float64 {study.eps_missing_at_best_step('float64'):.1e} "
+      f"(> tolerance {DEFAULT_TOLERANCE:.0e}: caught); float32 {study.eps_missing_at_best_step('float32'):.0e}, "
+      f"like the right backward's {study.smallest('float32')[1]:.0e} (< 1e-4: passes)")
 
 # %%
 plot_gradient_check_vs_step(study);
@@ -264,16 +258,14 @@ plot_gradient_check_vs_step(study);
 # %% [markdown]
 # **What to notice.** Right of its best step each curve climbs as $h^2$, the same line for both dtypes (the
 # derivative being approximated is the same); left of it, rounding takes over and the error grows as $1/h$.
-# At the far left the float32 curve leaves the model, and what happens there is not noise: for
-# $h \le 10^{-8}$ every entry of the numerical gradient is **exactly 0** (relative error exactly 1, circled),
-# and at $h = 10^{-7}$ 27% of them still are. The nudge is lost to rounding: float32 numbers near the largest
-# input are $2.4\times 10^{-7}$ apart, so $x \pm h$ rounds back to $x$, or changes the outputs by less than
-# their own spacing, and $L(x+h) = L(x-h)$ exactly. The model's $\epsilon_\mathrm{mach}/h$ assumes an error
-# that keeps growing as $h$ shrinks, so it overshoots there. The model's best steps, $10^{-5}$ for float64 and
-# $10^{-2}$ for float32, sit where the measured minima are. float64 bottoms out below $10^{-10}$, four orders of
-# magnitude under the gradient check's tolerance $10^{-6}$. float32 bottoms out at about $2\times 10^{-5}$,
-# twenty times *above* that tolerance, and only for a step chosen by hand: a float32 check needs a tolerance
-# near $10^{-4}$, and any mistake that changes $\partial L/\partial x$ by less than that hides under it.
+# At the far left the float32 curve leaves the model, and not as noise: for $h \le 10^{-8}$ every entry of the
+# numerical gradient is **exactly 0** (relative error 1, circled). The nudge is lost to rounding: $x \pm h$
+# rounds back to $x$, or changes the outputs by less than their own spacing, so $L(x+h) = L(x-h)$ exactly. The
+# model's best steps sit where the measured minima are. float64 bottoms out four orders of magnitude under the
+# gradient check's tolerance $10^{-6}$; float32 twenty times *above* it, and only for a step chosen by hand. So
+# a float32 check needs a tolerance near $10^{-4}$, and any mistake smaller than that hides under it — like
+# $\epsilon$ left out of std (last line): caught in float64 at five times the tolerance, and in float32
+# indistinguishable from the right backward.
 #
 # ### A check that cannot be fooled
 #
@@ -303,7 +295,8 @@ for name, report in (("staged backward", right), ("constant statistics", wrong))
 
 # %%
 # NBVAL_CHECK_OUTPUT
-proper = catalogue_gradient_checks(shape=(6, 4))
+trap = all_ones_trap(x, gamma, beta)                # max |dx| for dout = 1 on lecture 2's (3, 2) batch
+proper = catalogue_gradient_checks(shape=(6, 4))     # dx's relative error under check_forward_backward
 caught = {True: "caught", False: "MISSED"}
 print(f"{'':34s}{'all-ones check, (3, 2)':>26s}{'proper check, (6, 4)':>28s}")
 print(f"{'backward':34s}{'max |dx|':>14s}{'verdict':>12s}{'dx rel. error':>18s}{'verdict':>10s}")
@@ -313,16 +306,17 @@ for name, error in proper.items():
           f"{'passes' if right else caught[trap[name] > 1e-6]:>12s}{error_text(error):>18s}"
           f"{'passes' if right else caught[error > DEFAULT_TOLERANCE]:>10s}")
 mistakes = {name: error for name, error in proper.items() if name != "staged backward"}
-survivors = {name: mistakes[name] for name in mistakes if trap[name] <= 1e-6}
-print(f"{len(survivors)} of {len(mistakes)} mistakes pass the all-ones check; under the proper check their smallest "
-      f"error is {min(survivors.values()):.2f} (> tolerance {DEFAULT_TOLERANCE:.0e})")
-print(f"smallest error of any mistake under the proper check: {min(mistakes.values()):.2f} "
-      f"({min(mistakes, key=mistakes.get)}; > tolerance {DEFAULT_TOLERANCE:.0e})")
+survivors = [name for name in mistakes if trap[name] <= 1e-6]
+coarse = {name: error for name, error in mistakes.items() if name != "eps_missing_in_backward"}
+print(f"{len(survivors)} of {len(mistakes)} mistakes pass the all-ones check")
+print(f"proper check: eps missing in the backward {mistakes['eps_missing_in_backward']:.1e}, every other mistake "
+      f"at least {min(coarse.values()):.2f} ({min(coarse, key=coarse.get)}); tolerance {DEFAULT_TOLERANCE:.0e}")
 
 # %% [markdown]
-# Five of the ten mistakes give $\partial L/\partial x = 0$ for $\delta = 1$ and pass the all-ones check; the
-# proper check catches each of them with a relative error of at least 0.33. The smallest error of any mistake,
-# 0.08, belongs to `mean_branch_missing`, which the all-ones check catches anyway.
+# Six of the eleven mistakes give $\partial L/\partial x = 0$ for $\delta = 1$ and pass the all-ones check.
+# The proper check catches all eleven. Ten err by 0.08 or more (the smallest, `mean_branch_missing`, the
+# all-ones check catches anyway); $\epsilon$ missing in the backward errs by only a few $10^{-6}$ and is caught
+# only because the check runs in float64 with a tolerance of $10^{-6}$ (trap 2 above).
 #
 # ### What no gradient check can catch
 #
@@ -357,8 +351,9 @@ print(f"against reference values: x_hat rel. error {both['output vs reference']:
 # - Finite differences trade truncation ($K h^2$) against rounding ($\epsilon_\mathrm{mach}/h$): best step
 #   $\sim\epsilon_\mathrm{mach}^{1/3}$, error $\sim\epsilon_\mathrm{mach}^{2/3}$ — about $10^{-10}$ in float64,
 #   $2\times 10^{-5}$ in float32; below float32's spacing the numerical gradient is exactly 0. Check in
-#   float64, with random upstream gradients, and also against reference values: a forward and backward on the
-#   same wrong convention pass any gradient check.
+#   float64 (a float32 check cannot see an error below about $10^{-4}$, such as $\epsilon$ left out of the
+#   backward), with random upstream gradients, and also against reference values: a forward and backward on
+#   the same wrong convention pass any gradient check.
 #
 # ## Questions
 #

@@ -32,8 +32,8 @@ bnlab.notebook.setup()
 # %% [markdown]
 # ## Derivation
 #
-# Per channel, write $s=\sqrt{\sigma^2+\epsilon}$, $\delta_i = \partial L/\partial y_i$, and let sums run over the
-# $m$ values of the channel. Lecture 3's graph gave
+# Per channel, write $x_{c,i} = x_i - \mu$ for the centred values (lecture 3's `xc`), $s=\sqrt{\sigma^2+\epsilon}$,
+# $\delta_i = \partial L/\partial y_i$, and let sums run over the $m$ values of the channel. Lecture 3's graph gave
 #
 # $$
 # \frac{\partial L}{\partial \hat x_i} = \gamma\delta_i,\qquad
@@ -112,10 +112,9 @@ for name, (x, gamma, beta, dout) in (("lecture 3's (3, 2)", lecture_3), ("random
 # $t$, $x_c$ and everything after it do not, so the loss is the same for every $t$. A function that does not
 # change along a direction has zero derivative along it:
 # $\frac{d}{dt}L(x + t\mathbf 1)\big|_{t=0} = \sum_i \partial L/\partial x_i = 0$ — the first invariant, exact
-# for any $\epsilon$. (Here and below $x_c = x - \mu$ is the centred value, as in lecture 3; channels are indexed
-# by $k$.) You met one consequence in [lecture 2](02_forward_pass.ipynb), section "A bias just before batch norm
-# is wasted": a bias $b$ added just before batch norm is such a shift, so its gradient
-# $\partial L/\partial b_k = \sum_i \partial L/\partial x_{ik}$ is exactly zero. Scale a channel's inputs about
+# for any $\epsilon$. You met one consequence in [lecture 2](02_forward_pass.ipynb), section "A bias just before
+# batch norm is wasted": a bias $b_k$ added to channel $k$ just before batch norm is such a shift, so its
+# gradient $\partial L/\partial b_k = \sum_i \partial L/\partial x_{ik}$ is exactly zero. Scale a channel's inputs about
 # their mean, $x_c \to a\,x_c$: then $\hat x \to a x_c/\sqrt{a^2\sigma^2+\epsilon}$, which is $\hat x$ again only
 # if $\epsilon = 0$. So the loss is invariant to this scaling as $\epsilon\to 0$, and its derivative at $a=1$,
 # $\sum_i x_{c,i}\,\partial L/\partial x_i = s\sum_i \hat x_i\,\partial L/\partial x_i$, vanishes in that limit —
@@ -143,7 +142,9 @@ print("channel  variance  eps/(var+eps)  sum(xhat*dx) / (gamma/s*dgamma)")
 for k in range(3):
     print(f"{k:7d}  {var[k]:8.1e}  {eps_factor[k]:13.4e}  {sum_xhat_dx[k] / (gamma[k] / s[k] * dgamma[k]):31.4e}")
 residue = np.abs(sum_xhat_dx - gamma / s * dgamma * eps_factor) / scale
-print(f"|sum(xhat*dx) - gamma/s*dgamma*eps/(var+eps)| / scale, worst channel: {within(residue.max(), 1e-10)}")
+print(f"|sum(xhat*dx) - gamma/s*dgamma*eps/(var+eps)| / scale, worst channel: "
+      f"{within(residue.max(), 1e-10, floor=1e-12)}")
+print(f"|sum(dx)| / scale, worst channel: {within(np.max(np.abs(sum_dx) / scale), 1e-10, floor=1e-12)}")
 
 # %% [markdown]
 # The second invariant, measured in units of $\frac{\gamma}{s}\frac{\partial L}{\partial\gamma}$, *is* the factor
@@ -153,32 +154,9 @@ print(f"|sum(xhat*dx) - gamma/s*dgamma*eps/(var+eps)| / scale, worst channel: {w
 # $= |\gamma|/s\cdot\sum_i|\delta_i|$ is the size of the terms that cancel in the sums: a rounding residue is small
 # or large relative to it, not relative to 1.
 #
-# **The first invariant in floating point.** $\sum_i\partial L/\partial x_i$ is zero in exact arithmetic. In
-# float64 a residue is left, and it has a cause you can compute. The mean is rounded, so the computed $\hat x$
-# of a channel do not sum to exactly 0 but to $\sum_i\hat x_i = m\,(\mu - \mathrm{fl}(\mu))/s$: a rounding error
-# of about $10^{-16}$ relative to the values near 5, divided by $s$. Put that into the boxed formula and the
-# first two terms still cancel, leaving
-# $\sum_i\partial L/\partial x_i = -\frac{\gamma}{ms}\,\sum_i\hat x_i\;\frac{\partial L}{\partial\gamma}$.
-# **Predict, then run:** which channel has the largest $\sum_i\hat x_i$, and does it also have the largest
-# residue?
-
-# %%
-# NBVAL_CHECK_OUTPUT
-sum_xhat = cache.xhat.sum(axis=0)                           # 0 in exact arithmetic
-predicted = -gamma / (cache.m * s) * sum_xhat * dgamma      # what sum_dx is then
-print("channel  sum(xhat)  dgamma   |sum dx| / scale  |predicted| / scale")
-for k in range(3):
-    print(f"{k:7d}  {error_text(sum_xhat[k], floor=1e-15):>9s}  {dgamma[k]:6.3f}  "
-          f"{error_text(sum_dx[k] / scale[k], floor=1e-15):>16s}  {error_text(predicted[k] / scale[k], floor=1e-15):>19s}")
-print(f"worst |sum dx| / scale: {within(np.max(np.abs(sum_dx) / scale), 1e-12, floor=1e-15)}")
-
-# %% [markdown]
-# The nearly constant channels have the largest $\sum_i\hat x_i$, about a thousand times channel 0's: a rounding
-# of the mean of the same size (values near 5 in every channel), divided by an $s$ hundreds of times smaller.
-# Centring values that differ by only 0.01 or 0.001 costs two or three of float64's 16 digits. The residue
-# follows the prediction in every channel, and it needs a large $\partial L/\partial\gamma$ too: channel 2 has
-# the largest $\sum_i\hat x_i$, but its $\partial L/\partial\gamma$ happens to be small for this upstream
-# gradient, and so is its residue.
+# The first invariant holds up to rounding: in float64 the computed $\hat x$ of a channel do not sum to exactly
+# zero (the mean is rounded), so $\sum_i\partial L/\partial x_i$ keeps a residue, here below $10^{-12}$ of the
+# terms that cancel (last line).
 #
 # ## The Jacobian
 #
@@ -266,11 +244,11 @@ bnlab.notebook.show_source(batchnorm_backward)
 # **Predict, then run.** Count the passes, line by line, in the staged listing above and in the fused one at the
 # top of the lecture. What staged / fused time ratio would you predict if passes set the time? The cell prints
 # the count (`bnlab.lessons.closed_form.TALLY`, which a test recounts operation by operation against the
-# current source).
+# current source), starting with the numpy forward of lecture 2.
 
 # %%
 # NBVAL_CHECK_OUTPUT
-for name in ("numpy staged backward", "numpy fused backward"):
+for name in ("numpy forward", "numpy staged backward", "numpy fused backward"):
     reads = sum(r for _, r, _ in TALLY[name])
     print(f"{name}\n  reads writes  line")
     for line, r, w in TALLY[name]:
@@ -278,8 +256,8 @@ for name in ("numpy staged backward", "numpy fused backward"):
     print(f"  {reads:5d} {passes(name) - reads:6d}  = {passes(name)} passes, {4 * passes(name)} bytes per float32 element")
 print(f"predicted staged / fused time ratio: {passes('numpy staged backward')} / {passes('numpy fused backward')} "
       f"= {passes('numpy staged backward') / passes('numpy fused backward'):.2f}")
-print(f"the numpy forward makes {passes('numpy forward')} passes; the least any forward can make is "
-      f"{FLOORS['forward']}, any backward {FLOORS['backward']} (question 3)")
+print(f"the least any forward can make is {FLOORS['forward']} passes, any backward {FLOORS['backward']} "
+      f"(question 3)")
 
 # %% [markdown]
 # **The control.** A time in milliseconds depends on the machine and on what else it is doing, so measure the
@@ -300,16 +278,19 @@ plot_pass_equivalents(timings, ticks, "Measured time in passes at the copy's spe
 
 # %% [markdown]
 # **What to notice.** Every bar ends beyond its tick: no implementation runs at one copy-speed pass per counted
-# pass. But the two numpy backwards take about the same number of pass-equivalents per counted pass, so the
-# count predicts their ratio. In repeated runs of this notebook on the machine the course was built on (the
-# stored figure among them) they took 1.1 to 2.2 pass-equivalents per counted pass, and staged / fused (in each
-# panel's title) came out between 1.3 and 1.9, against the predicted 1.44, on both batches. The forward, with 12
-# counted passes, took about as long as the staged backward with 23 (0.7 to 1.1 times as long): some passes
-# cost more than others, which the next figure measures. PyTorch's native backward, one fused C++ kernel, took
-# 1.5 to 5 times its floor of 5 (lecture 6 measures PyTorch's kernels against their floors). A page fault, counted
-# beside each bar, is the kernel mapping memory an allocator has just obtained from the system; how many occur
-# depends on the allocator's state and changes from run to run. Rerun the cell: the times move more than their
-# ratios.
+# pass. The ranges below are from 30 runs on the machine the course was built on, and they hold for bars with
+# no page faults beside them. A page fault is the kernel mapping memory an allocator has just obtained from the
+# system; how many occur depends on the allocator's state and changes from run to run, and they add time (in one
+# run, 1,000 faults per call made the forward and the staged backward on the 1 MiB batch six times slower than
+# usual). Rerun the cell to see how much yours move.
+#
+# - The two numpy backwards took 1.3 to 2.5 pass-equivalents per counted pass. Staged / fused (in each panel's
+#   title) came out 1.44 to 1.85 on the 1 MiB batch, against the predicted 1.44: there the count predicts the
+#   ratio. On the 16 MiB batch it came out 1.5 to 2.0: the staged backward loses more than its extra passes.
+# - The forward, with 12 counted passes, took 0.8 to 1.1 times as long as the staged backward with 23: some
+#   passes cost more than others, which the next figure measures.
+# - PyTorch's native backward, one fused C++ kernel, took 2.3 to 5 times its floor of 5 (lecture 6 measures
+#   PyTorch's kernels against their floors).
 #
 # **Why more than one pass-equivalent per pass?** The same control, applied to the four kinds of operation the
 # listings are made of. An element-wise operation on two arrays of the same shape makes 3 passes; multiplying
@@ -322,14 +303,14 @@ plot_pass_equivalents(operations, {name: (count, "counted") for name, count in O
                       "Single numpy operations, float32, against the same copy control");
 
 # %% [markdown]
-# An element-wise operation on same-shaped arrays ends near its tick (2.2 to 3.8 pass-equivalents for its 3
-# passes in the same runs): there, passes do set the time. A broadcast (2.7 to 5.5 for 2 passes) and a sum over
-# the batch (1.1 to 2.8 for 1) cost more per pass than a copy, and a mean accumulated in float64, for which numpy
-# converts the values in a buffer before adding them, several times more (3.5 to 10 for 1). Almost every
-# line of both backwards broadcasts or reduces, which is why both take more than one pass-equivalent per counted
-# pass; the forward's two float64 means are why it costs as much as the staged backward. So: count passes to
-# compare implementations built from the same kinds of operation, and measure, against a control, what a pass
-# of each kind costs.
+# An element-wise operation on same-shaped arrays ends near its tick (2.4 to 3.8 pass-equivalents for its 3
+# passes in the same runs): there, passes do set the time. A broadcast (3.0 to 4.9 for 2 passes) and a sum over
+# the batch (1.3 to 2.6 for 1) cost more per pass than a copy, and a mean accumulated in float64, for which numpy
+# converts the values in a buffer before adding them, several times more (4.4 to 10 for 1). Almost every line of
+# both backwards broadcasts or reduces, which is why both take more than one pass-equivalent per counted pass;
+# the forward's two float64 means (first and third line of its tally) are why it costs about as much as the
+# staged backward. So: count passes to compare implementations built from the same kinds of operation, and
+# measure, against a control, what a pass of each kind costs.
 #
 # ## Summary
 #
@@ -338,15 +319,12 @@ plot_pass_equivalents(operations, {name: (count, "counted") for name, count in O
 # - Per channel, $\sum\partial L/\partial x = 0$ exactly, and $\sum \hat x\,\partial L/\partial x =
 #   \frac{\gamma}{s}\frac{\partial L}{\partial\gamma}\cdot\frac{\epsilon}{\sigma^2+\epsilon}$. Both follow from
 #   the forward: it ignores a shift of a channel's inputs exactly, and a scaling of them as $\epsilon\to 0$. The
-#   same argument gives $\langle\nabla_W L, W\rangle = 0$ for the weights before a batch norm. In float64,
-#   $\sum\partial L/\partial x$ keeps a rounding residue,
-#   $-\frac{\gamma}{ms}\sum\hat x\,\frac{\partial L}{\partial\gamma}$, set by how far the computed $\hat x$
-#   are from summing to zero.
+#   same argument gives $\langle\nabla_W L, W\rangle = 0$ for the weights before a batch norm.
 # - The Jacobian projects out the shift and (up to $\epsilon$) the scale directions.
-# - The fused backward makes 16 passes over batch-sized memory where the staged one makes 23, and the count
-#   predicts their time ratio, 1.44 (measured: 1.3 to 1.9). Timed against a copy of the same array, no
-#   implementation runs at one pass-equivalent per counted pass: broadcasts, reductions and float64 accumulation
-#   cost more than a copy, so measure before you predict absolute times.
+# - The fused backward makes 16 passes over batch-sized memory where the staged one makes 23, and on a batch
+#   that fits in the caches the count predicts their time ratio, 1.44. Timed against a copy of the same array,
+#   no implementation runs at one pass-equivalent per counted pass: broadcasts, reductions and float64
+#   accumulation cost more than a copy, and page faults add time, so measure before you predict absolute times.
 #
 # ## Questions
 #

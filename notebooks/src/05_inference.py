@@ -18,9 +18,8 @@
 # **Practise it.** [Exercise 1](../exercises/ex1_forward.ipynb) (`batchnorm_inference`) and
 # [Exercise 3: a numpy layer with running statistics](../exercises/ex3_numpy_layer.ipynb).
 #
-# **How numbers are printed.** A checked line shows a value and, in brackets, the bound it must stay within.
-# Differences made of rounding errors print as an order of magnitude ("below 1e-14", "< 1e-05"), so that the
-# text does not flip with the last bits on another machine.
+# **How numbers are printed**: as in lecture 4, a checked line shows a value and, in brackets, the bound it must
+# stay within; differences made of rounding errors print as an order of magnitude ("below 1e-14", "< 1e-05").
 
 # %%
 import copy
@@ -136,16 +135,11 @@ Markdown(convention_table(convention_rows((1.0, 3.0))))
 #   0.01 for the new batch. Porting a model between frameworks with the number copied across is a classic
 #   silent bug, and so is $\epsilon$ (Keras $10^{-3}$, the others $10^{-5}$; the paper gives no value).
 # - **The variance estimator.** PyTorch feeds the unbiased batch variance (2) and gets 1.010 at momentum 0.01;
-#   Keras 3 feeds the biased one from `ops.moments` (1) and stays at 1.000. CS231n's skeleton asks for "the
-#   sample mean and (uncorrected) sample variance" in its `batchnorm_forward` docstring; d2l also feeds the
-#   biased variance, so with PyTorch's momentum it gets 1.000 where PyTorch has 1.100.
-# - **The d2l edition.** The current multi-framework d2l.ai (PyTorch tab) writes PyTorch's form with 0.1; older
-#   editions of d2l-en and zh.d2l.ai write Keras' form with 0.9. Same numbers, opposite meaning of "momentum".
+#   Keras 3 feeds the biased one from `ops.moments` (1) and stays at 1.000. CS231n and d2l feed the biased one
+#   too: with PyTorch's momentum, d2l gets 1.000 where PyTorch has 1.100. (Older d2l editions write Keras' form
+#   with 0.9, source [4]: the same numbers, the opposite meaning of "momentum".)
 # - **The initial value.** CS231n starts its running variance at 0, so after one batch it is 0.100, where the
 #   others are near 1.
-# - **Equal weights.** `momentum=None` gives the first batch the weight 1: both statistics are the batch's own.
-#   It is an equal-weight average, like the paper's last row, but of *whatever batches the layer sees*: that
-#   difference is the subject of the second half of this lecture.
 #
 # [Lecture 6](06_pytorch_layer.ipynb) ends with the full convention sheet (modes, $m$ for images, the flags of
 # `torch.nn.BatchNorm`).
@@ -193,16 +187,15 @@ for x in seen:
     layer(x)
 average_mean = torch.stack([x.mean(dim=0) for x in seen]).mean(dim=0)
 average_var = torch.stack([x.var(dim=0, unbiased=True) for x in seen]).mean(dim=0)
-print("running_mean", layer.running_mean.numpy(), " average of the batch means", average_mean.numpy())
-print("running_var ", layer.running_var.numpy(), " average of unbiased vars   ", average_var.numpy())
-print(f"max |difference|: mean {within((layer.running_mean - average_mean).abs().max(), 1e-12)}, "
-      f"variance {within((layer.running_var - average_var).abs().max(), 1e-12)}")
+print(f"after 3 batches, max |difference| from the equal-weight average: running_mean "
+      f"{within((layer.running_mean - average_mean).abs().max(), 1e-12)}, running_var (unbiased) "
+      f"{within((layer.running_var - average_var).abs().max(), 1e-12)}")
 
 # %% [markdown]
 # Which batches those are decides what the average means. Run **after** training, on frozen weights, over
-# training batches of one size $m$, `momentum=None` computes Algorithm 2's averages (that is precise BN, below).
+# training batches of one size $m$, `momentum=None` computes Algorithm 2's averages: that is precise BN, below.
 # Left on **during** training, it averages the statistics of every network along the way, the untrained one
-# included: the same formula, a different quantity.
+# included: the same formula, but not Algorithm 2.
 #
 # ## What a running average remembers: its initial value
 #
@@ -219,15 +212,13 @@ print(f"max |difference|: mean {within((layer.running_mean - average_mean).abs()
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print("momentum   share of the initial value after 300 batches   after 3000   batches until below 1%")
+print("momentum   share of the initial value after 300 batches   batches until below 1%")
 for w in (0.1, 0.01, 0.001):
-    print(f"{w:<8g}   {initial_value_share(w, 300):>43.2g}   {initial_value_share(w, 3000):>10.2g}   "
-          f"{math.ceil(math.log(0.01) / math.log(1 - w)):>22d}")
+    print(f"{w:<8g}   {initial_value_share(w, 300):>43.2g}   {math.ceil(math.log(0.01) / math.log(1 - w)):>22d}")
 
 # %% [markdown]
 # At PyTorch's default the initial value is gone after 44 batches. At 0.001 (Keras' 0.999) it needs 4603
-# batches: a 300-step run ends with three quarters of every running statistic still being the initial 0 or 1,
-# and even after 3000 steps 5% of it is.
+# batches: a 300-step run ends with three quarters of every running statistic still being the initial 0 or 1.
 #
 # Adam has the same problem with its moment estimates (started at 0) and divides it away (Kingma & Ba 2015,
 # Sec. 3). With a nonzero start, first remove the initial value's share, then rescale:
@@ -269,9 +260,9 @@ bnlab.notebook.show_source(bias_corrected)
 # with final value $F = 2.7$ for the variance (about layer 1 of the network trained below) or $F = 1$ for the
 # mean, *drift* $d \in [0, 1]$ (the truth starts at $(1-d)\,F$: 1.35 at the default $d = 0.5$; $d = 0$ is a
 # statistic that never changes) and a settling time of 60 steps. Each step draws a batch of 60 normal values
-# with that truth and feeds its mean or unbiased variance to PyTorch's update. The measured trajectory of a real
-# layer follows further below, with this synthetic truth drawn next to it. Move *momentum* and *steps*; set
-# *drift* to 0 to see the initial value's share alone.
+# with that truth and feeds its mean or unbiased variance to PyTorch's update (a real layer's measured
+# trajectory follows below). Move *momentum* and *steps*; set *drift* to 0 to see the initial value's share
+# alone.
 
 # %%
 RunningAveragesDashboard()
@@ -280,16 +271,15 @@ RunningAveragesDashboard()
 # What to notice:
 #
 # - At momentum 0.001 and 300 steps the raw average (blue) has covered only a quarter of the way from its
-#   initial value 1 ($1 - f = 0.26$). The bias-corrected one (orange) and the equal-weight one (green) sit on top
-#   of each other, among the batches.
+#   initial value 1. The bias-corrected one (orange) and the equal-weight one (green) sit on top of each other,
+#   among the batches.
 # - With drift, those two still end below the truth: they weight early batches, taken when the statistic was
-#   smaller, about as much as late ones (trajectory averaging). Here that is a smaller effect than the initial
-#   value.
+#   smaller, about as much as late ones (trajectory averaging), a smaller effect here than the initial value.
 # - Raise the momentum to 0.1: the raw and corrected curves coincide after a few dozen steps and follow the truth
 #   with a window lag of about 9 steps and the noise of the last ~10 batches. At momentum 1 the average is the
 #   last batch.
-# - At 3000 steps and momentum 0.001 the initial value's share is down to 0.05, so the raw average is only a few
-#   percent low; the drift is long over, and the corrected average sits on the truth within the batch noise.
+# - Move *steps* to 3000 at momentum 0.001: the title shows how much of the initial value is left, the drift is
+#   long over, and the corrected average sits on the truth within the batch noise.
 #
 # ## Precise BN: Algorithm 2 after training
 #
@@ -343,37 +333,33 @@ difference = max(max((ours.running_mean - lib.running_mean).abs().max().item(),
                  for ours, lib in zip(norms, library_norms))
 print(f"{used} batches; max |difference| of the running statistics, the loop above vs the library: "
       f"{within(difference, 1e-12)}")
-print(f"layer-1 precise running_var, mean over its 100 units: {norms[0].running_var.mean():.2f}")
+same = max(np.abs(slow.running_var["precise"] - other.running_var["precise"]).max() for other in (default, during))
+print(f"seed 0 trained with momentum 0.001, 0.1 and None: max |difference| of their precise variances "
+      f"{within(same, 1e-6)} (the same network)")
 
 # %% [markdown]
 # ## Measuring the gap: initial value and lag
 #
-# **Predict, then run.** The precise layer-1 variance is 2.73 (averaged over its 100 units). What will the
-# stored running variance be at momentum 0.001 after 300 steps? And what would `momentum=None` during training
-# have stored?
+# **Predict, then run.** After 300 steps at momentum 0.001 the initial 1 keeps the share $f$ of the table above.
+# If every batch had had the precise variance, where would the stored value end, as a fraction of the way from 1
+# to the precise value? And would `momentum=None` during training store more or less than the precise value?
 #
-# `measure_lag` replays PyTorch's update on the recorded layer-1 batch variances and compares the result with what
-# the layer stored; then it compares the bias-corrected value with the exponentially weighted mean of the
-# recorded values (weights $w(1-w)^{300-k}$, normalized), and with their equal-weight mean.
+# `measure_lag` replays PyTorch's update on the layer-1 batch variances recorded during training and compares
+# the result with what the layer stored; it also compares the bias-corrected value with the exponentially
+# weighted mean of the recorded values (weights $w(1-w)^{300-k}$, normalized), and what `momentum=None` stored
+# with their equal-weight mean. One line checks all three replays.
 
 # %%
 # NBVAL_CHECK_OUTPUT
 lag = measure_lag(slow)
 fed_equal = slow.batch_var[:, 0, :].mean(axis=0)                    # equal-weight mean per unit
 stored_none = during.running_var["ema"][0]                          # what momentum=None stored in training
-print(f"replayed EMA vs the layer's own running_var:  max rel. difference "
-      f"{within(lag.replay_error, 1e-3, floor=1e-4)}")
-print(f"bias-corrected running_var vs the exponentially weighted mean of the recorded batch variances:\n"
-      f"    max rel. difference {within(lag.weighted_error, 1e-3, floor=1e-4)}")
-print(f"equal-weight mean of the recorded batch variances vs what momentum=None stored in training:\n"
-      f"    max rel. difference {within(np.abs(fed_equal / stored_none - 1).max(), 1e-3, floor=1e-4)}")
-print(f"layer 1, mean over units: stored EMA {lag.stored:.2f}, bias-corrected {lag.stored_corrected:.2f}, "
-      f"equal weights {lag.equal[-1]:.2f}, precise {lag.precise:.2f}")
-print(f"recorded batch variances: first 10 steps {lag.batch[:10].mean():.2f}, last {RECENT_STEPS} steps "
-      f"{lag.recent:.2f} (|difference from precise| {abs(lag.recent - lag.precise):.2f} < 0.05)")
-print("mean age (steps) of the batches in the final value:")
-for label in lag.weights:
-    print(f"    {label:<32} {lag.mean_age(label):5.1f}")
+replays = max(lag.replay_error, lag.weighted_error, np.abs(fed_equal / stored_none - 1).max())
+print(f"replays vs what the layers stored (EMA, bias-corrected EMA, momentum=None): max rel. difference over "
+      f"units {within(replays, 1e-3, floor=1e-4)}")
+print(f"layer 1, mean over units: batch variance fed {lag.batch[:10].mean():.2f} in the first 10 steps, "
+      f"{lag.recent:.2f} in the last {RECENT_STEPS} (|that - precise| {abs(lag.recent - lag.precise):.2f} < 0.05); "
+      f"momentum=None stored {stored_none.mean():.2f}")
 
 # %%
 plot_measured_lag(lag);
@@ -381,16 +367,18 @@ plot_measured_lag(lag);
 # %% [markdown]
 # What to notice:
 #
-# - The gray dots are measured: layer 1's batch variance rose from 1.56 (first 10 steps) to 2.74 (last 30) as
-#   the network learned, quickly at first. The synthetic truth of the dashboard (dotted) is a fair model of it.
-# - The stored EMA (blue) is the replay of those dots from 1, to float32 rounding. It ends at 1.38 because
-#   three quarters of it is still the initial 1.
+# - The gray dots are measured: layer 1's batch variance rose from 1.56 to 2.74 as the network learned. The
+#   dashboard's synthetic truth (dotted) is only a rough model of it: the measured variances rise faster over
+#   the first 50 steps and more slowly after.
+# - The stored EMA (blue) is the replay of those dots from 1, to float32 rounding. It ends far below them
+#   because three quarters of it is still the initial 1.
 # - The bias-corrected EMA (orange) *is* the exponentially weighted mean of the dots; with $t \ll 1/w$ its
-#   weights are nearly flat (right panel, mean age 142 steps), so it nearly coincides with the equal-weight mean
-#   (green, 149.5). Both end well below the last dots: trajectory averaging.
+#   weights are nearly flat (right panel; the legend gives each average's mean age in steps), so it nearly
+#   coincides with the equal-weight mean (green), the 2.44 that `momentum=None` stored. Both end well below the
+#   last dots: trajectory averaging.
 # - The last 30 batches agree with the precise value (star): the recorded statistics end where Algorithm 2 on
 #   the final weights puts them. At momentum 0.1 (red, right) $1 - 0.9^{20} = 88\%$ of the weight sits in the
-#   last 20 batches: mean age 9, window lag.
+#   last 20 batches: window lag.
 #
 # The gap between precise and stored splits exactly into the two parts:
 #
@@ -402,8 +390,7 @@ plot_measured_lag(lag);
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print("layer-1 running_var, mean over units; momentum 0.001, 300 steps, f = 0.999^300 = "
-      f"{slow.initial_share:.3f}")
+print("layer-1 running_var, mean over units; momentum 0.001, 300 steps")
 print("seed   untrained   stored   corrected   precise    gap  = initial value's share + lag")
 shares = []
 for study in slow_runs:
@@ -434,9 +421,6 @@ print(f"momentum 0.001: precise - stored {min(slow_gaps):.3f} to {max(slow_gaps)
       f"|precise - corrected| at most {max(corrected_gaps):.3f} (< 0.01)")
 print(f"momentum 0.1: |precise - stored| {abs(default.accuracy['precise'] - default.accuracy['ema']):.3f} "
       f"(< 0.01)")
-same = max(np.abs(slow.running_var["precise"] - other.running_var["precise"]).max() for other in (default, during))
-print(f"seed 0's three runs end with the same network: max |difference| of their precise variances "
-      f"{within(same, 1e-6)}")
 
 # %%
 plot_precise_bn([slow, default]);
@@ -452,17 +436,14 @@ plot_precise_bn([slow, default]);
 # - The control: at momentum 0.1 the same network's stored statistics already sit on the diagonal (the initial
 #   value's share is $0.9^{300} \approx 2\cdot 10^{-14}$, and the window of ~10 batches comes from nearly the
 #   final weights), and stored and precise accuracy agree.
-# - `momentum=None` during training stored the equal-weight mean of the whole trajectory (2.44 in layer 1), not
-#   Algorithm 2's 2.73: the same averaging rule as precise BN, over the wrong networks.
 #
 # So for a short run with a slow momentum, most of the gap is the initial value: the running statistics still
 # describe mostly *no* network. Bias correction removes that part with no extra pass over the data; precise BN
 # removes both parts, at the cost of one pass over a few dozen training batches with the final weights. Which
-# part dominates depends on $wt$: the initial value keeps $(1-w)^t \approx e^{-wt}$, 74% at $wt = 0.3$ here and
+# part dominates depends on $wt$: the initial value keeps $(1-w)^t \approx e^{-wt}$, large at $wt = 0.3$ here,
 # below 1% from $wt \approx 4.6$. In long runs like Wu & Johnson's ImageNet trainings $wt$ is in the hundreds or
 # more, the initial value is long forgotten, and the gap between EMA and precise statistics *is* lag (or, at a
-# fast momentum, the noise of averaging few batches). Both effects are real; this short run shows the first one
-# large.
+# fast momentum, the noise of averaging few batches).
 #
 # ## Folding batch norm away
 #
@@ -476,13 +457,13 @@ plot_precise_bn([slow, default]);
 # batch's statistics, which no fixed $W'$, $b'$ can reproduce), and it must **directly follow** the linear or
 # convolutional layer: $\text{scale}\odot\mathrm{ReLU}(Wx) + \text{shift}$ is not $\mathrm{ReLU}(W'x + b')$. In
 # this lecture's network every batch norm follows a Linear, so `bnlab.nn.fold_batchnorm_sequential` folds all
-# three. The logits are float32 and of order 10, so rounding differences of a few $10^{-6}$ are expected.
+# three. The logits are float32 and of order 10, so rounding differences below $10^{-5}$ are expected.
 
 # %%
 # NBVAL_CHECK_OUTPUT
 check = folding_check(slow.model, digits.x_test)
 print(f"batch norm layers before / after folding: {check.norms_before} / {check.norms_after}")
-print(f"eval mode:     max |logit difference| {within(check.eval_difference, 1e-3, floor=1e-4)} (float32 rounding)")
+print(f"eval mode:     max |logit difference| {within(check.eval_difference, 1e-4, floor=1e-5)} (float32 rounding)")
 print(f"training mode: max |logit difference| {check.train_difference:.2f} (> 0.1: the unfolded network uses "
       f"batch statistics)")
 
@@ -499,7 +480,7 @@ after = after_activation_folding(digits)
 print(f"batch norm layers before / after fold_batchnorm_sequential: {after.norms_before} / {after.norms_after}")
 print(f"folded into the Linear before it, across the ReLU: max |change| of the block's output "
       f"{after.backward_difference:.2f} (outputs up to {after.output_scale:.1f}; > 5% of that)")
-print(f"folded forward into the next Linear: max |difference| {within(after.forward_difference, 1e-3, floor=1e-4)}")
+print(f"folded forward into the next Linear: max |difference| {within(after.forward_difference, 1e-4, floor=1e-5)}")
 
 # %% [markdown]
 # ## Summary
@@ -510,18 +491,13 @@ print(f"folded forward into the next Linear: max |difference| {within(after.forw
 #   training batches (unbiased variance). That is precise BN (Wu & Johnson 2021): reset, `momentum=None`,
 #   training mode without gradients, a few dozen batches.
 # - Frameworks keep running averages during training instead. PyTorch's momentum is the weight of the new batch
-#   (0.1) and it stores the **unbiased** variance. Keras 3's momentum is the weight of the old average (0.99,
-#   i.e. 0.01 for the new batch) and it feeds the **biased** variance, as do CS231n (0.9, running variance
-#   starting at 0) and d2l (current edition: PyTorch's form, 0.1). A biased running variance is $(m-1)/m$ of the
-#   truth: negligible at $m = 256$, half at $m = 2$. $\epsilon$: Keras $10^{-3}$, the others $10^{-5}$, the paper
-#   none.
-# - `momentum=None` during training is not Algorithm 2: it averages the whole trajectory (2.44 in layer 1
-#   against 2.73).
-# - After $t$ batches a running average still holds $(1-w)^t$ of its initial value (0.74 at momentum 0.001 after
-#   300 steps). Measured on the recorded batch variances, that share is 80-84% of the gap to the precise value in
-#   three seeds, and lag (trajectory averaging) the rest. Bias correction, as in Adam, removes the first part and
-#   most of the lost accuracy; precise BN removes both. In long runs the initial value is forgotten and the gap
-#   is lag.
+#   and it stores the **unbiased** variance; Keras' momentum is the weight of the old average and Keras 3 feeds
+#   the **biased** variance, as do CS231n (running variance starting at 0) and d2l. A biased running variance
+#   settles at $(m-1)/m$ of the truth: negligible for large $m$, half at $m = 2$.
+# - After $t$ batches a running average still holds $(1-w)^t$ of its initial value. In this lecture's 300-step
+#   runs at momentum 0.001 that share is 80-84% of the gap to the precise value (three seeds), and lag
+#   (trajectory averaging) the rest. Bias correction, as in Adam, removes the first part and most of the lost
+#   accuracy; precise BN removes both. In long runs the initial value is forgotten and the gap is lag.
 # - An inference-mode batch norm folds into a Linear or convolution directly before it; one after an activation
 #   does not fold backward (it can fold forward into a following Linear).
 #

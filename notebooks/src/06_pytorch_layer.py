@@ -2,29 +2,25 @@
 # # Lecture 6 — Batch norm in PyTorch
 #
 # **Learning goals.** After this lecture you can
-# 1. write batch norm as a `torch.autograd.Function` whose backward is the closed form of lecture 4, and check it
-#    against finite differences and against `torch.nn.functional.batch_norm`;
-# 2. count what a backward keeps in memory: the hand-written `Function`, autograd's trace of the same tensor
-#    operations, and PyTorch's fused kernel;
-# 3. read `bnlab.nn`'s drop-in modules for `torch.nn.BatchNorm1d/2d` and test the "drop-in" claim over a sequence
-#    of training and eval steps;
+# 1. write batch norm as a `torch.autograd.Function` with lecture 4's closed-form backward, and check it against
+#    finite differences and against `torch.nn.functional.batch_norm`;
+# 2. count what a backward keeps in memory: the `Function`, autograd's trace, PyTorch's fused kernel;
+# 3. read `bnlab.nn`'s drop-in modules for `torch.nn.BatchNorm1d/2d` and test the "drop-in" claim;
 # 4. explain the 2-D case (statistics per channel over batch *and* positions) and the reshape mistake it invites;
-# 5. recognise two sharp edges: the batch-of-one error (and the counter it leaves behind), and what `torch.func`
-#    allows a layer that updates its running statistics in place;
-# 6. count the memory passes and operations of plain tensor code, and measure its time, and the fused kernel's,
-#    against a copy of the batch timed in the same run;
-# 7. use the convention sheet: statistics per mode, $m$, biased and unbiased variance, $\epsilon$ and momentum in
-#    PyTorch, Keras, CS231n, d2l and the paper, and three flags of `torch.nn.BatchNorm`.
+# 5. recognise two sharp edges: the batch-of-one error (and the counter it leaves behind), and `torch.func` on a
+#    layer that updates its running statistics in place;
+# 6. count the memory passes of plain tensor code and measure its time, and the fused kernel's, against a copy of
+#    the batch, separating what the operations cost from what autograd adds;
+# 7. use the convention sheet: modes, $m$, the stored variance, $\epsilon$, momentum and three flags of
+#    `torch.nn.BatchNorm`, in PyTorch, Keras, CS231n, d2l and the paper.
 #
 # **Prerequisites.** Lectures 4 (closed form) and 5 (running statistics); `torch.autograd` basics.
 #
 # **Practise it.** [Exercise 4: `BatchNormFunction` and `BatchNorm2d`](../exercises/ex4_torch_layer.ipynb).
 #
-# **How numbers are printed** (as in lecture 4). Each checked line shows a value and, in brackets, the bound it
-# must stay under. Errors made of a few roundings differ in the last bits from machine to machine, so they print
-# as "below 1e-14" (under that floor) or "< 1e-13" (between $10^{-14}$ and $10^{-13}$) rather than as digits that
-# would flip; every other value is set by the computation itself. Timings are never checked: they depend on the
-# machine.
+# **How numbers are printed**: as in lecture 4, a checked line shows a value and, in brackets, the bound it must
+# stay under; rounding-level errors print as an order of magnitude ("below 1e-14", "< 1e-13"). Timings are never
+# checked: they depend on the machine.
 
 # %%
 import textwrap
@@ -143,10 +139,22 @@ for h in (1e-2, 1e-3, 1e-4):
 # about $5\cdot 10^{8}$ times float64's, which is why gradient checks run in float64.
 #
 # A gradient check compares `backward` with `forward` only: a forward and backward that agree on a wrong
-# convention pass it (lecture 3). So compare with PyTorch's own kernel too, with a random upstream gradient:
+# convention pass it (lecture 3). So compare with PyTorch's own kernel too, with a random upstream gradient.
+#
+# **Eval mode needs no `Function`.** With running statistics $\hat\mu$, $\hat\sigma^2$ the layer is a fixed
+# affine map per channel, $y = \gamma\,(x-\hat\mu)/\sqrt{\hat\sigma^2+\epsilon} + \beta$, and autograd's trace of
+# it already is the closed form: $\partial L/\partial x = (\gamma/s)\,\delta$, nothing flows through the
+# statistics. `batch_norm_eval` below is those four lines; the table's last row compares it with
+# `F.batch_norm(..., training=False)`.
 
 # %%
 # NBVAL_CHECK_OUTPUT
+def batch_norm_eval(x, gamma, beta, running_mean, running_var, eps=1e-5):
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    scale = gamma * torch.rsqrt(running_var + eps)                   # gamma / s, per channel
+    return (x - running_mean.view(shape)) * scale.view(shape) + beta.view(shape)
+
+
 def torch_reference(function, *inputs, upstream):
     """Outputs and gradients of function(*inputs) for the upstream gradient, as numpy arrays."""
     leaves = [t.clone().requires_grad_() for t in inputs]
@@ -168,20 +176,6 @@ for shape in [(16, 3), (8, 3, 5, 5)]:
     theirs = torch_reference(lambda x, g, b: F.batch_norm(x, None, None, g, b, training=True), x, gamma, beta,
                              upstream=upstream)
     print_errors(f"training mode, {shape}", ours, theirs)
-
-# %% [markdown]
-# **Eval mode needs no `Function`.** With running statistics $\hat\mu$, $\hat\sigma^2$ the layer is a fixed
-# affine map per channel, $y = \gamma\,(x-\hat\mu)/\sqrt{\hat\sigma^2+\epsilon} + \beta$, and autograd's trace of
-# it already is the closed form: $\partial L/\partial x = (\gamma/s)\,\delta$, nothing flows through the
-# statistics. Four lines, compared with `F.batch_norm(..., training=False)`:
-
-# %%
-# NBVAL_CHECK_OUTPUT
-def batch_norm_eval(x, gamma, beta, running_mean, running_var, eps=1e-5):
-    shape = [1, -1] + [1] * (x.dim() - 2)
-    scale = gamma * torch.rsqrt(running_var + eps)                   # gamma / s, per channel
-    return (x - running_mean.view(shape)) * scale.view(shape) + beta.view(shape)
-
 
 running_mean = torch.randn(3, dtype=torch.float64, generator=generator)
 running_var = torch.rand(3, dtype=torch.float64, generator=generator) + 0.5
@@ -238,11 +232,10 @@ for name, function in [("autograd's trace of tensor ops", batch_norm_autograd),
 # $\hat x$ (saved by the multiplication by $\gamma$). The `Function` keeps one, $\hat x$. The fused kernel keeps
 # one too, $x$ itself: a batch-sized tensor either way, the rest is a few hundred bytes of per-channel values
 # ($1/s$, the mean, $\gamma$). So the closed form halves this layer's memory against the trace, and matches the
-# fused kernel. Going below one batch-sized tensor per layer takes recovering $\hat x$ from the layer's output,
-# which the next layer keeps anyway (in-place activated batch norm, Rota Bulò et al. 2018). That works only if
-# the output can be inverted: $\hat x = (y-\beta)/\gamma$ needs $\gamma \ne 0$ in every channel, and when an
-# activation follows, recovering $y$ from the activation's output needs an invertible activation (they use a
-# leaky ReLU; a plain ReLU loses every negative value).
+# fused kernel. Going below one batch-sized tensor per layer takes recovering $\hat x = (y-\beta)/\gamma$ from
+# the output the next layer keeps anyway (in-place activated batch norm, Rota Bulò et al. 2018): that needs
+# $\gamma \ne 0$ and an invertible activation after the layer (they use a leaky ReLU; a ReLU loses every negative
+# value).
 #
 # ## The library: `bnlab.nn`
 #
@@ -338,55 +331,34 @@ print(f"flatten without permuting: max |difference| vs BatchNorm2d {(wrong - per
 # ## State dicts
 #
 # Same parameter and buffer names, shapes and dtypes mean checkpoints move freely between the two
-# implementations. Train PyTorch's layer for one step, load its state into ours and back into a fresh
-# PyTorch layer, and compare (float32, the default dtype):
+# implementations. Below, a PyTorch layer trained for one step is loaded into ours, and ours into a fresh
+# PyTorch layer (float32). Loading copies values, so the round trip is exact; our eval forward rounds in another
+# order than torch's kernel, so its outputs may differ in float32's last bits.
 
 # %%
 # NBVAL_CHECK_OUTPUT
 trained = torch.nn.BatchNorm2d(3)
-trained(channel_batch((8, 3, 4, 4), generator, torch.float32))
-ours = bnlab.nn.BatchNorm2d(3)
+trained(channel_batch((8, 3, 4, 4), generator, torch.float32))        # one training step
+ours, back = bnlab.nn.BatchNorm2d(3), torch.nn.BatchNorm2d(3)
 ours.load_state_dict(trained.state_dict())
-back = torch.nn.BatchNorm2d(3)
 back.load_state_dict(ours.state_dict())
-print("keys:", list(ours.state_dict()))
-print("largest state difference after torch -> bnlab -> torch:",
-      max((trained.state_dict()[k] - back.state_dict()[k]).abs().max().item() for k in trained.state_dict()))
 probe = channel_batch((2, 3, 4, 4), generator, torch.float32)
 with torch.no_grad():
-    reference = trained.eval()(probe)
-    print("eval outputs, torch -> bnlab -> torch vs the trained layer: max |difference|",
-          (back.eval()(probe) - reference).abs().max().item())
-    print("eval outputs, bnlab with the loaded state vs the trained layer: max |difference|",
-          within((ours.eval()(probe) - reference).abs().max(), 1e-4, floor=1e-9))
+    state = max((trained.state_dict()[k] - back.state_dict()[k]).abs().max() for k in trained.state_dict())
+    outputs = (ours.eval()(probe) - trained.eval()(probe)).abs().max()
+print(f"torch -> bnlab -> torch: max |state difference| {within(state, 1e-12)}; bnlab's eval outputs with "
+      f"torch's state: max |difference| {within(outputs, 1e-4, floor=1e-5)}")
 
 # %% [markdown]
-# Loading copies values, so the round trip is exact. Our eval forward computes $\hat x = (x-\hat\mu)/s$, then
-# $\gamma\hat x+\beta$, with other float32 roundings than torch's kernel, so its outputs differ in the last bits
-# (float32 keeps about 7 digits; these outputs are of order 1 to 10).
-#
 # ## Two sharp edges
 #
 # **A batch of one in training mode.** With one value per channel the batch variance is 0 and the output is
 # $\beta$ whatever the input, with zero gradient: PyTorch refuses, and so do we, with the same message. A single
-# *image* is fine in `BatchNorm2d`: its channels still have $H\cdot W$ values each. In eval mode any batch size
-# works.
-
-# %%
-# NBVAL_CHECK_OUTPUT
-for layer in (torch.nn.BatchNorm1d(3), bnlab.nn.BatchNorm1d(3)):
-    try:
-        layer(torch.randn(1, 3))
-    except ValueError as error:
-        print(f"{type(layer).__module__.split('.')[0]:6s} ValueError: {error}")
-print("one 4x4 image in BatchNorm2d, training:", tuple(bnlab.nn.BatchNorm2d(3)(torch.randn(1, 3, 4, 4)).shape))
-print("one vector in eval mode:              ", tuple(bnlab.nn.BatchNorm1d(3).eval()(torch.randn(1, 3)).shape))
-
-# %% [markdown]
-# **The same error, another count.** PyTorch adds 1 to `num_batches_tracked` *before* it checks the batch, so a
-# batch that raised is still counted; `bnlab.nn` checks first and counts only batches it used (a deliberate
-# difference, stated in `bnlab/nn/modules.py`). With the default momentum the count is never used. With
-# `momentum=None` it is: batch $k$ gets weight $1/k$.
+# *image* is fine in `BatchNorm2d` (its channels still have $H\cdot W$ values each), and in eval mode any batch
+# size works. The error leaves a trace, though: PyTorch adds 1 to `num_batches_tracked` *before* it checks the
+# batch, `bnlab.nn` only for batches it used (a deliberate difference, stated in `bnlab/nn/modules.py`). With
+# the default momentum the count is never used; with `momentum=None` it is the weight, $1/k$ for batch $k$. So
+# "drop-in" holds for every call that succeeds, not after a caught exception.
 #
 # **Predict, then run.** A layer with `momentum=None` catches a batch-of-one error, then sees the batch
 # $\{1, 2\}$. What is its `running_mean` in PyTorch, and in `bnlab.nn`?
@@ -394,20 +366,17 @@ print("one vector in eval mode:              ", tuple(bnlab.nn.BatchNorm1d(3).ev
 # %%
 # NBVAL_CHECK_OUTPUT
 for layer in (torch.nn.BatchNorm1d(1, momentum=None), bnlab.nn.BatchNorm1d(1, momentum=None)):
+    library = type(layer).__module__.split(".")[0]
     try:
         layer(torch.tensor([[5.0]]))                     # one value per channel: raises
-    except ValueError:
-        pass
+    except ValueError as error:
+        print(f"{library:6s} ValueError: {error}")
     counted = int(layer.num_batches_tracked)
     layer(torch.tensor([[1.0], [2.0]]))                  # then a real batch, mean 1.5
-    print(f"{type(layer).__module__.split('.')[0]:6s} num_batches_tracked after the error {counted}, after the "
-          f"next batch {int(layer.num_batches_tracked)}; running_mean {layer.running_mean.item():.2f}")
-
-# %% [markdown]
-# PyTorch counts the failed batch, so the real one is its second and gets weight $1/2$: half of the initial 0
-# stays, and `running_mean` is 0.75 instead of the batch's 1.5. So "drop-in" holds for every call that succeeds;
-# after a caught exception the two layers' states differ, and code that retries after the error and relies on
-# `momentum=None` (or on `num_batches_tracked` itself) sees it.
+    print(f"{library:6s} num_batches_tracked after the error {counted}, after the next batch "
+          f"{int(layer.num_batches_tracked)}; running_mean {layer.running_mean.item():.2f}")
+print("one 4x4 image in BatchNorm2d, training:", tuple(bnlab.nn.BatchNorm2d(3)(torch.randn(1, 3, 4, 4)).shape))
+print("one vector in eval mode:              ", tuple(bnlab.nn.BatchNorm1d(3).eval()(torch.randn(1, 3)).shape))
 
 # %% [markdown]
 # **`torch.func` and in-place buffers.** `torch.func`'s transforms (`grad`, `vjp`, `jacrev`, `vmap`, used for
@@ -464,10 +433,10 @@ print(f"after replace_all_batch_norm_modules_ (buffers left: {len(dict(net.named
 # %% [markdown]
 # ## Speed: plain tensor code against the fused kernel
 #
-# Each tensor operation in `bnlab.nn.batch_norm` reads its batch-sized operands from memory and writes a fresh
-# batch-sized result: one pass over memory per operand. A `TorchDispatchMode` sees every operation PyTorch runs,
-# so the passes can be counted rather than guessed (`bnlab.lessons.pytorch.batch_sized_traffic`; views and bare
-# allocations are not counted).
+# Each tensor operation in our `Function` (and so in `bnlab.nn.batch_norm`) reads its batch-sized operands and
+# writes a fresh batch-sized result: one pass over memory per operand. A `TorchDispatchMode` sees every operation
+# PyTorch runs, so the passes can be counted rather than guessed (`bnlab.lessons.pytorch.batch_sized_traffic`;
+# views and bare allocations are not counted).
 #
 # **Predict, then run.** Count the batch-sized reads and writes in the notebook's `forward` and `backward` above.
 # What is the least any implementation could do? (Forward: read $x$ once for both statistics, as Welford's
@@ -478,18 +447,17 @@ print(f"after replace_all_batch_norm_modules_ (buffers left: {len(dict(net.named
 # NBVAL_CHECK_OUTPUT
 x = torch.randn(128, 100, generator=generator)
 w, b = torch.rand(100, generator=generator) + 0.5, torch.randn(100, generator=generator)
-for name, function in [("autograd's trace of tensor ops", batch_norm_autograd),
-                       ("bnlab.nn.batch_norm (= our Function)",
-                        lambda x, g, b: bnlab.nn.batch_norm(x, None, None, g, b, training=True))]:
+for name, function in [("our Function", batch_norm_function),
+                       ("bnlab.nn.batch_norm", lambda x, g, b: bnlab.nn.batch_norm(x, None, None, g, b, training=True))]:
     traffic = batch_sized_traffic(function, x, w, b)
-    print(f"{name:37s} {traffic.ops:2d} operations, {traffic.reads} reads + {traffic.writes} writes "
+    print(f"{name:28s} {traffic.ops:2d} operations, {traffic.reads} reads + {traffic.writes} writes "
           f"= {traffic.accesses} batch-sized passes")
-plain_passes = traffic.accesses                         # bnlab.nn's, the last one counted
-print(textwrap.fill("  bnlab.nn per operation (reads+writes): "
+plain_passes = traffic.accesses                         # the same for both
+print(textwrap.fill("  per operation (reads+writes): "
                     + ", ".join(f"{op}({r}+{wr})" for op, r, wr in traffic.per_op), 110, subsequent_indent="    "))
 traffic = batch_sized_traffic(lambda x, g, b: F.batch_norm(x, None, None, g, b, training=True), x, w, b)
-print(f"{'F.batch_norm (fused kernel)':37s} {traffic.ops:2d} operations: {', '.join(traffic.names)}")
-print(f"{'least possible':37s}  3 forward + 5 backward = 8 batch-sized passes")
+print(f"{'F.batch_norm (fused kernel)':28s} {traffic.ops:2d} operations: {', '.join(traffic.names)}")
+print(f"{'least possible':28s}  3 forward + 5 backward = 8 batch-sized passes")
 
 # %% [markdown]
 # Per-channel operations (`add` of $\epsilon$, `rsqrt`, $\gamma/s$) read and write nothing batch-sized: they
@@ -499,39 +467,59 @@ print(f"{'least possible':37s}  3 forward + 5 backward = 8 batch-sized passes")
 # **The control.** Time, in the same run, a copy of the batch into a tensor allocated beforehand: one read and
 # one write, so half the copy's time is one pass at the speed this machine streams memory
 # (`bnlab.timing.pass_equivalents`, as in lecture 4). Below, each implementation's forward + backward is shown in
-# those units, with its counted passes (`bnlab.nn`) or the floor (PyTorch's kernel, whose passes we cannot see)
-# marked on its bar; 4-D batches also run PyTorch's kernel on the same batch stored `channels_last`
-# ($N, H, W, C$ in memory), and every panel times one tiny tensor operation, the fixed cost of any call. Three
-# batches: an MLP's (128, 100), 50 KiB; a wide layer's (256, 1024), 1 MiB; an image batch (64, 64, 32, 32),
-# 16 MiB. Float32, one thread; `benchmarks/bench_nn_batchnorm.py` measures more repeats, and two threads.
+# those units, with its counted passes or the floor (PyTorch's kernel, whose passes we cannot see) marked on its
+# bar. To separate what the operations cost from what wraps them, the same 19 operations run three ways:
+# `bnlab.nn.batch_norm` (argument checks, then the `Function`), the notebook's `Function` (no checks), and its
+# `forward` and `backward` called directly under `torch.no_grad()`, with no autograd graph at all. 4-D batches
+# also run PyTorch's kernel on the batch stored `channels_last` ($N, H, W, C$ in memory), and every panel times
+# one tiny tensor operation, the fixed cost of any call. Three batches: an MLP's (128, 100), 50 KiB; a wide
+# layer's (256, 1024), 1 MiB; an image batch (64, 64, 32, 32), 16 MiB. Float32, one thread.
 
 # %%
-speed = time_against_copy_study(repeats=5, rounds=3)
-ticks = {"bnlab.nn": (plain_passes, "counted"), "torch native": (8, "floor"),
-         "torch native, channels_last": (8, "floor")}
+class Saved:
+    """Stands in for ctx when forward and backward are called directly: keeps what forward saves."""
+
+    def save_for_backward(self, *tensors):
+        self.saved_tensors = tensors
+
+
+def operations_alone(x, gamma, beta, dy):
+    with torch.no_grad():                                # no graph, no autograd engine
+        ctx = Saved()
+        BatchNorm.forward(ctx, x, gamma, beta, 1e-5)
+        return BatchNorm.backward(ctx, dy)
+
+
+def notebook_function(x, gamma, beta, dy):
+    return torch.autograd.grad(batch_norm_function(x, gamma, beta), (x, gamma, beta), dy)
+
+
+speed = time_against_copy_study(repeats=5, rounds=3, extra={"our Function": notebook_function,
+                                                            "its operations alone": operations_alone})
+ticks = {name: (plain_passes, "counted") for name in ("bnlab.nn", "our Function", "its operations alone")}
+ticks |= {"torch native": (8, "floor"), "torch native, channels_last": (8, "floor")}
 plot_pass_equivalents(speed, ticks, "Forward + backward in passes at the copy's speed; ticks: counted passes or the floor",
                       ratios=[("bnlab.nn", "torch native")]);
 
 # %% [markdown]
-# **What to notice.** Read each bar against its tick. The ranges below are from about twenty runs of this
-# notebook on the machine the course was built on, the stored figure among them; rerun the cell to see how much
-# yours move.
+# **What to notice.** Read each bar against its tick. The ranges below are from 30 runs on the machine the
+# course was built on, for bars with no page faults beside them; rerun the cell to see how much yours move.
 #
-# - **The MLP batch, 50 KiB.** Copying the whole batch takes less time than one tiny tensor operation (a few
-#   microseconds), so memory is not what costs here: calls are. But the ratio is not 19 calls against 2:
-#   `bnlab.nn` took 45 to 70 tiny operations' worth (its Python argument checks and the `autograd.Function`
-#   machinery cost more than its 19 operations), and PyTorch's two calls 17 to 27 (each call does the whole
-#   per-channel computation, with autograd's bookkeeping). `bnlab.nn` / torch native came out 2.2 to 3.4, not
-#   $19/2 \approx 10$.
-# - **The large batches.** `bnlab.nn` took 1.2 to 3.3 times its 28 counted passes. PyTorch's kernel took 19 to
-#   37 pass-equivalents, 2.4 to 4.6 times the floor of 8, on both the 1 MiB batch and the NCHW image batch; the
-#   same kernel on the image batch stored `channels_last` took 9 to 15, 1.1 to 1.9 times the floor. So a fused
-#   kernel can run near 8 passes, but PyTorch's NCHW kernel does not, and that is why plain code is only 1.3 to
-#   2.8 times slower than it on the image batch (2 to 3.8 on the 1 MiB batch), not $28/8 = 3.5$ times.
-# - **Page faults** (beside the bars) appear on the image batch, where a fresh 16 MiB result may be memory the
-#   allocator has just obtained from the system. How many depends on the allocator's state and changes from run
-#   to run. `bnlab.nn` makes 11 fresh batch-sized results per call and took up to about 30,000 faults per call;
-#   its slowest runs were runs with many of them.
+# - **The MLP batch, 50 KiB.** Copying the whole batch takes less time than one tiny tensor operation, so memory
+#   is not what costs here: calls are. The 19 operations alone took 26 to 29 tiny operations' worth. Inside our
+#   `Function` they took 1.8 to 2.2 times as long: what autograd does around a `Function` (recording the graph
+#   node, saving tensors, running the backward through its engine) costs about as much as the operations
+#   themselves. `bnlab.nn`'s argument checks added 0 to 18%. PyTorch's two calls took about 20 tiny operations'
+#   worth, so `bnlab.nn` / torch native (in the panel's title) came out 2.5 to 3.1, not $19/2 \approx 10$.
+# - **The large batches.** The operations alone took 1.3 to 2.0 times their 28 counted passes; inside
+#   autograd they took longer. PyTorch's kernel took 3.0 to 4.4 times the floor of 8, on both the 1 MiB batch
+#   and the NCHW image batch; the same kernel on the image batch stored `channels_last`, 1.2 to 1.8 times it. So
+#   a fused kernel can run near 8 passes, but PyTorch's NCHW kernel does not, and that is why the operations
+#   alone were only 1.3 to 1.8 times slower than it on the image batch, not $28/8 = 3.5$ times.
+# - **Page faults** (beside the bars) appear mostly on the image batch, where a fresh 16 MiB result may be memory
+#   the allocator has just obtained from the system. How many depends on the allocator's state and changes from
+#   run to run; `bnlab.nn` and our `Function` make 11 fresh batch-sized results per call and counted up to
+#   tens of thousands of faults per call. Faults add time, by an amount that changes from run to run.
 #
 # Writing the same 19 operations in C++ would remove the call overhead, not the passes: fusing them does. That
 # is why the course's experiments train with `torch.nn.BatchNorm1d/2d` and use `bnlab.nn` only where nothing in
@@ -552,58 +540,42 @@ plot_pass_equivalents(speed, ticks, "Forward + backward in passes at the copy's 
 # argument, by default $-1$, the last: Keras image batches are $(N, H, W, C)$. Porting a layer means moving the
 # axis, not only the numbers (the 2-D section above shows what a wrong axis does).
 #
-# **Biased and unbiased variance.** Every code below *normalizes* a training batch with the biased variance
-# $\sigma^2_\mathcal{B} = \frac1m\sum(x-\mu_\mathcal{B})^2$ (Algorithm 1). They differ in what they *store*:
-# PyTorch and the paper estimate the population variance with the unbiased $\frac{m}{m-1}\sigma^2_\mathcal{B}$;
-# Keras, CS231n and d2l store averages of the biased one. The two differ by the factor $m/(m-1)$: 2 at $m = 2$,
-# 1.01 at $m = 100$.
-#
-# **$\epsilon$ and momentum.** $\epsilon$ is added to the variance inside the square root. Momentum means
-# opposite things: in PyTorch (and d2l) it is the weight $w$ of the newest batch,
-# running $\leftarrow (1-w)\cdot$running $+ w\cdot$batch; in Keras (and CS231n) it is the weight of the old
-# average, so Keras's 0.99 is PyTorch's 0.01. $\epsilon$ differs too: Keras's default is $10^{-3}$, a hundred
-# times PyTorch's $10^{-5}$.
+# **Variance, $\epsilon$, momentum.** Every code *normalizes* a training batch with the biased variance
+# $\sigma^2_\mathcal{B}$ (Algorithm 1), $\epsilon$ inside the square root; they differ in what they *store*
+# (PyTorch and the paper the unbiased $\frac{m}{m-1}\sigma^2_\mathcal{B}$, the others the biased one), in
+# $\epsilon$, and in what momentum means: the weight of the newest batch in PyTorch and d2l, of the old average
+# in Keras and CS231n (lecture 5 runs one update in each).
 #
 # **Freezing.** In PyTorch, freezing $\gamma$ and $\beta$ (`requires_grad_(False)`) and the mode are separate. In
-# Keras 3, `trainable=False` on a batch norm layer also puts it in inference mode: it normalizes with its moving
-# statistics, and stops updating them, even inside `fit()`.
+# Keras 3, `trainable=False` on a batch norm layer also puts it in inference mode: its `call()` normalizes with
+# the batch statistics, and updates the moving ones, only `if training and self.trainable`, so a frozen layer
+# uses its moving statistics even inside `fit()`.
 #
 # The table is rendered from `bnlab.running_stats.CONVENTIONS`, whose PyTorch and Keras rows
-# `tests/test_running_stats.py` checks against the libraries; each row cites where the rule is written (the
-# sources open under the table):
+# `tests/test_running_stats.py` checks against the libraries; [lecture 5's table](05_inference.ipynb) cites where
+# each rule is written.
 
 # %%
 # NBVAL_CHECK_OUTPUT
 Markdown(convention_sheet())
 
 # %% [markdown]
-# **Three flags of `torch.nn.BatchNorm1d/2d`.**
-# `track_running_stats=False`: no running statistics; batch statistics in eval mode too (so eval outputs depend
-# on the batch). `momentum=None`: the running statistics are the equal-weight average of all batches so far
-# (batch $k$ gets weight $1/k$, counted by `num_batches_tracked`). During training that average includes every
-# batch of the trajectory, the untrained network's too. The paper's Algorithm 2 averages with equal weights
-# *after* training, on frozen weights: `momentum=None` run then, over training batches, which is precise batch
-# norm (`bnlab.nn.recompute_batchnorm_statistics`, lecture 5). `affine=False`: no $\gamma$ and $\beta$ (no
-# parameters; the output is $\hat x$). Each shown with PyTorch itself, plus $m$ read back from `running_var`:
+# **Three flags of `torch.nn.BatchNorm1d/2d`.** `track_running_stats=False`: no running statistics; batch
+# statistics in eval mode too (so eval outputs depend on the batch). `affine=False`: no $\gamma$ and $\beta$ (no
+# parameters; the output is $\hat x$). `momentum=None`: the running statistics are the equal-weight average of
+# all batches so far (batch $k$ gets weight $1/k$, counted by `num_batches_tracked`; lecture 5 checks it). Run
+# after training, on frozen weights, over training batches, that is the paper's Algorithm 2 (precise batch norm,
+# `bnlab.nn.recompute_batchnorm_statistics`); left on during training it averages every batch of the
+# trajectory, the untrained network's too, which is not Algorithm 2. The first two flags with PyTorch itself,
+# and $m$ read back from `running_var`:
 
 # %%
 # NBVAL_CHECK_OUTPUT
-batches = [channel_batch((16, 3), generator) for _ in range(3)]
-
+batch = channel_batch((16, 3), generator)
 no_tracking = torch.nn.BatchNorm1d(3, track_running_stats=False, dtype=torch.float64).eval()
 print("track_running_stats=False, eval output vs batch statistics: max |difference|",
-      within((no_tracking(batches[0]) - F.batch_norm(batches[0], None, None, training=True)).abs().max(),
-             1e-12), "| state:", list(no_tracking.state_dict()))
-
-averages = torch.stack([b.mean(0) for b in batches]).mean(0), torch.stack([b.var(0) for b in batches]).mean(0)
-for momentum in (None, 0.1):
-    layer = torch.nn.BatchNorm1d(3, momentum=momentum, dtype=torch.float64)
-    for batch in batches:
-        layer(batch)
-    gap = max((layer.running_mean - averages[0]).abs().max(), (layer.running_var - averages[1]).abs().max())
-    shown = within(gap, 1e-12) if momentum is None else f"{gap.item():.2f}"
-    print(f"momentum={str(momentum):4s} running stats after 3 batches vs the average of their (unbiased) "
-          f"statistics: max |difference| {shown}")
+      within((no_tracking(batch) - F.batch_norm(batch, None, None, training=True)).abs().max(), 1e-12),
+      "| state:", list(no_tracking.state_dict()))
 
 plain = torch.nn.BatchNorm1d(3, affine=False)
 print("affine=False: parameters", sum(p.numel() for p in plain.parameters()), "| state:", list(plain.state_dict()))
@@ -616,9 +588,6 @@ print("m read back from running_var of an (8, 3, 4, 4) batch:",
       (layer.running_var / (layer.running_var - biased)).round(decimals=3).tolist(), "(N*H*W = 128)")
 
 # %% [markdown]
-# The control row: with momentum 0.1, three batches leave $0.9^3 = 73\%$ of the initial running statistics (0 and
-# 1) in place, far from the batches' average (lecture 5); `momentum=None` weights the three batches equally.
-#
 # ## Summary
 #
 # - A `torch.autograd.Function` supplies the closed-form backward: its forward saves $\hat x$, $1/s$ and $\gamma$;
@@ -635,12 +604,10 @@ print("m read back from running_var of an (8, 3, 4, 4) batch:",
 #   (`replace_all_batch_norm_modules_`).
 # - Plain tensor code makes 28 passes over memory in 19 operations per forward + backward; any kernel needs at
 #   least 8 passes. Timed against a copy, PyTorch's NCHW kernel sits well above that floor and its channels_last
-#   kernel near it; plain code is slower than both, and on small batches per-call overhead, not memory, sets
-#   the time. The course trains with PyTorch's layers.
+#   kernel near it; plain code is slower than both, and on small batches per-call overhead (half of it what
+#   autograd does around a `Function`), not memory, sets the time. The course trains with PyTorch's layers.
 # - Conventions differ in momentum's meaning, the stored variance, $\epsilon$, the initial running variance, the
 #   channel axis and what freezing a layer does: read the sheet above before porting a model or a checkpoint.
-#   The paper's Algorithm 2 is an equal-weight average over training batches *after* training, on frozen
-#   weights (precise batch norm), not `momentum=None` during training.
 #
 # ## Questions
 #
