@@ -36,6 +36,16 @@ def _saturation_lines(ax: Axes, saturation: float | None) -> None:
                        label="sigmoid saturates" if sign > 0 else None)
 
 
+def _finish_panels(fig: Figure, first: Axes, ylabel: str, title: str) -> Figure:
+    """A row of percentile panels: y label on the first, one legend below them all, the title on top."""
+    first.set_ylabel(ylabel)
+    handles, labels = first.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    return fig
+
+
 def plot_layer_percentiles(result: TrainResult | UnitRecord, title: str,
                            saturation: float | None = SIGMOID_SATURATION,
                            ylim: tuple[float, float] | None = None) -> Figure:
@@ -59,12 +69,7 @@ def plot_layer_percentiles(result: TrainResult | UnitRecord, title: str,
         ax.set_xlabel("training step")
         if ylim is not None:
             ax.set_ylim(*ylim)
-    axes[0][0].set_ylabel("sigmoid input z\n(all units of the layer pooled)")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
-    return fig
+    return _finish_panels(fig, axes[0][0], "sigmoid input z\n(all units of the layer pooled)", title)
 
 
 def plot_unit_percentiles(results: Mapping[str, TrainResult | UnitRecord], layer: int = -1,
@@ -108,12 +113,7 @@ def plot_unit_percentiles(results: Mapping[str, TrainResult | UnitRecord], layer
         ax.set_xlabel("training step")
         if ylim is not None:
             ax.set_ylim(*ylim)
-    axes[0][0].set_ylabel("sigmoid input z of one unit")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
-    return fig
+    return _finish_panels(fig, axes[0][0], "sigmoid input z of one unit", title)
 
 
 def _seed_label(label: str, runs: list[TrainResult]) -> str:
