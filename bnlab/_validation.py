@@ -41,6 +41,17 @@ def check_int(value: Any, name: str, minimum: int = 1, *, kind: str = "") -> int
     return int(value)
 
 
+def check_index(value: Any, name: str, size: int, context: str = "") -> int:
+    """``value`` must index ``size`` items as Python does, counting from the end when negative (-1: the last).
+
+    Returns it as an index in [0, size). ``context`` (e.g. " (the run has 3 hidden layers)") follows the range
+    in the error message.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not -size <= value < size:
+        raise ValueError(f"{name} must be an integer in [-{size}, {size - 1}]{context}, got {value!r}")
+    return int(value) % size
+
+
 def check_float(value: Any, name: str, minimum: float = 0.0, *, inclusive: bool = True,
                 maximum: float = math.inf, maximum_inclusive: bool = True) -> float:
     """``value`` must be a finite real number in the given range (bounds inclusive unless told otherwise)."""

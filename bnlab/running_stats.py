@@ -35,9 +35,9 @@ import numpy as np
 from bnlab._channels import reduction_axes, values_per_channel
 from bnlab._validation import check_choice, check_float, check_int, check_momentum
 
-__all__ = ["CONVENTIONS", "PAPER_SOURCE", "Convention", "batch_weights", "bias_corrected", "convention",
-           "initial_value_share", "moving_average", "moving_average_trace", "newest_batch_weight", "unbiased_variance",
-           "updated_running_stats"]
+__all__ = ["CONVENTIONS", "PAPER_SOURCE", "Convention", "batch_weights", "bias_corrected", "bias_corrected_trace",
+           "convention", "initial_value_share", "moving_average", "moving_average_trace", "newest_batch_weight",
+           "unbiased_variance", "updated_running_stats"]
 
 Stat = TypeVar("Stat")  # a float, a numpy array or a torch tensor
 
@@ -114,6 +114,12 @@ def bias_corrected(running: Stat, initial: Stat | float, momentum: float | None,
     if share == 0.0:
         return running
     return (running - share * initial) / (1.0 - share)
+
+
+def bias_corrected_trace(trace: Any, initial: float | np.ndarray, momentum: float | None) -> np.ndarray:
+    """:func:`bias_corrected` at every step of a :func:`moving_average_trace` r_1 .. r_T: (T, ...) like ``trace``."""
+    return np.array([bias_corrected(running, initial, momentum, t)
+                     for t, running in enumerate(np.asarray(trace, dtype=np.float64), start=1)])
 
 
 def batch_weights(momentum: float | None, num_batches: int) -> np.ndarray:

@@ -176,7 +176,7 @@ def time_against_copy(functions: Mapping[str, Callable[[], object]], array: Any,
     if not functions:
         raise ValueError("time_against_copy needs at least one function to time, got none")
     everything = {"copy": _copy_into_buffer(array), **functions}
-    ms = fastest_ms(everything, check_int(repeats, "repeats"), check_int(rounds, "rounds"))
+    ms = fastest_ms(everything, repeats, rounds)
     faults = {name: minor_page_faults(fn, fault_calls) for name, fn in everything.items()}
     nbytes = array.numel() * array.element_size() if hasattr(array, "element_size") else np.asarray(array).nbytes
     copy_ms = ms.pop("copy")

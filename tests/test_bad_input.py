@@ -121,3 +121,12 @@ def test_layer_dtype_must_be_float32_or_float64():
 def test_rel_error_refuses_different_shapes():
     with pytest.raises(ValueError, match=r"same shape, got \(3,\) and \(1, 3\)"):
         rel_error(np.zeros(3), np.zeros((1, 3)))
+
+
+def test_check_index_counts_from_the_end_and_names_the_range():
+    from bnlab._validation import check_index
+
+    assert check_index(-1, "layer", 3) == 2 and check_index(0, "layer", 3) == 0
+    for bad in (3, -4, 1.0, True, "0"):
+        with pytest.raises(ValueError, match=r"layer must be an integer in \[-3, 2\] \(3 layers\), got"):
+            check_index(bad, "layer", 3, " (3 layers)")

@@ -402,3 +402,13 @@ def test_dashboard_default_and_every_extreme():
     assert dash.controls["momentum"].options[0] == 1e-4 and dash.controls["momentum"].options[-1] == 1.0
     assert dash.controls["steps"].max == MAX_TRACE_STEPS
     assert "(1 - d)" in dash.controls["drift"].description
+
+
+def test_bias_corrected_trace_is_bias_corrected_at_every_step():
+    from bnlab.running_stats import bias_corrected_trace
+
+    stats = np.array([2.0, 3.0, 5.0, 4.0])
+    trace = moving_average_trace(stats, 0.2, 1.0)
+    expected = [bias_corrected(r, 1.0, 0.2, t) for t, r in enumerate(trace, start=1)]
+    np.testing.assert_allclose(bias_corrected_trace(trace, 1.0, 0.2), expected, rtol=0, atol=0)
+    np.testing.assert_allclose(bias_corrected_trace(trace, 1.0, 0.2)[0], 2.0)  # one batch: exactly that batch

@@ -33,8 +33,8 @@ from bnlab._validation import check_choice, check_float, check_int, check_moment
 from bnlab.data import Dataset
 from bnlab.models import build_mlp
 from bnlab.nn import batchnorm_layers, fold_batchnorm, fold_batchnorm_sequential, recompute_batchnorm_statistics
-from bnlab.running_stats import (CONVENTIONS, PAPER_SOURCE, batch_weights, bias_corrected, convention,
-                                 initial_value_share, moving_average_trace, newest_batch_weight)
+from bnlab.running_stats import (CONVENTIONS, PAPER_SOURCE, batch_weights, bias_corrected, bias_corrected_trace,
+                                 convention, initial_value_share, moving_average_trace, newest_batch_weight)
 from bnlab.train import evaluate, train
 
 __all__ = ["MAX_TRACE_STEPS", "PAPER_SOURCE", "PYTORCH_INITIAL", "RECENT_STEPS", "SETTLE_STEPS", "STATISTICS",
@@ -424,7 +424,7 @@ def measure_lag(study: PreciseBNStudy, layer: int = 0) -> MeasuredLag:
     batch = fed.mean(axis=1)
     ema = moving_average_trace(batch, w, initial)
     step = np.arange(1, steps + 1)
-    corrected = np.array([bias_corrected(r, initial, w, int(t)) for r, t in zip(ema, step)])
+    corrected = bias_corrected_trace(ema, initial, w)
     normalized = {f"EMA at {w:g}, bias-corrected": weights / weights.sum(),
                   "EMA at 0.1": batch_weights(0.1, steps) / batch_weights(0.1, steps).sum(),
                   "equal weights (momentum=None)": batch_weights(None, steps)}
@@ -621,7 +621,7 @@ def running_average_traces(momentum: float = 0.001, steps: int = 300, statistic:
 
     initial = PYTORCH_INITIAL[statistic]
     ema = moving_average_trace(batch, momentum, initial)
-    corrected = np.array([bias_corrected(r, initial, momentum, int(t)) for r, t in zip(ema, step)])
+    corrected = bias_corrected_trace(ema, initial, momentum)
     share = np.array([initial_value_share(momentum, int(t)) for t in step])
     return RunningAverages(statistic=statistic, momentum=momentum, drift=drift, batch_size=batch_size, seed=seed,
                            step=step, batch=batch, truth=truth, initial=initial, ema=ema, corrected=corrected,

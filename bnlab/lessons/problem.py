@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bnlab._validation import check_int
+from bnlab._validation import check_index, check_int
 from bnlab.data import Dataset
 from bnlab.models import Network, build_model
 from bnlab.recording import PERCENTILE_LEVELS, hidden_activations
@@ -57,6 +57,20 @@ def _check_network(model: nn.Module, x: torch.Tensor) -> None:
         raise ValueError(f"x must hold at least 2 examples (statistics over examples), got {x.shape[0]}")
 
 
+def _hidden_inputs(model: Network, x: torch.Tensor) -> list[torch.Tensor]:
+    """The input z (N, C) of each hidden layer's nonlinearity when ``model`` runs on x in its current mode."""
+    captured: list[torch.Tensor] = []
+    handles = [act.register_forward_pre_hook(lambda module, inputs: captured.append(inputs[0].detach()))
+               for act in hidden_activations(model)]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return captured
+
+
 def preactivation_spread(model: Network, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """How the inputs z of each hidden layer's nonlinearity spread, over examples and over units.
 
@@ -71,17 +85,10 @@ def preactivation_spread(model: Network, x: torch.Tensor) -> tuple[np.ndarray, n
         units are from each other. The std of all N·C values pooled is sqrt(within² + between²).
     """
     _check_network(model, x)
-    captured: list[torch.Tensor] = []
-    handles = [act.register_forward_pre_hook(lambda module, inputs: captured.append(inputs[0].detach()))
-               for act in hidden_activations(model)]
     was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
-            model(x)
+        captured = _hidden_inputs(model.eval(), x)
     finally:
-        for handle in handles:
-            handle.remove()
         model.train(was_training)
     within, between = [], []
     for z in captured:
@@ -254,15 +261,7 @@ def train_recording_units(model: Network, data: Dataset, *, unit_steps: Sequence
             return
         probe = build_model(model.spec, seed=0)
         probe.load_state_dict(model.state_dict())
-        captured: list[torch.Tensor] = []
-        handles = [act.register_forward_pre_hook(lambda _, args: captured.append(args[0]))
-                   for act in hidden_activations(probe)]
-        try:
-            with torch.no_grad():
-                probe.train()(inputs[0])
-        finally:
-            for handle in handles:
-                handle.remove()
+        captured = _hidden_inputs(probe.train(), inputs[0])
         per_unit.append([_unit_percentiles(z) for z in captured])
         pooled.append([_pooled_percentiles(z) for z in captured])
         running.append([])
@@ -288,10 +287,7 @@ def train_recording_units(model: Network, data: Dataset, *, unit_steps: Sequence
 
 def _check_layer(layer: int, layers: int) -> int:
     """The index (0 .. layers - 1) of hidden layer ``layer``, which may count from the end (-1: the last)."""
-    if not isinstance(layer, int) or isinstance(layer, bool) or not -layers <= layer < layers:
-        raise ValueError(f"layer must be an integer in [-{layers}, {layers - 1}] (the run has {layers} hidden "
-                         f"layers), got {layer!r}")
-    return layer % layers
+    return check_index(layer, "layer", layers, f" (the run has {layers} hidden layers)")
 
 
 def _record_index(result: TrainResult | UnitRecord, step: int) -> int:

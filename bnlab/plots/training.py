@@ -13,6 +13,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from bnlab._validation import check_index
 from bnlab.lessons.problem import UnitRecord
 from bnlab.train import TrainResult
 
@@ -93,10 +94,7 @@ def plot_unit_percentiles(results: Mapping[str, TrainResult | UnitRecord], layer
     for ax, (label, result) in zip(axes[0], results.items()):
         values = result.per_unit if isinstance(result, UnitRecord) else result.unit_percentiles
         num_layers = values.shape[1]
-        if not isinstance(layer, int) or isinstance(layer, bool) or not -num_layers <= layer < num_layers:
-            raise ValueError(f"layer must be an integer in [-{num_layers}, {num_layers - 1}] (run {label!r} has "
-                             f"{num_layers} hidden layers), got {layer!r}")
-        index = layer % num_layers
+        index = check_index(layer, "layer", num_layers, f" (run {label!r} has {num_layers} hidden layers)")
         if isinstance(result, UnitRecord):
             unit, count = units.get(label), values.shape[2]
             if not isinstance(unit, int) or isinstance(unit, bool) or not 0 <= unit < count:
