@@ -19,7 +19,7 @@ Rules (decided here, tested in tests/test_nn_ghost.py):
   ``track_running_stats=False``), they are ghost-batch statistics.
 
 Implementation: the ghost batches become extra channels. (N, C, L) is viewed as (k, g, C, L), transposed to
-(g, k*C, L), and normalized by one :func:`batch_norm` call with weight and bias repeated k times (autograd sums
+(g, k*C, L), and normalized by one :class:`BatchNormFunction` call with weight and bias repeated k times (autograd sums
 the repeated gradients back). The running statistics take one :func:`bnlab.running_stats.updated_running_stats`
 step with the ghost batches' average mean and average biased variance (its unbiased correction is linear, so
 this is the average of the ghost batches' unbiased variances).
@@ -31,7 +31,7 @@ import torch
 
 from bnlab._validation import check_int, describe_shape
 from bnlab.nn._checks import check_batch_norm_arguments, check_input_tensor
-from bnlab.nn.functional import batch_norm
+from bnlab.nn.functional import BatchNormFunction
 from bnlab.nn.modules import BatchNorm1d, BatchNorm2d
 from bnlab.running_stats import updated_running_stats
 
@@ -81,10 +81,17 @@ def ghost_batch_norm(
     check_input_tensor(x)
     check_batch_norm_arguments(x, running_mean, running_var, weight, bias, True, momentum, eps)
     check_ghost_batch(x, ghost_batch_size)
+    return _ghost_batch_norm(x, ghost_batch_size, running_mean, running_var, weight, bias, float(momentum),
+                             float(eps))
 
+
+def _ghost_batch_norm(x: torch.Tensor, ghost_batch_size: int, running_mean: torch.Tensor | None,
+                      running_var: torch.Tensor | None, weight: torch.Tensor | None, bias: torch.Tensor | None,
+                      momentum: float, eps: float) -> torch.Tensor:
+    """:func:`ghost_batch_norm` on checked arguments (the modules check at their own boundary)."""
     num_ghosts = x.shape[0] // ghost_batch_size
     if num_ghosts == 1:
-        return batch_norm(x, running_mean, running_var, weight, bias, True, momentum, eps)
+        return BatchNormFunction.apply(x, running_mean, running_var, weight, bias, True, momentum, eps)
 
     c = x.shape[1]
     rows = x.reshape(num_ghosts, ghost_batch_size, c, -1)
@@ -93,7 +100,7 @@ def ghost_batch_norm(
     repeated_weight = None if weight is None else weight.repeat(num_ghosts)
     repeated_bias = None if bias is None else bias.repeat(num_ghosts)
 
-    out = batch_norm(as_channels, None, None, repeated_weight, repeated_bias, True, momentum, eps)
+    out = BatchNormFunction.apply(as_channels, None, None, repeated_weight, repeated_bias, True, momentum, eps)
     if running_mean is not None:
         with torch.no_grad():
             ghosts = x.detach().reshape(num_ghosts, ghost_batch_size, c, -1)  # (k, g, C, L)
@@ -118,8 +125,8 @@ class _GhostBatchNormMixin:
     def _normalize(self, x, running_mean, running_var, use_batch_stats, momentum):
         if not use_batch_stats:
             return super()._normalize(x, running_mean, running_var, use_batch_stats, momentum)
-        return ghost_batch_norm(x, self.ghost_batch_size, running_mean, running_var, self.weight, self.bias,
-                                momentum, self.eps)
+        return _ghost_batch_norm(x, self.ghost_batch_size, running_mean, running_var, self.weight, self.bias,
+                                 momentum, self.eps)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, ghost_batch_size={self.ghost_batch_size}"

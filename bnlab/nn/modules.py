@@ -1,8 +1,9 @@
 """``BatchNorm1d`` and ``BatchNorm2d``: drop-ins for ``torch.nn.BatchNorm1d/2d`` built on :func:`batch_norm`.
 
 One base class, :class:`BatchNormBase`, owns the parameters and buffers, their reset, the mode logic and the
-momentum rule; the subclasses only check the number of input dimensions; the math is one call to
-:func:`bnlab.nn.functional.batch_norm`. Parameter and buffer names, shapes, dtypes and state_dict keys are
+momentum rule; the subclasses only check the number of input dimensions; the module checks its arguments once
+(the checks of :func:`bnlab.nn.functional.batch_norm`) and the math is one call to its
+:class:`~bnlab.nn.functional.BatchNormFunction`. Parameter and buffer names, shapes, dtypes and state_dict keys are
 torch's (``weight``, ``bias``, ``running_mean``, ``running_var``, ``num_batches_tracked``), so each module
 loads the other's state dict.
 
@@ -26,7 +27,7 @@ from torch import nn
 
 from bnlab._validation import check_eps, check_momentum, check_num_channels, check_num_features
 from bnlab.nn._checks import check_batch_norm_arguments
-from bnlab.nn.functional import batch_norm
+from bnlab.nn.functional import BatchNormFunction
 from bnlab.running_stats import newest_batch_weight
 
 __all__ = ["BatchNormBase", "BatchNorm1d", "BatchNorm2d"]
@@ -117,9 +118,9 @@ class BatchNormBase(nn.Module):
 
     def _normalize(self, x: torch.Tensor, running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
                    use_batch_stats: bool, momentum: float) -> torch.Tensor:
-        """The computation itself: one functional call."""
-        return batch_norm(x, running_mean, running_var, self.weight, self.bias, use_batch_stats, momentum,
-                          self.eps)
+        """The computation itself: one call of the Function (:meth:`_check_batch` has checked the arguments)."""
+        return BatchNormFunction.apply(x, running_mean, running_var, self.weight, self.bias, use_batch_stats,
+                                       momentum, self.eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalize x of shape (N, C, ...) per channel; returns a tensor of the same shape."""

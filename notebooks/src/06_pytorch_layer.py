@@ -265,7 +265,8 @@ print("largest |notebook - bnlab.nn| over out, dx, dgamma, dbeta:",
 #
 # PyTorch's modules share one base class that owns the parameters, the buffers, their reset and the momentum
 # rule; the subclasses only check the input's number of dimensions; `forward` hands everything to one functional
-# call. `bnlab.nn` follows the same design. This is the whole of `BatchNorm2d`, and the base class's `forward`:
+# call. `bnlab.nn` follows the same design: `forward` checks the arguments once, then `_normalize` makes one call
+# of the `BatchNormFunction` above. This is the whole of `BatchNorm2d`, and the base class's `forward`:
 
 # %%
 bnlab.notebook.show_source(bnlab.nn.BatchNorm2d)
