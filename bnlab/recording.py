@@ -18,6 +18,7 @@ __all__ = [
     "PERCENTILE_LEVELS",
     "PreActivationRecorder",
     "gradient_norms",
+    "unit_weight_norms",
     "hidden_activations",
     "named_weight_layers",
     "weight_norms",
@@ -44,6 +45,18 @@ def weight_norms(layers: list[tuple[str, nn.Module]]) -> np.ndarray:
     """Frobenius norm of each layer's weight (biases and norm parameters excluded), shape (num_layers,)."""
     with torch.no_grad():
         return np.array([float(torch.linalg.vector_norm(layer.weight)) for _, layer in layers])
+
+
+def unit_weight_norms(layers: list[tuple[str, nn.Module]]) -> np.ndarray:
+    """15th/50th/85th percentiles over each layer's output units of one unit's weight norm, (num_layers, 3).
+
+    A unit's weights are one row of a Linear weight (one output channel's kernel of a Conv2d). Batch norm
+    makes a layer's output invariant to each unit's weight scale separately, so this is the norm that sets a
+    unit's effective learning rate.
+    """
+    with torch.no_grad():
+        return np.array([np.percentile(torch.linalg.vector_norm(layer.weight.flatten(1), dim=1).double().numpy(),
+                                       PERCENTILE_LEVELS) for _, layer in layers])
 
 
 def gradient_norms(layers: list[tuple[str, nn.Module]]) -> np.ndarray:

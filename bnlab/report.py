@@ -6,7 +6,9 @@ rounding (2e-16 here, 1.5e-15 with another thread count) must not be printed dig
 * :func:`error_text` gives ``"below 1e-14"`` under a floor, the next power of ten above a small value
   (``"< 1e-10"`` for 5e-11 or 6e-11), and three significant digits for errors of order one (``"0.37"``);
 * :func:`within` adds the bracket the value is checked against: ``"below 1e-14 (< 1e-12)"``, and says so
-  loudly when the value is outside it.
+  loudly when the value is outside it;
+* :func:`bracketed` prints a measured quantity of order one (an accuracy, a ratio) with its bracket:
+  ``"0.931 (> 0.85)"``, ``"18 (in [10, 30])"``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 from bnlab._validation import check_float
 
-__all__ = ["error_text", "within"]
+__all__ = ["bracketed", "error_text", "within"]
 
 
 def _as_float(value: Any) -> float:
@@ -52,3 +54,27 @@ def within(value: Any, bound: float, floor: float = 1e-14) -> str:
     shown = error_text(value, floor)
     inside = abs(_as_float(value)) < bound
     return f"{shown} (< {bound:.0e})" if inside else f"{shown} (OUTSIDE the bracket < {bound:.0e})"
+
+
+def _bound_text(bound: float) -> str:
+    return f"{bound:.3g}"
+
+
+def bracketed(value: Any, low: float | None = None, high: float | None = None, digits: int = 3) -> str:
+    """``value`` with ``digits`` significant digits and the bracket it is checked against, e.g.
+    ``"0.931 (> 0.85)"``, ``"0.1 (< 0.2)"`` or ``"18 (in [10, 30])"`` (bounds exclusive below/above,
+    inclusive for a range). A value outside reads ``"0.5 (OUTSIDE the bracket > 0.85)"``; NaN is outside.
+    """
+    if low is None and high is None:
+        raise ValueError("bracketed needs low, high or both")
+    value = _as_float(value)
+    digits = int(digits)
+    if low is not None and high is not None:
+        bracket = f"in [{_bound_text(low)}, {_bound_text(high)}]"
+        inside = low <= value <= high
+    elif low is not None:
+        bracket, inside = f"> {_bound_text(low)}", value > low
+    else:
+        bracket, inside = f"< {_bound_text(high)}", value < high
+    shown = f"{value:.{digits}g}" if math.isfinite(value) else str(value)
+    return f"{shown} ({bracket})" if inside else f"{shown} (OUTSIDE the bracket {bracket})"

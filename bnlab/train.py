@@ -10,7 +10,8 @@ What a recorded step s holds (s counts updates; s = 0 is the untrained model):
   training log prints); ``train_loss_avg[k]`` averages the minibatch losses since the previous record.
   ``grad_norms[k]``: that minibatch's weight gradients. At s = 0 both come from the first minibatch, so they
   equal step 1's.
-* ``test_loss``, ``test_accuracy``, ``percentiles``, ``unit_percentiles``, ``weight_norms``: the model after
+* ``test_loss``, ``test_accuracy``, ``percentiles``, ``unit_percentiles``, ``weight_norms``,
+  ``unit_weight_norms``: the model after
   update s, evaluated in ``eval()`` mode on the test split. Percentiles are those of the input of each hidden
   nonlinearity over the test split, as in figure 1(b, c) of Ioffe & Szegedy (2015).
 
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -40,6 +41,7 @@ from bnlab.recording import (
     gradient_norms,
     hidden_activations,
     named_weight_layers,
+    unit_weight_norms,
     weight_norms,
 )
 
@@ -126,6 +128,8 @@ class TrainResult:
             over the layer's units, on the test split.
         unit_percentiles: (K, L, 3) the same for one unit (``config.tracked_unit``), as the paper plots.
         grad_norms, weight_norms: (K, L + 1) per weight layer, ``layer_names`` order.
+        unit_weight_norms: (K, L + 1, 3) 15th/50th/85th percentiles over each layer's output units of the
+            unit's weight-vector norm (batch norm is scale-invariant per unit, not per matrix).
         layer_names: ``("hidden1", ..., "output")``.
         percentile_levels: (15, 50, 85).
         diverged: whether the run stopped early on a non-finite or too-large loss.
@@ -146,6 +150,7 @@ class TrainResult:
     unit_percentiles: np.ndarray
     grad_norms: np.ndarray
     weight_norms: np.ndarray
+    unit_weight_norms: np.ndarray
     layer_names: tuple[str, ...]
     percentile_levels: tuple[float, ...] = PERCENTILE_LEVELS
     diverged: bool = False
@@ -218,6 +223,7 @@ class _Records:
     percentiles: list[np.ndarray] = field(default_factory=list)
     unit_percentiles: list[np.ndarray] = field(default_factory=list)
     weight_norms: list[np.ndarray] = field(default_factory=list)
+    unit_weight_norms: list[np.ndarray] = field(default_factory=list)
 
     def arrays(self, num_hidden: int, num_weight_layers: int) -> dict[str, np.ndarray]:
         k = len(self.steps)
@@ -240,6 +246,7 @@ class _Records:
             "unit_percentiles": stack(self.unit_percentiles, (num_hidden, levels)),
             "grad_norms": stack(self.grad_norms, (num_weight_layers,)),
             "weight_norms": stack(self.weight_norms, (num_weight_layers,)),
+            "unit_weight_norms": stack(self.unit_weight_norms, (num_weight_layers, levels)),
         }
 
 
@@ -257,7 +264,8 @@ def _matching_view(model: nn.Module, data: Dataset) -> Dataset:
     return view
 
 
-def train(model: nn.Module, data: Dataset, config: TrainConfig | None = None, **overrides) -> TrainResult:
+def train(model: nn.Module, data: Dataset, config: TrainConfig | None = None, *,
+          on_step: Callable[[int], None] | None = None, **overrides) -> TrainResult:
     """Train ``model`` in place on ``data`` with minibatch SGD and return what was recorded.
 
     Args:
@@ -265,6 +273,8 @@ def train(model: nn.Module, data: Dataset, config: TrainConfig | None = None, **
             the data are viewed as images or vectors to match it); any module mapping inputs to logits works.
         data: a :class:`~bnlab.data.Dataset`.
         config: a :class:`TrainConfig`; keyword ``overrides`` replace its fields (``train(m, d, lr=0.5)``).
+        on_step: called with the update's number after every update; an exception it raises ends the run and
+            propagates (how a dashboard cancels a live run).
 
     Returns:
         A :class:`TrainResult`. The model is left in train mode. Divergence is recorded, never raised.
@@ -279,12 +289,13 @@ def train(model: nn.Module, data: Dataset, config: TrainConfig | None = None, **
     try:
         with torch.random.fork_rng(devices=[]):  # anything stochastic in the model is seeded, then restored
             torch.manual_seed(config.seed)
-            return _run(model, data, config)
+            return _run(model, data, config, on_step)
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _run(model: nn.Module, data: Dataset, config: TrainConfig) -> TrainResult:
+def _run(model: nn.Module, data: Dataset, config: TrainConfig, on_step: Callable[[int], None] | None
+         ) -> TrainResult:
     started = time.perf_counter()
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
@@ -304,6 +315,7 @@ def _run(model: nn.Module, data: Dataset, config: TrainConfig) -> TrainResult:
         records.percentiles.append(pooled)
         records.unit_percentiles.append(unit)
         records.weight_norms.append(weight_norms(layers))
+        records.unit_weight_norms.append(unit_weight_norms(layers))
 
     batches_per_epoch = data.num_train // config.batch_size
     diverged_at, diverged_loss = None, None
@@ -347,6 +359,8 @@ def _run(model: nn.Module, data: Dataset, config: TrainConfig) -> TrainResult:
                     bar.set_postfix(loss=f"{loss_value:.3f}", acc=f"{records.test_accuracy[-1]:.3f}",
                                     refresh=False)
                 bar.update()
+                if on_step is not None:
+                    on_step(step)
             if diverged_at is not None:
                 break
     finally:

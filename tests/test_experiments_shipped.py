@@ -18,9 +18,6 @@ from bnlab.experiments import (
     norm_batch_size_sweep,
     weight_decay_sweep,
 )
-from bnlab.experiments import batch_size as batch_size_module
-from bnlab.experiments import depth as depth_module
-from bnlab.experiments import learning_rate as learning_rate_module
 
 REBUILD = "rerun .venv/bin/python tools/build_experiment_cache.py"
 
@@ -28,7 +25,7 @@ REBUILD = "rerun .venv/bin/python tools/build_experiment_cache.py"
 @pytest.mark.parametrize("experiment", list(EXPERIMENTS))
 def test_every_default_grid_run_ships_for_this_library_version(experiment):
     shipped = {run["key"] for run in _cache.shipped_runs(experiment)}
-    grid = EXPERIMENTS[experiment][1]()
+    grid = EXPERIMENTS[experiment].grid()
     wanted = {_cache.cache_key(experiment, config.run_params(seed)) for config in grid for seed in config.seeds}
     missing = wanted - shipped
     assert not missing, f"{len(missing)} of {len(wanted)} default {experiment} runs are not shipped: {REBUILD}"
@@ -47,22 +44,24 @@ def test_shipped_data_stay_small():
 # accuracies must agree within 0.03 and losses/percentiles within 10%.
 # ---------------------------------------------------------------------------------------------------------
 
-AT_INIT = {"percentiles_init", "grad_norms_init", "steps"}
+AT_INIT = {"percentiles_init", "grad_norms_init", "similarity_init", "steps"}
 SAMPLE = [
-    ("depth", depth_module.run_seed, DepthConfig(depth=2, activation="relu", norm="none"), 0),
-    ("depth", depth_module.run_seed, DepthConfig(depth=5, activation="sigmoid", norm="batch"), 1),
-    ("batch_size", batch_size_module.run_seed, BatchSizeConfig(norm_batch_size=4, batch_size=16), 2),
-    ("learning_rate", learning_rate_module.run_lr_seed, LearningRateConfig(lr=10.0, norm="none"), 0),
+    (DepthConfig(depth=2, activation="relu", norm="none"), 0),
+    (DepthConfig(depth=5, activation="sigmoid", norm="batch"), 1),
+    (DepthConfig(depth=4, activation="tanh", norm="layer", init="he"), 2),
+    (BatchSizeConfig(norm_batch_size=4, batch_size=16), 2),
+    (LearningRateConfig(lr=10.0, norm="none"), 0),
+    (LearningRateConfig(lr=0.3162, norm="batch", steps=600), 1),
 ]
 
 
-@pytest.mark.parametrize("experiment, run_seed, config, seed", SAMPLE,
-                         ids=[f"{s[0]}-{i}" for i, s in enumerate(SAMPLE)])
-def test_a_recomputed_grid_point_agrees_with_the_shipped_one(experiment, run_seed, config, seed):
+@pytest.mark.parametrize("config, seed", SAMPLE, ids=[f"{c.name}-{i}" for i, (c, _) in enumerate(SAMPLE)])
+def test_a_recomputed_grid_point_agrees_with_the_shipped_one(config, seed):
+    experiment = config.name
     shipped = {run["key"]: run["arrays"] for run in _cache.shipped_runs(experiment)}
     key = _cache.cache_key(experiment, config.run_params(seed))
     assert key in shipped, f"sample point not shipped: {REBUILD}"
-    fresh = run_seed(config, seed, False)
+    fresh = config.run_seed(seed)
     assert set(fresh) == set(shipped[key])
     for name, value in fresh.items():
         stored = np.asarray(shipped[key][name], dtype=float)
@@ -111,7 +110,7 @@ def test_bn_raises_the_largest_stable_learning_rate_about_tenfold():
 
 def test_weight_decay_shrinks_bn_weights_and_raises_the_effective_learning_rate():
     runs = weight_decay_sweep(cached_only=True)
-    norms = {wd: r.mean("weight_norm").mean(axis=1) for wd, r in runs.items()}
+    norms = {wd: r.mean("unit_weight_norm").mean(axis=1) for wd, r in runs.items()}
     assert norms[0.0][-1] > norms[0.0][0]
     assert norms[5e-3][-1] < norms[5e-3][0]
     effective = {wd: r.mean("effective_lr")[-1].mean() for wd, r in runs.items()}
@@ -119,6 +118,6 @@ def test_weight_decay_shrinks_bn_weights_and_raises_the_effective_learning_rate(
 
 
 def test_grid_configs_are_what_the_dashboards_default_to():
-    assert replace(DepthConfig(), depth=10) in EXPERIMENTS["depth"][1]()
-    assert BatchSizeConfig() in EXPERIMENTS["batch_size"][1]()
-    assert LearningRateConfig() in EXPERIMENTS["learning_rate"][1]()
+    assert replace(DepthConfig(), depth=10) in DepthConfig.grid()
+    assert BatchSizeConfig() in BatchSizeConfig.grid()
+    assert LearningRateConfig() in LearningRateConfig.grid()

@@ -33,3 +33,15 @@ def test_within_shows_the_bracket_and_a_failure_loudly():
     assert within(float("nan"), 1e-12) == "nan (OUTSIDE the bracket < 1e-12)"
     with pytest.raises(ValueError, match="bound"):
         within(1e-3, 0.0)
+
+
+def test_bracketed_prints_the_value_and_its_bracket_and_flags_a_miss():
+    from bnlab.report import bracketed
+
+    assert bracketed(0.93123, low=0.85) == "0.931 (> 0.85)"
+    assert bracketed(0.1, high=0.2) == "0.1 (< 0.2)"
+    assert bracketed(18.2, 10, 30, digits=2) == "18 (in [10, 30])"
+    assert bracketed(0.5, low=0.85) == "0.5 (OUTSIDE the bracket > 0.85)"
+    assert bracketed(float("nan"), low=0.85) == "nan (OUTSIDE the bracket > 0.85)"
+    with pytest.raises(ValueError, match="needs low, high or both"):
+        bracketed(1.0)

@@ -6,7 +6,7 @@
 Writes ``bnlab/experiments/data/<experiment>.json.gz``. Each run is computed from scratch (no cache is read),
 one torch thread per worker process, so the numbers are real measurements of the current code;
 ``tests/test_experiments_shipped.py`` recomputes a sample and checks they agree. Rerun this after any change
-that alters what an experiment measures (and bump ``bnlab.experiments._cache.SCHEMA``), or after a bnlab or
+that alters what an experiment measures (and bump that config's ``version``), or after a bnlab or
 torch version change (the cache key includes both, so stale data is never used, only recomputed live).
 """
 
@@ -29,10 +29,9 @@ def _compute(job: tuple[str, int, int]) -> tuple[str, int, int, dict, float]:
 
     torch.set_num_threads(1)
     name, index, seed = job
-    _, grid, run_seed = EXPERIMENTS[name]
-    config = grid()[index]
+    config = EXPERIMENTS[name].grid()[index]
     started = time.perf_counter()
-    arrays = run_seed(config, seed, False)
+    arrays = config.run_seed(seed)
     return name, index, seed, arrays, time.perf_counter() - started
 
 
@@ -48,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 
     jobs = []
     for name in names:
-        for index, config in enumerate(EXPERIMENTS[name][1]()):
+        for index, config in enumerate(EXPERIMENTS[name].grid()):
             jobs += [(name, index, seed) for seed in config.seeds]
     # longest first (deep nets, long runs) so the pool does not end on one straggler
     jobs.sort(key=lambda job: -_cost(job))
@@ -64,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {done}/{len(jobs)} runs, {time.perf_counter() - started:.0f} s", flush=True)
 
     for name in names:
-        grid = EXPERIMENTS[name][1]()
+        grid = EXPERIMENTS[name].grid()
         runs = [(config.run_params(seed), results[(name, index, seed)])
                 for index, config in enumerate(grid) for seed in config.seeds]
         path = write_shipped(name, runs)
@@ -75,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
 def _cost(job: tuple[str, int, int]) -> float:
     from bnlab.experiments import EXPERIMENTS
 
-    config = EXPERIMENTS[job[0]][1]()[job[1]]
-    return config.steps * (getattr(config, "depth", 3) + 2) * getattr(config, "batch_size", 64) ** 0.5
+    config = EXPERIMENTS[job[0]].grid()[job[1]]
+    return config.steps * (config.depth + 2) * config.batch_size ** 0.5
 
 
 if __name__ == "__main__":

@@ -7,17 +7,19 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
-from bnlab._validation import check_float, check_int
+from bnlab._validation import check_int
 from bnlab.data import Dataset, load_mnist_subset
 from bnlab.models import build_mlp
 from bnlab.train import TrainConfig, TrainResult, train
 
-__all__ = ["SeedRuns", "check_seeds", "final_accuracy", "map_seeds", "mnist", "pad", "progress_enabled", "set_progress",
-           "train_mlp"]
+__all__ = ["CHANCE", "SeedRuns", "check_seeds", "final_accuracy", "map_seeds", "mnist", "pad", "progress_enabled",
+           "set_progress", "train_mlp"]
+
+CHANCE = 0.1  # test accuracy of a constant guess: ten balanced classes
 
 _progress_default = True
 
@@ -44,25 +46,6 @@ def check_seeds(seeds: object) -> tuple[int, ...]:
     if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence) or not seeds:
         raise ValueError(f"seeds must be a non-empty sequence of non-negative integers, got {seeds!r}")
     return tuple(check_int(s, "each of seeds", 0) for s in seeds)
-
-
-def check_training_fields(config) -> None:
-    """The checks every experiment config shares: depth, lr, batch_size, steps, record_every and seeds.
-
-    Normalizes ``config.seeds`` to a tuple (configs are frozen dataclasses, hence ``object.__setattr__``).
-    """
-    check_int(config.depth, "depth", minimum=1)
-    check_float(config.lr, "lr", 0.0, inclusive=False)
-    check_int(config.batch_size, "batch_size", minimum=2)
-    check_int(config.steps, "steps", minimum=1)
-    check_int(config.record_every, "record_every", minimum=1)
-    object.__setattr__(config, "seeds", check_seeds(config.seeds))
-
-
-def seed_run_params(config, seed: int, **overrides) -> dict:
-    """One seed's cache-key parameters: every field but ``seeds``, then ``overrides``, then ``seed``."""
-    params = {k: v for k, v in asdict(config).items() if k != "seeds"}
-    return {**params, **overrides, "seed": seed}
 
 
 def map_seeds(run: Callable[[int], dict[str, np.ndarray]], seeds: tuple[int, ...], parallel: bool = True
@@ -116,7 +99,8 @@ def percentiles_in_training_mode(model, data: Dataset | None = None) -> np.ndarr
 
 
 def train_mlp(*, seed: int, steps: int, batch_size: int, lr: float, record_every: int, progress: bool,
-              weight_decay: float = 0.0, before_training=None, **model_options) -> tuple[TrainResult, object]:
+              weight_decay: float = 0.0, before_training=None, on_step=None, **model_options
+              ) -> tuple[TrainResult, object]:
     """Build a seeded MLP (``build_mlp(**model_options)``) and train it on :func:`mnist`; returns (result, model).
 
     The same ``seed`` draws the weights and the minibatch order; one torch thread, so runs are bit-exact
@@ -127,7 +111,7 @@ def train_mlp(*, seed: int, steps: int, batch_size: int, lr: float, record_every
         before_training(model)
     result = train(model, mnist(), TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                                                weight_decay=weight_decay, record_every=record_every,
-                                               threads=1, progress=progress))
+                                               threads=1, progress=progress), on_step=on_step)
     return result, model
 
 
@@ -135,8 +119,10 @@ def train_mlp(*, seed: int, steps: int, batch_size: int, lr: float, record_every
 class SeedRuns:
     """One config's runs over several seeds: ``values(name)`` is (S, ...) for S seeds.
 
-    ``mean``/``low``/``high`` summarize over seeds (NaN-aware: a diverged seed's missing records are skipped),
-    ``low``/``high`` being the minimum and maximum, which the plots shade.
+    Curves: ``mean``/``low``/``high`` summarize over seeds record by record, NaN-aware (a diverged seed has
+    no records after its divergence; the plots draw every seed, so a lone survivor is visible as such).
+    Headline numbers: ``final_accuracies`` per seed and ``outcome`` in words; ``scalar`` is a plain mean, NaN
+    as soon as one seed has no value, so a diverged seed is never averaged away.
     """
 
     seeds: tuple[int, ...]
@@ -168,11 +154,51 @@ class SeedRuns:
         return self._reduce(name, np.nanmax)
 
     def scalar(self, name: str) -> float:
-        """The seed mean of a scalar quantity (e.g. ``final_accuracy``)."""
-        value = self.mean(name)
-        if value.ndim:
-            raise ValueError(f"{name!r} is not a scalar: shape {value.shape}")
-        return float(value)
+        """The seed mean of a scalar quantity; NaN if any seed has none (e.g. a diverged seed's accuracy)."""
+        values = self.values(name)
+        if values.ndim != 1:
+            raise ValueError(f"{name!r} is not a scalar: shape {values.shape[1:]}")
+        return float(values.mean())
+
+    def final_accuracies(self) -> np.ndarray:
+        """(S,) each seed's final test accuracy, NaN for a seed that diverged."""
+        return self.values("final_accuracy")
+
+    def diverged_at(self) -> np.ndarray:
+        """(S,) the update at which each seed diverged, NaN for a seed that did not."""
+        return self.values("diverged_at")
+
+    def num_diverged(self) -> int:
+        return int(np.isfinite(self.diverged_at()).sum())
+
+    def scored_accuracy(self) -> float:
+        """Mean final accuracy over seeds, a diverged seed counted at chance (0.1)."""
+        return float(np.where(np.isfinite(self.final_accuracies()), self.final_accuracies(), CHANCE).mean())
+
+    def outcome(self) -> str:
+        """The seeds' results in words, e.g. ``"0.921, 0.935; 1 of 3 seeds diverged (update 41)"``."""
+        accuracies, at = self.final_accuracies(), self.diverged_at()
+        trained = [f"{a:.3f}" for a in accuracies if np.isfinite(a)]
+        text = ", ".join(trained)
+        diverged = [int(u) for u in at if np.isfinite(u)]
+        if diverged:
+            updates = ", ".join(str(u) for u in diverged)
+            note = (f"{len(diverged)} of {len(self.seeds)} seeds diverged "
+                    f"(update{'s' if len(diverged) > 1 else ''} {updates})")
+            text = f"{text}; {note}" if text else note
+        return text
+
+    def headline(self) -> str:
+        """``"test accuracy 0.93 (seeds: 0.921, 0.935, 0.940)"``-style summary with every seed in it."""
+        if len(self.seeds) == 1:
+            only = self.outcome()
+            return f"1 seed: {only}" if self.num_diverged() else f"test accuracy {only} (1 seed)"
+        if self.num_diverged() == len(self.seeds):
+            return self.outcome()
+        if self.num_diverged():
+            return (f"test accuracy {self.outcome()}; mean {self.scored_accuracy():.3f} counting a diverged "
+                    f"seed as chance")
+        return f"test accuracy {self.scalar('final_accuracy'):.3f} (seeds: {self.outcome()})"
 
 
 def final_accuracy(result: TrainResult) -> float:
@@ -180,19 +206,3 @@ def final_accuracy(result: TrainResult) -> float:
     if result.diverged or not result.test_accuracy.size:
         return math.nan
     return float(result.test_accuracy[-1])
-
-
-def run_seeds(experiment: str, config, run_one: Callable[..., dict[str, np.ndarray]], progress: bool | None,
-              cached_only: bool) -> SeedRuns:
-    """Every seed's run of ``config``: from the cache, or computed by ``run_one(config, seed, show_progress)``.
-
-    ``config`` has ``seeds`` and ``run_params(seed)`` (the cache key's parameters). Seeds that must be computed
-    train in parallel threads; with ``cached_only`` a missing seed raises :class:`NotCachedError` instead.
-    """
-    from bnlab.experiments._cache import cached_run
-
-    show = progress_enabled(progress)
-    arrays = map_seeds(lambda seed: cached_run(experiment, config.run_params(seed),
-                                               lambda: run_one(config, seed, show), cached_only=cached_only),
-                       config.seeds, parallel=not cached_only)
-    return SeedRuns(seeds=config.seeds, arrays=arrays)

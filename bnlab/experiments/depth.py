@@ -1,138 +1,144 @@
 """Lecture 7: how deep can a plain MLP get before it stops learning, and what batch norm (or init) changes.
 
-Setting of the measurements in the course's reference (bn-facts): MNIST subset, width 100, torch's default
-init, SGD with lr 0.1, batch 64, 600 steps. Without normalization, sigmoid nets stop learning from about depth
-5 and ReLU nets from about depth 10; with batch norm depth 20 trains; He init alone rescues the ReLU net.
+The setting (bn-facts): MNIST subset, width 100, SGD with lr 0.1, batch 64, 600 updates, three seeds. The
+default grid covers every depth from 2 to 8 (where the plain nets' borders lie), then 10, 15 and 20.
 
-    from bnlab.experiments import DepthConfig, depth_experiment
-    runs = depth_experiment(DepthConfig(depth=20, norm="batch"))
+    from bnlab.experiments import DepthConfig, run
+    runs = run(DepthConfig(depth=20, norm="batch"))
     runs.mean("test_accuracy")          # (K,) seed mean at runs.mean("steps")
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, replace
 
 import numpy as np
+import torch
 
-from bnlab._validation import check_choice, check_float, check_int
-from bnlab.experiments._runs import (
-    SeedRuns,
-    check_training_fields,
-    final_accuracy,
-    pad,
-    percentiles_in_training_mode,
-    run_seeds,
-    seed_run_params,
-    train_mlp,
-)
+from bnlab._validation import check_choice, check_float
+from bnlab.experiments._runs import SeedRuns, mnist, percentiles_in_training_mode
+from bnlab.experiments.base import ACTIVATIONS, Experiment, sweep
+from bnlab.train import TrainResult
 
-__all__ = ["DEPTH_ACTIVATIONS", "DEPTH_INITS", "DEPTH_NORMS", "DEPTH_SETTINGS", "DepthConfig", "depth_experiment", "depth_grid",
-           "depth_sweep"]
+__all__ = ["DEPTH_INITS", "DEPTH_NORMS", "DEPTH_SETTINGS", "GRID_DEPTHS", "DepthConfig", "depth_sweep",
+           "describe_runs", "layer_similarities", "mean_cosine_similarity", "zero_gradient_layers"]
 
-DEPTH_ACTIVATIONS = ("sigmoid", "tanh", "relu")
 DEPTH_NORMS = ("none", "batch", "layer")
 DEPTH_INITS = ("default", "he", "gaussian")
-EXPERIMENT = "depth"
-VERSION = 2  # part of every run's key; bump when what a depth run measures changes (2: init percentiles in
-#              training mode)
-
-# The default grid: every combination is shipped precomputed (tools/build_experiment_cache.py).
-GRID_DEPTHS = (2, 5, 10, 15, 20)
+GRID_DEPTHS = (2, 3, 4, 5, 6, 7, 8, 10, 15, 20)
 GRID_INITS = ("default", "he")
 
 
 @dataclass(frozen=True)
-class DepthConfig:
-    """One MLP setting of the depth experiment, trained once per seed.
+class DepthConfig(Experiment):
+    """One MLP setting of the depth experiment (the shared fields: :class:`~bnlab.experiments.Experiment`).
 
     Attributes:
-        depth: hidden layers, 1..40.
-        activation: ``"sigmoid"``, ``"tanh"`` or ``"relu"``.
         norm: ``"none"``, ``"batch"`` or ``"layer"`` (before each nonlinearity).
         init: ``"default"`` (torch's), ``"he"`` (N(0, 2/fan_in)) or ``"gaussian"`` (N(0, init_std^2)).
         init_std: the std for ``init="gaussian"`` (ignored, and left out of the cache key, otherwise).
-        width, lr, batch_size, steps: the training setting; record_every: steps between records.
-        seeds: one run per seed (weights and minibatch order).
     """
 
+    name = "depth"
+    version = 3  # 3: every depth 2-8, representation similarity, diverged_at
+
     depth: int = 10
-    activation: str = "relu"
     norm: str = "none"
     init: str = "default"
     init_std: float = 0.05
-    width: int = 100
-    lr: float = 0.1
-    batch_size: int = 64
-    steps: int = 600
-    record_every: int = 50
-    seeds: tuple[int, ...] = (0, 1, 2)
 
-    def __post_init__(self) -> None:
-        if self.depth > 40:
-            raise ValueError(f"depth must be at most 40 (a live run must stay short), got {self.depth}")
-        check_choice(self.activation, "activation", DEPTH_ACTIVATIONS)
+    def check(self) -> None:
         check_choice(self.norm, "norm", DEPTH_NORMS)
         check_choice(self.init, "init", DEPTH_INITS)
         check_float(self.init_std, "init_std", 0.0, inclusive=False)
-        check_int(self.width, "width", minimum=2)
-        check_training_fields(self)
 
-    def run_params(self, seed: int) -> dict:
-        """What identifies one seed's run (the cache key's parameters)."""
-        unused_std = {"init_std": None} if self.init != "gaussian" else {}
-        return {**seed_run_params(self, seed, **unused_std), "version": VERSION}
+    def unused_fields(self) -> tuple[str, ...]:
+        return () if self.init == "gaussian" else ("init_std",)
 
+    def model_options(self) -> dict:
+        return {"norm": self.norm, "init": self.init, "init_std": self.init_std}
 
-def run_seed(config: DepthConfig, seed: int, progress: bool) -> dict[str, np.ndarray]:
-    """One seed's run of ``config``, computed now (no cache)."""
-    at_init = {}
-    result, _ = train_mlp(before_training=lambda model: at_init.update(
-                              percentiles=percentiles_in_training_mode(model)), seed=seed, steps=config.steps, batch_size=config.batch_size, lr=config.lr,
-                          record_every=config.record_every, progress=progress, depth=config.depth,
-                          width=config.width, activation=config.activation, norm=config.norm, init=config.init,
-                          init_std=config.init_std)
-    steps = np.array(result.config.recorded_steps(), dtype=np.float64)
-    records = steps.size
-    return {
-        "steps": steps,
-        "test_accuracy": pad(result.test_accuracy, records),
-        "train_loss": pad(result.train_loss_avg, records),
-        "percentiles_init": at_init["percentiles"],                # (L, 3) at step 0, training mode
-        "percentiles_final": result.percentiles[-1],               # (L, 3) at the last record
-        "grad_norms_init": result.grad_norms[0],                   # (L + 1,)
-        "grad_norms_final": result.grad_norms[-1],                 # (L + 1,)
-        "final_accuracy": np.float64(final_accuracy(result)),
-        "diverged": np.float64(result.diverged),
-    }
+    def at_init(self, model) -> dict[str, np.ndarray]:
+        """At step 0, on the test split in training mode (batch statistics, as the first updates see them)."""
+        return {"percentiles_init": percentiles_in_training_mode(model),
+                "similarity_init": layer_similarities(model, train_mode=True)}
+
+    def measure(self, result: TrainResult, model) -> dict[str, np.ndarray]:
+        return {
+            "percentiles_final": result.percentiles[-1],   # (L, 3) at the last record, eval mode
+            "grad_norms_init": result.grad_norms[0],       # (L + 1,) first minibatch, untrained model
+            "grad_norms_final": result.grad_norms[-1],     # (L + 1,)
+            "similarity_final": (np.full(self.depth, np.nan) if result.diverged
+                                 else layer_similarities(model, train_mode=False)),
+        }
+
+    @classmethod
+    def grid(cls) -> list[DepthConfig]:
+        """Every depth of :data:`GRID_DEPTHS` x activation x norm x (default, He) init."""
+        return [cls(depth=depth, activation=activation, norm=norm, init=init)
+                for depth in GRID_DEPTHS for activation in ACTIVATIONS for norm in DEPTH_NORMS
+                for init in GRID_INITS]
 
 
-def depth_experiment(config: DepthConfig = DepthConfig(), *, progress: bool | None = None,
-                     cached_only: bool = False) -> SeedRuns:
-    """Train ``config`` once per seed (or read the runs from the cache) and stack them.
+def mean_cosine_similarity(h: torch.Tensor) -> float:
+    """Mean cosine similarity over all pairs of distinct rows of ``h`` (N, D); rows that are all zero are left
+    out (a cosine needs a direction); NaN when fewer than two rows are left.
 
-    Returns:
-        :class:`SeedRuns` with, per seed (K = records, L = depth):
-        ``steps`` (K,), ``test_accuracy`` (K,), ``train_loss`` (K,) (mean minibatch loss since the previous
-        record), ``percentiles_init``/``percentiles_final`` (L, 3) (15/50/85th percentile of each hidden
-        layer's pre-activation on the test split: at step 0 in training mode, i.e. with batch statistics as the
-        first steps see them; at the end in eval mode), ``grad_norms_init``/
-        ``grad_norms_final`` (L + 1,) (Frobenius norm of each weight layer's gradient, output layer last),
-        ``final_accuracy`` () and ``diverged`` () (0 or 1).
-
-    Raises:
-        NotCachedError: with ``cached_only=True`` when a seed's run is not cached.
+    Uses sum_{i != j} <u_i, u_j> = ||sum_i u_i||^2 - N for unit rows u_i, so no N x N matrix is formed.
     """
-    if not isinstance(config, DepthConfig):
-        raise TypeError(f"depth_experiment takes a DepthConfig, got {type(config).__name__}")
-    return run_seeds(EXPERIMENT, config, run_seed, progress, cached_only)
+    h = h.double()
+    norms = torch.linalg.vector_norm(h, dim=1)
+    units = h[norms > 0] / norms[norms > 0, None]
+    n = units.shape[0]
+    if n < 2:
+        return float("nan")
+    return float((units.sum(dim=0).square().sum() - n) / (n * (n - 1)))
 
 
-def depth_grid(base: DepthConfig = DepthConfig()) -> list[DepthConfig]:
-    """Every config of the default grid (depth x activation x norm x init), built from ``base``."""
-    return [replace(base, depth=depth, activation=activation, norm=norm, init=init)
-            for depth in GRID_DEPTHS for activation in DEPTH_ACTIVATIONS for norm in DEPTH_NORMS
-            for init in GRID_INITS]
+def layer_similarities(model, train_mode: bool) -> np.ndarray:
+    """(L,) mean cosine similarity between test examples of each hidden layer's output (after its
+    nonlinearity), on a copy of ``model`` in training or eval mode.
+
+    Near 1: the layer maps every image to nearly the same direction (rank collapse, Daneshmand et al. 2020),
+    so the layers above cannot tell the images apart. Independent ReLU features give about 1/pi = 0.32.
+    """
+    probe = copy.deepcopy(model).train(train_mode)
+    outputs: list[torch.Tensor] = []
+    hooks = [block.register_forward_hook(lambda module, args, out: outputs.append(out.detach()))
+             for block in probe.hidden_layers]
+    try:
+        with torch.no_grad():
+            probe(mnist().x_test)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return np.array([mean_cosine_similarity(out) for out in outputs])
+
+
+def zero_gradient_layers(runs: SeedRuns) -> list[int]:
+    """The weight layers (1-based) whose gradient at initialization is exactly 0 in every seed that has one:
+    the signal underflowed to 0 in float32 on its way through the net, so those layers cannot learn."""
+    grads = runs.values("grad_norms_init")  # (S, L + 1)
+    zero = np.all((grads == 0) | ~np.isfinite(grads), axis=0) & np.any(np.isfinite(grads), axis=0)
+    return [int(i) + 1 for i in np.flatnonzero(zero)]
+
+
+def describe_runs(runs: SeedRuns) -> str:
+    """A depth setting's result in words: each seed's accuracy, diverged seeds, layers whose gradient
+    underflowed to 0, and a run stuck at chance."""
+    words = [runs.headline()]
+    zero = zero_gradient_layers(runs)
+    if zero:
+        span = f"{zero[0]}" if len(zero) == 1 else f"{zero[0]}-{zero[-1]}" if zero == list(
+            range(zero[0], zero[-1] + 1)) else ", ".join(map(str, zero))
+        words.append(f"gradient exactly 0 at init in layer{'s' if len(zero) > 1 else ''} {span} "
+                     f"(float32 underflow)")
+    accuracies = runs.final_accuracies()
+    trained = accuracies[np.isfinite(accuracies)]
+    if trained.size and np.all(trained < 0.2):
+        words.append("stuck near chance (0.1)")
+    return "; ".join(words)
 
 
 DEPTH_SETTINGS = {  # label -> (norm, init): the lines of the lecture's summary figure
@@ -144,13 +150,13 @@ DEPTH_SETTINGS = {  # label -> (norm, init): the lines of the lecture's summary 
 
 
 def depth_sweep(base: DepthConfig = DepthConfig(), depths: tuple[int, ...] = GRID_DEPTHS,
-                activations: tuple[str, ...] = DEPTH_ACTIVATIONS, *, cached_only: bool = False,
-                progress: bool | None = None) -> dict[str, dict[str, dict[int, SeedRuns]]]:
+                activations: tuple[str, ...] = ACTIVATIONS, *, cached_only: bool = False,
+                skip_missing: bool = False, progress: bool | None = None
+                ) -> dict[str, dict[str, dict[int, SeedRuns]]]:
     """``sweep[activation][setting][depth]``: runs of every depth for each activation and each of
     :data:`DEPTH_SETTINGS` (what :func:`bnlab.plots.plot_depth_sweep` draws)."""
-    return {activation: {label: {depth: depth_experiment(replace(base, depth=depth, activation=activation,
-                                                                 norm=norm, init=init),
-                                                         cached_only=cached_only, progress=progress)
-                                 for depth in depths}
+    return {activation: {label: sweep({depth: replace(base, depth=depth, activation=activation, norm=norm,
+                                                      init=init) for depth in depths},
+                                      cached_only=cached_only, skip_missing=skip_missing, progress=progress)
                          for label, (norm, init) in DEPTH_SETTINGS.items()}
             for activation in activations}

@@ -1,19 +1,12 @@
 """Figures for the lectures. Every function computes what it draws from bnlab code and returns the Figure.
 
 One module per topic: training (lecture 1), forward (2), graph and gradients (3, 4), speed (4, 6), inference (5),
-experiments (7-9). Lectures import from the module, e.g. ``from bnlab.plots.forward import plot_eps_effect``;
-everything is also available here.
+depth (7), batch_size (8), learning_rate (9). Lectures import from the module, e.g.
+``from bnlab.plots.forward import plot_eps_effect``; everything is also available here.
 """
 
-from bnlab.plots.experiments import (
-    plot_batch_size_sweep,
-    plot_depth_runs,
-    plot_depth_sweep,
-    plot_lr_sweep,
-    plot_norm_batch_size,
-    plot_one_step_ratio,
-    plot_weight_decay,
-)
+from bnlab.plots.batch_size import plot_batch_size_sweep, plot_nbs_by_sgd_batch, plot_norm_batch_size
+from bnlab.plots.depth import plot_depth_runs, plot_depth_sweep
 from bnlab.plots.forward import (
     plot_batch_dependence,
     plot_eps_effect,
@@ -24,6 +17,7 @@ from bnlab.plots.forward import (
 from bnlab.plots.gradients import plot_gradient_check_vs_step, plot_jacobian
 from bnlab.plots.graph import draw_batchnorm_graph
 from bnlab.plots.inference import plot_measured_lag, plot_precise_bn, plot_running_averages
+from bnlab.plots.learning_rate import plot_effective_lr, plot_lr_sweep, plot_one_step_ratio, plot_weight_decay
 from bnlab.plots.speed import plot_pass_equivalents
 from bnlab.plots.training import (
     plot_accuracy_panels,
@@ -41,6 +35,7 @@ __all__ = [
     "plot_batch_size_sweep",
     "plot_depth_runs",
     "plot_depth_sweep",
+    "plot_effective_lr",
     "plot_eps_effect",
     "plot_forward_explorer",
     "plot_gradient_check_vs_step",
@@ -49,6 +44,7 @@ __all__ = [
     "plot_layer_percentiles",
     "plot_lr_sweep",
     "plot_measured_lag",
+    "plot_nbs_by_sgd_batch",
     "plot_norm_batch_size",
     "plot_normalization_stages",
     "plot_one_step_ratio",

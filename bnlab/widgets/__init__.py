@@ -5,10 +5,12 @@
     dash.last_result, dash.figure, dash.last_error
 """
 
-from bnlab.widgets._dashboard import Dashboard
-from bnlab.widgets.dashboards import BatchSizeDashboard, DepthDashboard, LearningRateDashboard, WeightDecayDashboard
+from bnlab.widgets._dashboard import Dashboard, SettingHint
+from bnlab.widgets.batch_size import BatchSizeDashboard
+from bnlab.widgets.depth import DepthDashboard
 from bnlab.widgets.forward import ForwardDashboard
+from bnlab.widgets.learning_rate import LearningRateDashboard, WeightDecayDashboard
 from bnlab.widgets.running import RunningAveragesDashboard
 
 __all__ = ["BatchSizeDashboard", "Dashboard", "DepthDashboard", "ForwardDashboard", "LearningRateDashboard",
-           "RunningAveragesDashboard", "WeightDecayDashboard"]
+           "RunningAveragesDashboard", "SettingHint", "WeightDecayDashboard"]

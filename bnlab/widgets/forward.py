@@ -33,6 +33,7 @@ class ForwardDashboard(Dashboard):
 
     title = "The forward pass: γ, β, ε and the batch size m"
     trains = False
+    pins = False
 
     def __init__(self, *, gamma: float = 1.0, beta: float = 0.0, eps: float = 1e-5, m: int = 64,
                  progress: bool = True, update: bool = True):
@@ -48,9 +49,10 @@ class ForwardDashboard(Dashboard):
         }
         super().__init__(controls, progress=progress, update=update)
 
-    def compute(self, params: dict[str, Any], live: bool) -> ExplorerResult:
+    def compute(self, params: dict[str, Any], live: bool,
+                seeds: tuple[int, ...] | None = None) -> ExplorerResult:
         return forward_explorer(gamma=float(params["gamma"]), beta=float(params["beta"]),
                                 eps=float(params["eps"]), m=int(params["m"]))
 
-    def draw(self, params: dict[str, Any], result: ExplorerResult) -> Figure:
+    def draw(self, params: dict[str, Any], result: ExplorerResult, pinned: Any = None) -> Figure:
         return plot_forward_explorer(result)

@@ -33,6 +33,7 @@ class RunningAveragesDashboard(Dashboard):
 
     title = "Running averages: momentum, run length and the initial value"
     trains = False
+    pins = False
 
     def __init__(self, *, momentum: float = 0.001, steps: int = 300, statistic: str = "variance",
                  drift: float = 0.5, progress: bool = True, update: bool = True):
@@ -50,8 +51,9 @@ class RunningAveragesDashboard(Dashboard):
         }
         super().__init__(controls, progress=progress, update=update)
 
-    def compute(self, params: dict[str, Any], live: bool) -> RunningAverages:
+    def compute(self, params: dict[str, Any], live: bool,
+                seeds: tuple[int, ...] | None = None) -> RunningAverages:
         return running_average_traces(params["momentum"], params["steps"], params["statistic"], params["drift"])
 
-    def draw(self, params: dict[str, Any], result: RunningAverages) -> Figure:
+    def draw(self, params: dict[str, Any], result: RunningAverages, pinned: Any = None) -> Figure:
         return plot_running_averages(result)

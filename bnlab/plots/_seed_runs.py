@@ -1,0 +1,138 @@
+"""Drawing helpers shared by the experiment figures (lectures 7-9): every seed drawn, divergence marked.
+
+Rules the figures follow (course-design, "Every claim has its control"): each seed is its own thin line or
+dot, never hidden in a mean; a diverged seed is marked with an x where it diverged and counted at chance in
+any mean line (the legend says so); a quantity with nothing positive to draw on a log axis says so in words
+instead of failing; one colour per method in every panel; legends sit below the panels, off the data.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from bnlab.experiments import CHANCE, SeedRuns
+
+__all__ = ["CHANCE", "COLORS", "chance_line", "experiment_style", "figure", "legend_below", "log_or_note",
+           "positive", "seed_curves", "seed_points", "setting_color"]
+
+# one colour per method, in every figure of lectures 7-9
+COLORS = {
+    "no norm": "#4d4d4d",
+    "BN": "tab:blue",
+    "LayerNorm": "tab:green",
+    "GroupNorm": "tab:purple",
+    "no norm, He init": "tab:red",
+    "pinned": "black",
+}
+_OTHERS = ("tab:orange", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
+
+
+
+def setting_color(label: str, index: int = 0) -> str:
+    """The colour of a method: the first word(s) of ``label`` matched against :data:`COLORS`."""
+    for name in sorted(COLORS, key=len, reverse=True):
+        if label == name or label.startswith(name + ",") or label.startswith(name + " "):
+            return COLORS[name]
+    return _OTHERS[index % len(_OTHERS)]
+
+
+STYLE = {"axes.titlesize": 10, "axes.labelsize": 9, "xtick.labelsize": 8, "ytick.labelsize": 8}
+
+
+def experiment_style(plot: Callable[..., Figure]) -> Callable[..., Figure]:
+    """Draw ``plot``'s figure with the experiment figures' font sizes (titles fit over three panels)."""
+    @functools.wraps(plot)
+    def styled(*args, **kwargs) -> Figure:
+        with plt.rc_context(STYLE):
+            return plot(*args, **kwargs)
+    return styled
+
+
+def figure(rows: int, cols: int, width: float, height: float, **adjust) -> tuple[Figure, np.ndarray]:
+    """A figure of ``rows`` x ``cols`` panels with fixed margins (no tight_layout: it costs as much as drawing,
+    and the dashboards redraw on every move). Returns (figure, 2-D array of axes)."""
+    fig, axes = plt.subplots(rows, cols, figsize=(width, height), squeeze=False)
+    fig.subplots_adjust(**adjust)
+    return fig, axes
+
+
+def legend_below(fig: Figure, handles: Sequence[Line2D] | None = None, ncol: int = 4, y: float = 0.0) -> None:
+    """One legend for the whole figure, centred below the panels (off the data)."""
+    if handles is None:
+        seen: dict[str, Line2D] = {}
+        for ax in fig.axes:
+            for handle, label in zip(*ax.get_legend_handles_labels()):
+                if not label.startswith("_"):
+                    seen.setdefault(label, handle)
+        handles = list(seen.values())
+    if handles:
+        fig.legend(handles=handles, loc="lower center", ncol=min(ncol, len(handles)), fontsize=9,
+                   frameon=False, bbox_to_anchor=(0.5, y))
+
+
+def chance_line(ax: Axes, ylim: tuple[float, float] = (0.0, 1.0)) -> None:
+    ax.axhline(CHANCE, color="gray", lw=0.8, ls=":")
+    ax.set_ylim(*ylim)
+
+
+def seed_curves(ax: Axes, runs: SeedRuns, name: str, color: str, label: str, **style) -> None:
+    """Each seed's curve of ``name`` over ``steps`` (one label for all); a diverged seed's curve ends where
+    it diverged, marked with an x at its last value (at chance if it has none)."""
+    steps = runs.values("steps")
+    values = runs.values(name)
+    style = {"lw": 1.3, "alpha": 0.9, **style}
+    for index, (x, y) in enumerate(zip(steps, values)):
+        few = np.isfinite(y).sum() < 3  # a run that ended at once: show its points
+        ax.plot(x, y, color=color, label=label if index == 0 else None, marker="o" if few else None, ms=4,
+                **style)
+    for update, y in zip(runs.diverged_at(), values):
+        if np.isfinite(update):
+            finite = y[np.isfinite(y)]
+            ax.plot([update], [finite[-1] if finite.size else CHANCE], "x", color=color, ms=8, mew=2,
+                    clip_on=False)
+
+
+def seed_points(ax: Axes, results: Mapping[float, SeedRuns], color: str, label: str, name: str = "final_accuracy",
+                jitter: float = 0.0, log_x: bool = False, **style) -> None:
+    """A sweep ``{x: runs}`` of a scalar: one dot per seed, an x at chance for a diverged seed, and a line
+    through the mean that counts diverged seeds at chance."""
+    xs = np.array(sorted(results), dtype=float)
+    values = np.stack([results[x].values(name) for x in sorted(results)], axis=1)  # (S, n)
+    diverged = np.stack([np.isfinite(results[x].diverged_at()) for x in sorted(results)], axis=1)
+    scored = np.where(diverged, CHANCE, values)
+    ax.plot(xs, np.nanmean(scored, axis=0), color=color, lw=1.8, label=label, **style)
+    for seed in range(values.shape[0]):
+        offset = xs * (1 + jitter * (seed - 1)) if log_x else xs + jitter * (seed - 1)
+        ok = ~diverged[seed]
+        ax.plot(offset[ok], values[seed, ok], "o", color=color, ms=3.5, alpha=0.8)
+        ax.plot(offset[~ok], np.full((~ok).sum(), CHANCE), "x", color=color, ms=7, mew=2)
+
+
+def log_or_note(ax: Axes, values: np.ndarray, missing: str, min_ratio: float = 10.0) -> bool:
+    """Put ``ax`` on a log y-axis if ``values`` hold positive finite numbers spanning at least ``min_ratio``
+    (a narrower range reads better on a linear axis); with nothing positive to draw, write ``missing`` in
+    the panel instead of failing (e.g. a run that diverged before its first update). Returns whether it went
+    log."""
+    values = np.asarray(values, dtype=float)
+    shown = values[np.isfinite(values) & (values > 0)]
+    if shown.size == 0:
+        ax.text(0.5, 0.5, missing, transform=ax.transAxes, ha="center", va="center", color="#a00000",
+                wrap=True)
+        return False
+    if shown.max() >= min_ratio * shown.min():
+        ax.set_yscale("log")
+        return True
+    return False
+
+
+def positive(values: np.ndarray) -> np.ndarray:
+    """``values`` with zeros and negatives replaced by NaN (what a log axis can show)."""
+    values = np.asarray(values, dtype=float)
+    return np.where(values > 0, values, np.nan)
