@@ -7,6 +7,7 @@ rounding (2e-16 here, 1.5e-15 with another thread count) must not be printed dig
   (``"< 1e-10"`` for 5e-11 or 6e-11), and three significant digits for errors of order one (``"0.37"``);
 * :func:`within` adds the bracket the value is checked against: ``"below 1e-14 (< 1e-12)"``, and says so
   loudly when the value is outside it;
+* :func:`seed_values` lists an experiment's per-seed values (``"0.89, 0.91, diverged"``);
 * :func:`bracketed` prints a measured quantity of order one (an accuracy, a ratio) with its bracket:
   ``"0.931 (> 0.85)"``, ``"18 (in [10, 30])"``.
 """
@@ -18,7 +19,7 @@ from typing import Any
 
 from bnlab._validation import check_float
 
-__all__ = ["bracketed", "error_text", "within"]
+__all__ = ["bracketed", "error_text", "seed_values", "within"]
 
 
 def _as_float(value: Any) -> float:
@@ -78,3 +79,9 @@ def bracketed(value: Any, low: float | None = None, high: float | None = None, d
         bracket, inside = f"< {_bound_text(high)}", value < high
     shown = f"{value:.{digits}g}" if math.isfinite(value) else str(value)
     return f"{shown} ({bracket})" if inside else f"{shown} (OUTSIDE the bracket {bracket})"
+
+
+def seed_values(runs: Any, name: str = "final_accuracy", digits: int = 2) -> str:
+    """Each seed's value of a scalar ``name`` of :class:`~bnlab.experiments.SeedRuns`, ``"0.89, 0.91,
+    diverged"`` (a NaN is a seed that diverged)."""
+    return ", ".join("diverged" if not math.isfinite(v) else f"{v:.{digits}f}" for v in runs.values(name))

@@ -128,13 +128,7 @@ def test_lectures_mentioned_exist_or_are_marked_planned(path):
                     f"{path.name} refers to lecture(s) {missing}, which do not exist yet: {line.strip()!r}"
 
 
-# Lectures 7-9 still print verdicts; issue 10 rewrites their checked cells. strict: the marks must go then.
-_VERDICTS_PENDING = {"07_depth", "08_batch_size", "09_learning_rate"}
-
-
-@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.xfail(
-    strict=True, reason="issue 10: lectures 7-9 checked cells still print verdicts")) if p.stem in _VERDICTS_PENDING
-    else p for p in NOTEBOOKS], ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_checked_cells_print_numbers_not_bare_verdicts(path):
     """A checked line shows the value and its bracket ('2.1e-16 (< 1e-10)'), not a bare True or False."""
     import re

@@ -43,15 +43,21 @@ def setting_color(label: str, index: int = 0) -> str:
     return _OTHERS[index % len(_OTHERS)]
 
 
-STYLE = {"axes.titlesize": 10, "axes.labelsize": 9, "xtick.labelsize": 8, "ytick.labelsize": 8}
-
-
 def experiment_style(plot: Callable[..., Figure]) -> Callable[..., Figure]:
-    """Draw ``plot``'s figure with the experiment figures' font sizes (titles fit over three panels)."""
+    """Give ``plot``'s figure the experiment figures' font sizes (titles that fit over three panels).
+
+    Applied to the finished figure rather than through ``plt.rc_context``: figures created inside an
+    rc_context were not shown by the notebook's inline backend at the end of the cell.
+    """
     @functools.wraps(plot)
     def styled(*args, **kwargs) -> Figure:
-        with plt.rc_context(STYLE):
-            return plot(*args, **kwargs)
+        fig = plot(*args, **kwargs)
+        for ax in fig.axes:
+            ax.title.set_fontsize(10)
+            ax.xaxis.label.set_fontsize(9)
+            ax.yaxis.label.set_fontsize(9)
+            ax.tick_params(labelsize=8)
+        return fig
     return styled
 
 

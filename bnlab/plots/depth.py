@@ -33,7 +33,7 @@ def plot_depth_sweep(sweeps: Mapping[str, Mapping[str, Mapping[int, SeedRuns]]],
 
     ``sweeps[activation][setting][depth]`` holds the runs, e.g. ``sweeps["relu"]["BN"][20]``.
     """
-    fig, axes = figure(1, len(sweeps), 4.3 * len(sweeps), 3.9, left=0.06, right=0.99, bottom=0.27, top=0.86,
+    fig, axes = figure(1, len(sweeps), 4.3 * len(sweeps), 4.1, left=0.06, right=0.99, bottom=0.26, top=0.8,
                        wspace=0.08)
     for ax, (activation, settings) in zip(axes[0], sweeps.items()):
         for index, (setting, by_depth) in enumerate(settings.items()):

@@ -2,117 +2,222 @@
 # # Lecture 7 — Experiment: how deep can you go?
 #
 # **Learning goals.** After this lecture you can
-# 1. predict at which depth a plain sigmoid or ReLU MLP stops learning under torch's default initialization;
-# 2. read per-layer pre-activation percentiles and gradient norms and say *why* a deep net is stuck
-#    (saturation, vanishing signal, vanishing gradient);
-# 3. state precisely what batch norm buys here — and that a careful initialization (He) buys much of it too;
-# 4. drive the depth dashboard and tell a real effect from seed noise.
+# 1. locate, on a grid of every depth from 2 to 8, where a plain sigmoid, tanh or ReLU MLP stops learning under
+#    torch's default initialization, and read the border off each seed rather than off a mean;
+# 2. read per-layer pre-activation percentiles and gradient norms and say *why* a deep plain net is stuck
+#    (a signal that shrinks layer after layer until the gradient vanishes, or underflows to exactly 0);
+# 3. state precisely what batch norm buys here, what it costs (gradients that *grow* backward through the
+#    layers), and that a careful initialization (He) buys much of it too;
+# 4. measure rank collapse — every image mapped to nearly the same direction — and explain why LayerNorm, with
+#    healthy scales and gradients, still fails at depth 15 while BN does not;
+# 5. drive the depth dashboard, including the settings that diverge or underflow, and tell an effect from
+#    seed noise.
 #
-# **Prerequisites.** Lecture 1 (activations drifting into saturation), lecture 2 (the forward pass).
+# **Prerequisites.** Lecture 1 (activations drifting into saturation), lecture 2 (the forward pass), lecture 3
+# (the backward pass).
 #
-# **The setting** (the course's reference measurements, bn-facts): the 4,000/1,000 MNIST subset, MLPs of width
-# 100 with $L$ hidden layers, plain SGD with learning rate $\eta = 0.1$, batch 64, 600 updates, three seeds
-# per setting. Everything below is computed by `bnlab.experiments.depth_experiment`; the runs of the default
-# grid (depth 2, 5, 10, 15, 20 × sigmoid/tanh/ReLU × none/BN/LayerNorm × default/He init) ship with the course,
-# so nothing here trains unless you ask for a setting outside the grid.
+# **The setting.** The 4,000/1,000 MNIST subset; MLPs of width 100 with $L$ hidden layers (the normalization,
+# when there is one, sits before each nonlinearity); plain SGD with learning rate $\eta = 0.1$, batch 64, 600
+# updates; three seeds per setting (each seed draws the weights and the minibatch order). **Varied:** depth,
+# activation, normalization, initialization. **Held fixed:** everything else, including $\eta$. Every number
+# below is computed by `bnlab.experiments` from runs that ship with the course (depth 2–8, 10, 15, 20 ×
+# sigmoid/tanh/ReLU × none/BN/LayerNorm × default/He init), so nothing here trains.
 
 # %%
 import numpy as np
 
 import bnlab.notebook
-import bnlab.plots as plots
-from bnlab.experiments import DepthConfig, depth_experiment, depth_sweep
+from bnlab.experiments import DepthConfig, depth_sweep, learning_rate_sweep, run
+from bnlab.lessons.depth import backward_growth, depth_border, gradient_ratio, last_layer_similarity
+from bnlab.lessons.learning_rate import learning_rate_border
+from bnlab.plots.depth import plot_depth_runs, plot_depth_sweep
+from bnlab.report import bracketed, seed_values
 from bnlab.widgets import DepthDashboard
 
 bnlab.notebook.setup()
 sweep = depth_sweep(cached_only=True)   # sweep[activation][setting][depth] -> runs over 3 seeds
 
+
+def runs(**setting):
+    """The three seeds of one depth setting, from the shipped results."""
+    return run(DepthConfig(**setting), cached_only=True)
+
 # %% [markdown]
 # ## Accuracy against depth
 #
-# Each point is the test accuracy after 600 updates, averaged over three seeds; the band spans the seeds.
-# The dotted line is chance (0.1, ten classes).
+# Each dot is one seed's test accuracy after 600 updates; the line goes through the seed mean, a diverged seed
+# (an x) counted at chance. The dotted line is chance, 0.1 (ten classes).
 #
-# **What to look for.** Where each "no norm" line falls to chance; whether the BN line falls at all; where the
-# "He init" line sits compared with both.
+# **What to look for.** Where each grey "no norm" line falls to chance, and how sharply; whether the blue BN
+# line falls at all; the red He-init line at depth 15 and 20; the green LayerNorm line.
 
 # %%
-plots.plot_depth_sweep(sweep);
+plot_depth_sweep(sweep);
+
+# %% [markdown]
+# A border is a depth where *every* seed changes side, so we read it per seed: a depth "trains" when every
+# seed ends above 0.8, and is "stuck" when every seed ends below 0.2 or diverged.
 
 # %%
 # NBVAL_CHECK_OUTPUT
-def acc(activation, setting, depth):
-    return sweep[activation][setting][depth].scalar("final_accuracy")
-
-print("no norm, sigmoid: trains at depth 2:", acc("sigmoid", "no norm", 2) > 0.8,
-      "| stuck near chance at depth 5:", acc("sigmoid", "no norm", 5) < 0.2)
-print("no norm, ReLU:    trains at depth 5:", acc("relu", "no norm", 5) > 0.8,
-      "| stuck near chance at depth 10:", acc("relu", "no norm", 10) < 0.2)
 for activation in ("sigmoid", "tanh", "relu"):
-    print(f"BN, {activation:7s} depth 20 test accuracy above 0.85:", acc(activation, "BN", 20) > 0.85)
-print("He init, no norm, ReLU depth 10 above 0.85:", acc("relu", "no norm, He init", 10) > 0.85)
+    for setting in ("no norm", "no norm, He init", "LayerNorm", "BN"):
+        trains, stuck = depth_border(sweep[activation][setting])
+        stuck_text = f"from depth {stuck}" if stuck else "at no depth up to 20"
+        print(f"{activation:7s} {setting:16s}: every seed trains up to depth {trains}, every seed stuck "
+              f"{stuck_text}")
+print("ReLU, no norm, per seed: depth 6:", seed_values(sweep["relu"]["no norm"][6]),
+      "| 7:", seed_values(sweep["relu"]["no norm"][7]), "| 8:", seed_values(sweep["relu"]["no norm"][8]))
+print("sigmoid, no norm, per seed: depth 2:", seed_values(sweep["sigmoid"]["no norm"][2]),
+      "| 3:", seed_values(sweep["sigmoid"]["no norm"][3]))
 
 # %% [markdown]
-# This is the reference result: without normalization, sigmoid nets stop learning from about depth 5 and
-# ReLU nets from about depth 10 under torch's default init, while batch norm trains depth 20 with every
-# activation. **He init rescues the plain ReLU net** — so the honest claim is Ioffe & Szegedy's own, that with
-# BN "we can be less careful about initialization", not "deep nets need batch norm".
+# The borders are sharp and early. Under torch's default init the plain **sigmoid** net is already at chance
+# at depth **3** in every seed; **tanh** holds out to depth 8 and is stuck from 15; **ReLU** is fine at
+# depth 6 (0.89–0.90), split at 7 (0.34–0.60, a border runs through it) and at chance from 8.
+# **Batch norm** trains every depth to 20 with every activation.
+# **He init** ($\mathrm{Var}[w] = 2/\mathrm{fan\_in}$) trains the plain ReLU and tanh nets to depth 10 and
+# beyond — but not every seed: at depth 15 and 20 one ReLU seed in three diverges (next cell). It does not
+# rescue the sigmoid net beyond depth 3: sigmoid's slope, at most $1/4$, shrinks the backward signal whatever
+# the weights' scale.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+for activation in ("sigmoid", "tanh", "relu"):
+    depth20 = sweep[activation]["BN"][20]
+    print(f"BN, {activation:7s} depth 20: {seed_values(depth20)}; lowest seed "
+          f"{bracketed(depth20.final_accuracies().min(), low=0.85)}")
+for depth in (10, 15, 20):
+    print(f"He init, no norm, ReLU, depth {depth}: {sweep['relu']['no norm, He init'][depth].outcome()}")
+
+# %% [markdown]
+# So the honest claim is Ioffe & Szegedy's own (2015, §1): with BN "we can be less careful about
+# initialization" — not "deep nets need batch norm".
 #
 # ## Why the deep plain net is stuck
 #
 # Torch's default init draws weights uniformly with variance $\frac{1}{3\,\mathrm{fan\_in}}$. For a ReLU
-# layer the second moment of the input-dependent part of the pre-activation is multiplied by about
-# $\mathrm{fan\_in}\cdot\mathrm{Var}[w]/2 = 1/6$ per layer, so after ten layers it is $6^{-10} \approx
-# 10^{-8}$ of its size at the input: what is left are the biases, the same for every image. The gradient
-# shrinks the same way on its way back. He init uses $\mathrm{Var}[w] = 2/\mathrm{fan\_in}$, gain 1 per
-# layer. Batch norm re-standardizes every layer whatever the weights' scale. The figure shows the default
-# setting of the dashboard below: depth 10, ReLU, default init, no normalization, against the same net with BN.
+# layer fed by a signal of second moment $q$, the pre-activation's second moment is
+# $\mathrm{fan\_in}\cdot\mathrm{Var}[w]\cdot \tfrac{q}{2} = \tfrac{q}{6}$: the input-dependent part of the
+# signal shrinks by about 6 per layer, so after ten layers it is $6^{-10} \approx 10^{-8}$ of its size at the
+# input. What is left are the biases, the same for every image. The backward pass multiplies by the same
+# weights, so the gradient shrinks on its way back too. Batch norm divides each layer's pre-activation by its
+# batch standard deviation, whatever the weights' scale; He init picks the scale that makes the factor 1.
+#
+# **What to look for** in the figure (depth 10, ReLU, default init): the grey no-norm net against the same net
+# with BN. Bottom row: the 15th–85th percentile band of each hidden layer's pre-activations at initialization
+# (filled, measured with batch statistics as the first updates see them) and after training (dashed). Top:
+# gradient norm per layer (solid at init, dashed after training) and the similarity of examples, explained in
+# the next section.
 
 # %%
-default = depth_experiment(DepthConfig(depth=10, activation="relu", norm="none"), cached_only=True)
-with_bn = depth_experiment(DepthConfig(depth=10, activation="relu", norm="batch"), cached_only=True)
-plots.plot_depth_runs(default, "Depth 10, ReLU, default init, no normalization",
-                      compare={"same with BN": with_bn}, label="no norm");
+plain10, bn10 = runs(depth=10), runs(depth=10, norm="batch")
+plot_depth_runs(plain10, "Depth 10, ReLU, default init: no normalization against BN",
+                compare={"BN": bn10}, label="no norm");
 
 # %% [markdown]
-# **What to notice.** At initialization (gray; measured with batch statistics, as the first training steps see
-# them) the 15th-85th percentile band of the pre-activations narrows layer after layer to a thin band set by
-# the biases. The gradient norms (right, log scale) are a few $10^{-4}$ in the middle layers, and after 600
-# updates (orange) nothing has changed — the net never left its starting point. With a sigmoid it is far
-# worse: its slope is at most $1/4$, so the gradient reaching layer 1 of a depth-10 sigmoid net is about
-# $10^{-8}$ of the output layer's.
+# **What to notice.** Without BN the band narrows layer after layer to a thin sliver set by the biases, the
+# gradients in the hidden layers are a few $10^{-4}$, and after 600 updates nothing has changed: the net never
+# left its starting point. With BN the band has the same width in every layer.
+#
+# BN's gradients are *not* "of comparable size" across layers, though: they **grow** going backward. At
+# initialization layer 1's gradient is many times the output layer's (next cell). Part of that is layer 1's
+# 784-pixel input; the rest is a steady factor per layer. Yang et al. (2019, *A mean field theory of batch
+# normalization*) show that this growth is caused by batch norm itself and cannot be removed by the init or
+# the activation: it is why plain BN nets without skip connections stop being trainable at much larger depths.
+# After training (dashed) the spread is far smaller — they also observe that one optimization step already
+# tames it. The sigmoid net shows the other extreme: its slope is at most $1/4$.
 
 # %%
 # NBVAL_CHECK_OUTPUT
-def spread(runs, key):
-    """Width of the 15th-85th percentile band of each hidden layer's pre-activations, seed mean."""
-    p = runs.mean(key)
-    return p[:, 2] - p[:, 0]
-
-for label, runs in (("no norm", default), ("BN", with_bn)):
-    band = spread(runs, "percentiles_init")
-    grads = runs.mean("grad_norms_init")
-    print(f"{label:8s} smallest hidden-layer gradient at init below 1e-3: {grads[:-1].min() < 1e-3}; "
-          f"every layer's band between 1.5 and 2.5: {bool(np.all((band > 1.5) & (band < 2.5)))}")
-sigmoid = depth_experiment(DepthConfig(depth=10, activation="sigmoid", norm="none"), cached_only=True)
-grads = sigmoid.mean("grad_norms_init")
-print("sigmoid, no norm: layer-1 gradient / output-layer gradient below 1e-6:", grads[0] / grads[-1] < 1e-6)
+print(f"no norm, ReLU, depth 10: layer-1 / output-layer gradient at init "
+      f"{bracketed(gradient_ratio(plain10), high=0.05, digits=2)}")
+print(f"BN,      ReLU, depth 10: layer-1 / output-layer gradient at init "
+      f"{bracketed(gradient_ratio(bn10), 5, 50, digits=3)} "
+      f"(layer 1: {bn10.mean('grad_norms_init')[0]:.1f}, output layer: {bn10.mean('grad_norms_init')[-1]:.2f})")
+for depth in (10, 15, 20):
+    print(f"BN,      ReLU, depth {depth}: growth per layer going backward (layers L..2) "
+          f"{bracketed(backward_growth(runs(depth=depth, norm='batch')), 1.1, 1.35, digits=3)}")
+print(f"no norm, sigmoid, depth 10: layer-1 / output-layer gradient at init "
+      f"{bracketed(gradient_ratio(runs(depth=10, activation='sigmoid')), high=1e-6, digits=2)}")
 
 # %% [markdown]
-# With BN the percentile band has the same width in every layer and the gradients reach layer 1 at a
-# comparable size: every layer learns from the first step.
+# ## LayerNorm at depth 15: healthy scales, and still stuck
+#
+# LayerNorm (Ba et al. 2016) normalizes each example over its own features instead of each feature over the
+# batch. At depth 15 with ReLU it keeps every layer's pre-activations standardized and its gradients at
+# initialization are of order 1 in every layer — and yet two seeds of three end at chance. Scale is not the
+# problem. **Direction** is.
+#
+# Measure how alike the examples look to a layer: the mean cosine similarity between the hidden
+# representations $h_i$, $h_j$ of two different test images,
+#
+# $$\bar c = \frac{1}{N(N-1)} \sum_{i \ne j} \frac{\langle h_i, h_j\rangle}{\lVert h_i\rVert\,\lVert h_j\rVert}.$$
+#
+# For independent features after a ReLU, $\bar c \approx 1/\pi \approx 0.32$ (the dotted line in the figure).
+# Near 1, every image points the same way and the next layer cannot tell them apart: the representation has
+# collapsed towards rank one. A ReLU layer adds a common, non-negative component to every example, and a random
+# layer maps two inputs at cosine $c$ to a larger cosine: with depth, $\bar c \to 1$. LayerNorm cannot undo this:
+# it rescales and shifts **each example on its own**, so two examples that arrive nearly parallel leave nearly
+# parallel. Batch norm compares examples: subtracting each feature's batch mean removes exactly the component
+# they share. Daneshmand et al. (2020, *Batch normalization provably avoids rank collapse for randomly
+# initialised deep networks*) prove this for linear nets and measure it for ReLU nets.
+#
+# **What to look for.** The top-right panel: LayerNorm's similarity climbing layer after layer, BN's flat at
+# $1/\pi$; the gradients (top middle) of both at init.
+
+# %%
+ln15, bn15, he15 = runs(depth=15, norm="layer"), runs(depth=15, norm="batch"), runs(depth=15, init="he")
+plot_depth_runs(ln15, "Depth 15, ReLU, default init: LayerNorm against BN", compare={"BN": bn15},
+                label="LayerNorm");
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(f"LayerNorm: test accuracy per seed {seed_values(ln15)}; layer-1 gradient at init "
+      f"{bracketed(ln15.mean('grad_norms_init')[0], 0.5, 10, digits=2)} (not vanishing)")
+print(f"similarity of examples at the last hidden layer, at init: LayerNorm "
+      f"{bracketed(last_layer_similarity(ln15), low=0.85, digits=2)}, BN "
+      f"{bracketed(last_layer_similarity(bn15), 0.25, 0.4, digits=2)} (1/pi = {1 / np.pi:.2f})")
+print(f"no norm, He init: {bracketed(last_layer_similarity(he15), low=0.85, digits=2)}; "
+      f"outcome {he15.outcome()}")
+
+# %% [markdown]
+# The last row is the same effect without any normalization: He init keeps the *scale* of a deep ReLU net
+# right, but not its *directions* — at depth 15 the examples are already at cosine 0.93 at initialization,
+# a net close to collapse, which is part of why He init is fragile there.
+#
+# The other part is the learning rate. These runs all use $\eta = 0.1$, and lecture 9 measures the largest
+# learning rate at which the plain depth-10 ReLU net with He init trains:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+last_good, first_bad = learning_rate_border(learning_rate_sweep(cached_only=True)["no BN"])
+print(f"plain depth-10 ReLU net, He init: largest grid learning rate at which every seed trains {last_good:g}, "
+      f"next grid rate {first_bad:g} (every seed diverges); eta = 0.1 used here is "
+      f"{bracketed(0.1 / last_good, 0.3, 1, digits=2)} of it")
+
+# %% [markdown]
+# At depth 10 the plain net's stability border is less than a factor of 2 above the $\eta$ used here, and a
+# deeper net is more sensitive: when one seed of the depth-15 He-init net diverges at update 4, it is a net
+# run close to its limit, not a failure of the init.
 #
 # ## Your turn: the dashboard
 #
-# Move the depth slider and change activation, norm and init. Settings of the grid (depth 2, 5, 10, 15, 20;
-# default or He init) answer instantly from the shipped results. Anything else — depth 7, a Gaussian init
-# with the standard deviation you choose — says "not precomputed"; press **Train live** and it trains three
-# seeds right here (a few seconds each, with a progress bar), then remembers them in your user cache.
+# Move the depth slider and change activation, norm and init. Every setting of the grid answers instantly;
+# anything else (depth 9, or a Gaussian init with a standard deviation you choose) greys the figure and says
+# "not precomputed": press **Train live**. The first seed is drawn after a few seconds, then all three;
+# **Cancel** stops a run, and finished seeds stay cached. **Pin** keeps the current setting and draws it in
+# black over the next ones; **Reset** returns here; **Save PNG/SVG** writes the figure to this folder.
 #
 # Things to try:
-# - sigmoid, no norm: find the last depth that still learns; then switch on BN.
-# - ReLU, no norm, depth 15: default init, then He init, then Gaussian init with std 0.01 and 0.3.
-# - LayerNorm at depth 20 with each activation: does it do what BN does?
+# - sigmoid, no norm, depth 2 then 3; then switch on BN.
+# - ReLU, no norm, depth 7: compare the three seeds. Then depth 15: default init, He init.
+# - Gaussian init, depth 10: std 0.01, then 0.316, then 1. A diverged run is drawn and named in the title and
+#   the status line ("3 of 3 seeds diverged (updates 1, 1, 1)"); update 1 means the *untrained* net's loss on
+#   its first minibatch was already above 1,000.
+# - Gaussian init, std 0.001, depth 20: the signal underflows to exactly 0 in float32, the dashboard marks the
+#   layers whose gradient is exactly 0 (v), and training cannot start.
+# - LayerNorm at depth 15 and 20 with each activation: watch the similarity panel.
 
 # %%
 dashboard = DepthDashboard()
@@ -123,30 +228,37 @@ dashboard
 #
 # | claim | source | here |
 # |---|---|---|
-# | BN lets deep saturating (sigmoid) nets train | Ioffe & Szegedy 2015, §3.3, §4.1 | **reproduced**: sigmoid depth 20 trains with BN, depth 5 does not without |
-# | "we can be less careful about initialization" | Ioffe & Szegedy 2015, §1 | **reproduced**: BN trains depth 20 under torch's default init |
-# | careful init alone trains deep ReLU nets | He et al. 2015 | **reproduced**: He init, no norm, depth 10 trains; at depth 20 it is fragile (see the figure) |
-# | LayerNorm as a batch-independent alternative | Ba et al. 2016 (proposed for RNNs) | **partly**: it rescues some deep settings but not all; it was not designed for deep MLPs with 600 SGD steps |
+# | BN lets deep saturating (sigmoid) nets train | Ioffe & Szegedy 2015, §3.3, §4.1 | **reproduced**: sigmoid depth 20 trains with BN (0.88–0.91); without, every depth from 3 is at chance |
+# | "we can be less careful about initialization" | Ioffe & Szegedy 2015, §1 | **reproduced**: BN trains depth 20 under torch's default init with every activation |
+# | careful init alone trains deep ReLU nets | He et al. 2015 | **partly**: He init, no norm, trains every ReLU seed to depth 10; at 15 and 20 one seed in three diverges at $\eta = 0.1$ |
+# | BN nets' gradients explode with depth at init | Yang et al. 2019 | **reproduced in kind**: about 1.22× per layer going backward at depth 10, 15 and 20 |
+# | BN avoids rank collapse; LayerNorm does not prevent it | Daneshmand et al. 2020 | **reproduced**: cosine similarity of examples at layer 15: LayerNorm 0.94, BN 0.33 ($\approx 1/\pi$); LayerNorm stuck near chance |
 #
-# Caveats: 600 updates on 4,000 digits is a short run; "stuck" means "not learning within this budget".
-# Longer training or a tuned learning rate moves the borders, not the picture.
+# Caveats: 600 updates on 4,000 digits is a short run; "stuck" means "not learning within this budget at
+# $\eta = 0.1$". Longer training or a tuned learning rate moves the borders, not the picture.
 #
 # ## Summary
 #
-# - Under torch's default init, plain MLPs lose their signal with depth: sigmoid nets stop learning from
-#   about depth 5, ReLU nets from about depth 10.
-# - Batch norm keeps every layer's pre-activations standardized, so depth 20 trains with any activation.
-# - He init ($\mathrm{Var}[w] = 2/\mathrm{fan\_in}$) fixes the ReLU net's scale without BN: BN makes
-#   initialization matter less; it is not the only way to train deep nets.
+# - Under torch's default init, plain MLPs lose their signal with depth: sigmoid nets are stuck from depth 3,
+#   ReLU nets from depth 8 (with a seed-dependent border at 7), tanh nets hold out longer.
+# - Batch norm restandardizes every layer, so depth 20 trains with any activation; its gradients at init grow
+#   backward by about 1.2× per layer — large, not vanishing.
+# - He init fixes the ReLU net's scale without BN but not the similarity of its examples; at depth 15 it trains
+#   in two seeds of three at this learning rate.
+# - Scale is not enough: LayerNorm keeps scales and gradients healthy and still collapses every image onto one
+#   direction at depth 15. BN, which compares examples, keeps them apart.
 #
 # ## Questions
 #
-# 1. Using the gain per layer ($\approx 1/6$ for default init with ReLU), estimate the size of the depth-15
-#    net's last pre-activations. Check against the dashboard's percentile panel.
-# 2. Why does a sigmoid net fail at a smaller depth than a ReLU net under the same init? (Hint: the slope of
-#    the sigmoid at 0 is $1/4$.)
-# 3. BN has a learnable $\gamma$ that could shrink the signal again. Why does training not drive $\gamma$
-#    towards the vanishing regime?
-# 4. Find a Gaussian init std for which the plain ReLU net at depth 10 *diverges* instead of stalling.
+# 1. Using the gain per layer ($1/6$ for default init with ReLU), estimate the second moment of the depth-8
+#    net's last pre-activations relative to its input. Check against the dashboard's percentile panel.
+# 2. Why does a sigmoid net fail at a smaller depth than a ReLU net under the same init, and why does He init
+#    not help it? (Hint: the slope of the sigmoid at 0 is $1/4$.)
+# 3. Show that for two independent standard normal vectors $u, v$, $\mathbb{E}\langle \mathrm{relu}(u),
+#    \mathrm{relu}(v)\rangle / \mathbb{E}\lVert \mathrm{relu}(u)\rVert^2 = 1/\pi$. Why is that BN's similarity?
+# 4. LayerNorm kept working for tanh up to depth 15 but not for ReLU. What does tanh do to the common
+#    component that ReLU does not?
+# 5. With the dashboard, find a Gaussian init std at which the plain ReLU net at depth 10 trains. How wide is
+#    the window between underflow and divergence?
 #
 # Next: [Lecture 8 — batch size](08_batch_size.ipynb).
