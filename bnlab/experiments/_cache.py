@@ -2,8 +2,9 @@
 
 One *run* is one seed of one experiment config; its result is a flat ``dict[str, np.ndarray]``. A run's key
 hashes the experiment name, its parameters (the config with ``seed`` instead of ``seeds``), the bnlab version,
-:data:`SCHEMA` (bumped whenever an experiment's code changes what it measures), the torch version and the data
-set, so a changed library never answers with stale numbers.
+:data:`SCHEMA` (the layout of the cache itself), the torch version and the data set; the parameters include the
+experiment's ``version`` (bumped whenever its code changes what it measures), so a changed library never
+answers with stale numbers.
 
 Lookup order, first hit wins:
 
@@ -197,8 +198,9 @@ def write_shipped(experiment: str, runs: Iterable[tuple[Mapping[str, Any] | Any,
     path = path or shipped_path(experiment)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(payload, separators=(",", ":")).encode()
-    with path.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=9, mtime=0) as handle:
-        handle.write(text)  # mtime 0: rebuilding the same numbers gives the same bytes
+    with path.open("wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", compresslevel=9,
+                                               mtime=0) as handle:
+        handle.write(text)  # no file name, mtime 0: rebuilding the same numbers gives the same bytes
     _shipped.pop(experiment, None)
     return path
 
