@@ -40,7 +40,7 @@ def test_the_default_depth_setting_draws_from_the_shipped_cache():
     assert dash.last_params == {"depth": 10, "activation": "relu", "norm": "none", "init": "default",
                                 "init_std": DepthConfig().init_std}
     assert bytes(dash.image.value).startswith(b"\x89PNG")
-    assert "same with BN" in dash.last_result["compare"]
+    assert "BN (same net)" in dash.last_result["compare"]
     assert len(dash.figure.axes) == 6
     assert dash.figure.dpi >= 100 or dash.image.value  # rendered for a projector (see the DPI test)
 

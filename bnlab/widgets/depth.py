@@ -24,7 +24,8 @@ class DepthDashboard(Dashboard):
     """Depth, activation, norm and init; accuracy, gradients, similarity and pre-activations per layer.
 
     ``base`` fixes everything the controls do not set (width, lr, batch, steps, seeds).
-    Result: ``{"runs": SeedRuns, "compare": {label: SeedRuns}}`` (the same net with/without BN, if cached).
+    Result: ``{"runs": SeedRuns, "compare": {label: SeedRuns}}`` (the same net with BN, or without it when BN
+    is selected, if cached).
     """
 
     title = "Depth: when does a plain MLP stop learning?"
@@ -61,7 +62,7 @@ class DepthDashboard(Dashboard):
         config = self.config(params)
         runs = self.runs(config, live, seeds)
         other = "none" if config.norm == "batch" else "batch"
-        compare = self.cached({f"same with {NORM_LABELS[other]}": replace(config, norm=other)})
+        compare = self.cached({f"{NORM_LABELS[other]} (same net)": replace(config, norm=other)})
         return {"runs": runs, "compare": compare}
 
     def describe(self, params: dict[str, Any], result: dict[str, Any]) -> str:
