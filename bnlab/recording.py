@@ -62,9 +62,10 @@ def unit_weight_norms(layers: list[tuple[str, nn.Module]]) -> np.ndarray:
 def gradient_norms(layers: list[tuple[str, nn.Module]]) -> np.ndarray:
     """Frobenius norm of each layer's weight gradient (the loss gradient, before weight decay), (num_layers,).
 
-    A layer without a gradient (not reached by backward) gives NaN.
+    A layer without a gradient (not reached by backward) gives NaN. The norm is taken in float64: in float32
+    the squares of gradients below about 1e-19 underflow to 0, and a tiny gradient would read as exactly 0.
     """
-    return np.array([float(torch.linalg.vector_norm(layer.weight.grad)) if layer.weight.grad is not None
+    return np.array([float(torch.linalg.vector_norm(layer.weight.grad.double())) if layer.weight.grad is not None
                      else math.nan for _, layer in layers])
 
 

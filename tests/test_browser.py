@@ -169,8 +169,9 @@ def test_lecture_runs_in_the_browser_and_its_dashboard_redraws(lab, browser, scr
         page.keyboard.press(key)
         if status == "not precomputed":
             expect(dashboard).to_contain_text(status)
-            opacity = figure.evaluate("img => Number(getComputedStyle(img).opacity)")
-            assert opacity < 0.5, f"the stale figure is not greyed (opacity {opacity})"
+            # the greying fades in over 0.2 s: wait for it rather than reading the opacity mid-transition
+            page.wait_for_function("img => Number(getComputedStyle(img).opacity) < 0.5",
+                                   arg=figure.element_handle(), timeout=10_000)
             dashboard.locator("button", has_text="Train live").click()
             status = "trained live (now cached)"
             expect(dashboard).to_contain_text(status, timeout=180_000)

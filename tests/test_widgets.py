@@ -111,7 +111,7 @@ def test_a_gaussian_init_whose_gradients_underflow_is_drawn_and_said_in_words(us
     dash.set(depth=20, init="gaussian", init_std=0.001)
     assert dash.run()
     assert dash.last_error is None, dash.error.value
-    assert "gradient exactly 0 at init in layers 1-" in dash.status.value
+    assert "gradient exactly 0 at init in layer 1 (float32 underflow)" in dash.status.value
     assert "(float32 underflow)" in dash.status.value and "stuck near chance" in dash.status.value
 
 
@@ -356,3 +356,22 @@ def test_an_instant_dashboard_has_no_train_button_and_computes_on_every_move():
     assert dash.last_result == 9.0 and dash.last_error is None and dash.status.value == ""
     dash.reset()
     assert dash.last_result == 4.0
+
+
+def test_a_live_first_stage_with_one_seed_draws_beside_cached_points_with_three(user_cache):
+    """The first stage of a live run has one seed; the cached grid points around it have three."""
+    from bnlab.experiments import run
+
+    base = LearningRateConfig(**TINY)
+    for lr in (0.1, 0.1778):
+        run(LearningRateConfig(**{**TINY, "lr": lr}), progress=False)            # cached, 3 seeds
+        run(LearningRateConfig(**{**TINY, "lr": lr, "norm": "batch"}), progress=False)
+    dash = quiet(LearningRateDashboard, base=base)
+    dash.set(lr=10 ** -0.875)                                                     # 0.1334: between grid points
+    assert "not precomputed" in dash.status.value
+    stages = []
+    original = dash._show
+    dash._show = lambda params, result, source: (stages.append(
+        {lr: len(runs.seeds) for lr, runs in result["sweeps"]["BN"].items()}), original(params, result, source))[1]
+    assert dash.run() and dash.last_error is None, dash.error.value
+    assert stages[0] == {0.1: 3, 0.1334: 1, 0.1778: 3} and stages[1][0.1334] == 3

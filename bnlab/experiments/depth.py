@@ -21,13 +21,17 @@ from bnlab.experiments._runs import SeedRuns, mnist, percentiles_in_training_mod
 from bnlab.experiments.base import ACTIVATIONS, Experiment, sweep
 from bnlab.train import TrainResult
 
-__all__ = ["DEPTH_INITS", "DEPTH_NORMS", "DEPTH_SETTINGS", "GRID_DEPTHS", "DepthConfig", "depth_sweep",
+__all__ = ["DEPTH_INITS", "DEPTH_NORMS", "DEPTH_SETTINGS", "GRID_DEPTHS", "LR_CONTROLS", "DepthConfig", "depth_sweep",
            "describe_runs", "layer_similarities", "mean_cosine_similarity", "zero_gradient_layers"]
 
 DEPTH_NORMS = ("none", "batch", "layer")
 DEPTH_INITS = ("default", "he", "gaussian")
 GRID_DEPTHS = (2, 3, 4, 5, 6, 7, 8, 10, 15, 20)
 GRID_INITS = ("default", "he")
+# controls for lecture 7's question "is it the depth or the step size?": ReLU nets at depth 15 and 20 trained
+# with a 3x smaller learning rate, (depth, norm, init, lr)
+LR_CONTROLS = tuple((depth, norm, init, 0.03) for depth in (15, 20)
+                    for norm, init in (("layer", "default"), ("none", "he"), ("batch", "default")))
 
 
 @dataclass(frozen=True)
@@ -41,12 +45,12 @@ class DepthConfig(Experiment):
     """
 
     name = "depth"
-    version = 3  # 3: every depth 2-8, representation similarity, diverged_at
+    version = 4  # 3: every depth 2-8, similarity, diverged_at; 4: float64 gradient norms, NaN after divergence
 
     depth: int = 10
     norm: str = "none"
     init: str = "default"
-    init_std: float = 0.05
+    init_std: float = 0.1
 
     def check(self) -> None:
         check_choice(self.norm, "norm", DEPTH_NORMS)
@@ -65,20 +69,23 @@ class DepthConfig(Experiment):
                 "similarity_init": layer_similarities(model, train_mode=True)}
 
     def measure(self, result: TrainResult, model) -> dict[str, np.ndarray]:
+        """After training, in eval mode; NaN for a run that diverged (it has no trained state to measure)."""
+        gone = result.diverged
         return {
-            "percentiles_final": result.percentiles[-1],   # (L, 3) at the last record, eval mode
+            "percentiles_final": np.full((self.depth, 3), np.nan) if gone else result.percentiles[-1],  # (L, 3)
             "grad_norms_init": result.grad_norms[0],       # (L + 1,) first minibatch, untrained model
-            "grad_norms_final": result.grad_norms[-1],     # (L + 1,)
-            "similarity_final": (np.full(self.depth, np.nan) if result.diverged
-                                 else layer_similarities(model, train_mode=False)),
+            "grad_norms_final": np.full(self.depth + 1, np.nan) if gone else result.grad_norms[-1],
+            "similarity_final": np.full(self.depth, np.nan) if gone else layer_similarities(model, train_mode=False),
         }
 
     @classmethod
     def grid(cls) -> list[DepthConfig]:
-        """Every depth of :data:`GRID_DEPTHS` x activation x norm x (default, He) init."""
-        return [cls(depth=depth, activation=activation, norm=norm, init=init)
+        """Every depth of :data:`GRID_DEPTHS` x activation x norm x (default, He) init, and the learning-rate
+        controls :data:`LR_CONTROLS`."""
+        grid = [cls(depth=depth, activation=activation, norm=norm, init=init)
                 for depth in GRID_DEPTHS for activation in ACTIVATIONS for norm in DEPTH_NORMS
                 for init in GRID_INITS]
+        return grid + [cls(depth=depth, norm=norm, init=init, lr=lr) for depth, norm, init, lr in LR_CONTROLS]
 
 
 def mean_cosine_similarity(h: torch.Tensor) -> float:

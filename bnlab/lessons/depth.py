@@ -10,7 +10,8 @@ import numpy as np
 
 from bnlab.experiments import SeedRuns
 
-__all__ = ["STUCK", "TRAINS", "backward_growth", "depth_border", "gradient_ratio", "last_layer_similarity"]
+__all__ = ["STUCK", "TRAINS", "backward_growth", "depth_border", "gradient_ratio", "last_layer_similarities",
+           "last_layer_similarity"]
 
 TRAINS = 0.8  # a depth "trains" when every seed ends above this test accuracy ...
 STUCK = 0.2   # ... and is "stuck" when every seed ends below this (chance is 0.1) or diverged
@@ -36,9 +37,15 @@ def gradient_ratio(runs: SeedRuns, when: str = "init") -> float:
     return float(np.mean(grads[:, 0] / grads[:, -1]))
 
 
+def last_layer_similarities(runs: SeedRuns, when: str = "init") -> np.ndarray:
+    """(S,) each seed's mean cosine similarity between test examples at the last hidden layer (NaN after
+    training for a seed that diverged)."""
+    return runs.values(f"similarity_{when}")[:, -1]
+
+
 def last_layer_similarity(runs: SeedRuns, when: str = "init") -> float:
-    """Mean cosine similarity between test examples at the last hidden layer (seed mean)."""
-    return float(np.mean(runs.values(f"similarity_{when}")[:, -1]))
+    """The seed mean of :func:`last_layer_similarities`."""
+    return float(np.mean(last_layer_similarities(runs, when)))
 
 
 def backward_growth(runs: SeedRuns, when: str = "init") -> float:

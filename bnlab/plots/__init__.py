@@ -5,7 +5,13 @@ depth (7), batch_size (8), learning_rate (9). Lectures import from the module, e
 ``from bnlab.plots.forward import plot_eps_effect``; everything is also available here.
 """
 
-from bnlab.plots.batch_size import plot_batch_size_sweep, plot_nbs_by_sgd_batch, plot_norm_batch_size
+from bnlab.plots.batch_size import (
+    plot_batch_size_sweep,
+    plot_equal_examples,
+    plot_nbs_by_sgd_batch,
+    plot_norm_batch_size,
+    plot_pair_gradients,
+)
 from bnlab.plots.depth import plot_depth_runs, plot_depth_sweep
 from bnlab.plots.forward import (
     plot_batch_dependence,
@@ -36,6 +42,7 @@ __all__ = [
     "plot_depth_runs",
     "plot_depth_sweep",
     "plot_effective_lr",
+    "plot_equal_examples",
     "plot_eps_effect",
     "plot_forward_explorer",
     "plot_gradient_check_vs_step",
@@ -48,6 +55,7 @@ __all__ = [
     "plot_norm_batch_size",
     "plot_normalization_stages",
     "plot_one_step_ratio",
+    "plot_pair_gradients",
     "plot_pass_equivalents",
     "plot_preactivation_spread",
     "plot_precise_bn",

@@ -27,8 +27,8 @@ from matplotlib.ticker import (
 
 from bnlab.experiments import CHANCE, SeedRuns
 
-__all__ = ["CHANCE", "COLORS", "chance_line", "experiment_style", "figure", "legend_below", "log_or_note",
-           "positive", "seed_curves", "seed_points", "setting_color"]
+__all__ = ["CHANCE", "COLORS", "at_least_range", "chance_line", "experiment_style", "figure", "legend_below",
+           "log_or_note", "positive", "seed_curves", "seed_points", "setting_color"]
 
 # one colour per method, in every figure of lectures 7-9
 COLORS = {
@@ -109,9 +109,12 @@ def chance_line(ax: Axes, ylim: tuple[float, float] = (0.0, 1.0)) -> None:
     ax.set_ylim(*ylim)
 
 
-def seed_curves(ax: Axes, runs: SeedRuns, name: str, color: str, label: str, **style) -> None:
-    """Each seed's curve of ``name`` over ``steps`` (one label for all); a diverged seed's curve ends where
-    it diverged, marked with an x at its last value (at chance if it has none)."""
+def seed_curves(ax: Axes, runs: SeedRuns, name: str, color: str, label: str | None,
+                diverged_at: float | None = None, **style) -> None:
+    """Each seed's curve of ``name`` over ``steps`` (one label for all), the x-axis spanning every recorded
+    step even when a run ended early. A diverged seed's curve ends where it diverged, marked with an x at its
+    last value; a seed with no value at all gets its x at ``diverged_at`` (e.g. chance on an accuracy axis),
+    or none."""
     steps = runs.values("steps")
     values = runs.values(name)
     style = {"lw": 1.3, "alpha": 0.9, **style}
@@ -122,24 +125,31 @@ def seed_curves(ax: Axes, runs: SeedRuns, name: str, color: str, label: str, **s
     for update, y in zip(runs.diverged_at(), values):
         if np.isfinite(update):
             finite = y[np.isfinite(y)]
-            ax.plot([update], [finite[-1] if finite.size else CHANCE], "x", color=color, ms=8, mew=2,
-                    clip_on=False)
+            where = finite[-1] if finite.size else diverged_at
+            if where is not None:
+                ax.plot([update], [where], "x", color=color, ms=9, mew=2.5, clip_on=False, zorder=5)
+    ax.set_xlim(0, max(float(np.nanmax(steps)), 1.0))
 
 
-def seed_points(ax: Axes, results: Mapping[float, SeedRuns], color: str, label: str, name: str = "final_accuracy",
-                jitter: float = 0.0, log_x: bool = False, **style) -> None:
+def seed_points(ax: Axes, results: Mapping[float, SeedRuns], color: str, label: str | None,
+                name: str = "final_accuracy", jitter: float = 0.0, log_x: bool = False, **style) -> None:
     """A sweep ``{x: runs}`` of a scalar: one dot per seed, an x at chance for a diverged seed, and a line
-    through the mean that counts diverged seeds at chance."""
-    xs = np.array(sorted(results), dtype=float)
-    values = np.stack([results[x].values(name) for x in sorted(results)], axis=1)  # (S, n)
-    diverged = np.stack([np.isfinite(results[x].diverged_at()) for x in sorted(results)], axis=1)
-    scored = np.where(diverged, CHANCE, values)
-    ax.plot(xs, np.nanmean(scored, axis=0), color=color, lw=1.8, label=label, **style)
-    for seed in range(values.shape[0]):
-        offset = xs * (1 + jitter * (seed - 1)) if log_x else xs + jitter * (seed - 1)
-        ok = ~diverged[seed]
-        ax.plot(offset[ok], values[seed, ok], "o", color=color, ms=3.5, alpha=0.8)
-        ax.plot(offset[~ok], np.full((~ok).sum(), CHANCE), "x", color=color, ms=7, mew=2)
+    through the mean that counts diverged seeds at chance. The points may have different numbers of seeds
+    (a live run's first stage, one seed, beside cached points with three)."""
+    xs = sorted(results)
+    scored = [np.where(np.isfinite(results[x].diverged_at()), CHANCE, results[x].values(name)) for x in xs]
+    ax.plot(np.array(xs, dtype=float), [float(np.nanmean(v)) if v.size else np.nan for v in scored], color=color,
+            lw=1.8, label=label, **style)  # the mean line first: the figure's first line is the summary
+    dots, crosses = [], []
+    for x in xs:
+        values, diverged = results[x].values(name), np.isfinite(results[x].diverged_at())
+        for seed, (value, gone) in enumerate(zip(values, diverged)):
+            offset = x * (1 + jitter * (seed - 1)) if log_x else x + jitter * (seed - 1)
+            (crosses if gone else dots).append((offset, CHANCE if gone else value))
+    for points, marker in ((dots, {"marker": "o", "ms": 3.5, "alpha": 0.8}),
+                           (crosses, {"marker": "x", "ms": 9, "mew": 2.5, "zorder": 5})):
+        if points:
+            ax.plot(*np.array(points).T, ls="none", color=color, **marker)
 
 
 def log_or_note(ax: Axes, values: np.ndarray, missing: str, min_ratio: float = 10.0) -> bool:
@@ -157,6 +167,17 @@ def log_or_note(ax: Axes, values: np.ndarray, missing: str, min_ratio: float = 1
         ax.set_yscale("log")
         return True
     return False
+
+
+def at_least_range(ax: Axes, span: float) -> None:
+    """Widen a linear y-axis to at least ``span`` around its centre, so rounding-level wiggles (a loss
+    stuck at ln 10 +- 0.001) do not fill the panel and look like a trend."""
+    if ax.get_yscale() != "linear":
+        return
+    low, high = ax.get_ylim()
+    if high - low < span:
+        centre = (low + high) / 2
+        ax.set_ylim(centre - span / 2, centre + span / 2)
 
 
 def positive(values: np.ndarray) -> np.ndarray:

@@ -9,8 +9,9 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from bnlab.experiments import SeedRuns
+from bnlab.experiments import CHANCE, SeedRuns
 from bnlab.plots._seed_runs import (
+    at_least_range,
     chance_line,
     experiment_style,
     figure,
@@ -33,7 +34,7 @@ def plot_depth_sweep(sweeps: Mapping[str, Mapping[str, Mapping[int, SeedRuns]]],
 
     ``sweeps[activation][setting][depth]`` holds the runs, e.g. ``sweeps["relu"]["BN"][20]``.
     """
-    fig, axes = figure(1, len(sweeps), 4.3 * len(sweeps), 4.1, left=0.06, right=0.99, bottom=0.26, top=0.8,
+    fig, axes = figure(1, len(sweeps), 4.3 * len(sweeps), 4.1, left=0.06, right=0.99, bottom=0.22, top=0.8,
                        wspace=0.08)
     for ax, (activation, settings) in zip(axes[0], sweeps.items()):
         for index, (setting, by_depth) in enumerate(settings.items()):
@@ -67,49 +68,58 @@ def plot_depth_runs(runs: SeedRuns, title: str, compare: Mapping[str, SeedRuns] 
                     label: str = "this setting", pinned: tuple[str, SeedRuns] | None = None) -> Figure:
     """One depth setting (and ``compare`` settings beside it), in six panels.
 
-    Top: test accuracy (each seed a line, x where one diverged; ``pinned`` runs overlaid in black), each
-    weight layer's gradient norm at initialization (solid) and after training (dashed), and the mean cosine
-    similarity between test examples of each hidden layer's output (near 1: every image looks alike to the
-    next layer). Bottom: the pre-activation percentiles of this setting and of the first compared one, at
-    initialization (filled, training-mode statistics) and after training (dashed outlines); training loss.
+    Top: test accuracy (each seed a line, x where one diverged), each weight layer's gradient norm at
+    initialization (solid) and after training (dashed), and the mean cosine similarity between test examples
+    of each hidden layer's output (near 1: every image looks alike to the next layer). Bottom: the
+    pre-activation percentiles of this setting and of the first compared one, at initialization (filled,
+    batch statistics, as the first updates see them) and after training (dashed outlines, eval mode);
+    training loss. ``pinned`` = (label, runs) is drawn in black in the accuracy, gradient and similarity
+    panels.
     """
     settings = {label: runs, **dict(compare or {})}
     colors = {name: setting_color(name, i) for i, name in enumerate(settings)}
+    overlays = dict(settings)
+    if pinned is not None:
+        overlays[f"pinned: {pinned[0]}"] = pinned[1]
+        colors[f"pinned: {pinned[0]}"] = "black"
     fig, axes = figure(2, 3, 13.5, 7.4, left=0.055, right=0.99, bottom=0.13, top=0.88, wspace=0.3, hspace=0.45)
     (acc, grad, sim), (pre_main, pre_other, loss) = axes
 
-    for name, each in settings.items():
-        seed_curves(acc, each, "test_accuracy", colors[name], name)
-    if pinned is not None:
-        seed_curves(acc, pinned[1], "test_accuracy", "black", f"pinned: {pinned[0]}", ls="--")
+    for name, each in overlays.items():
+        seed_curves(acc, each, "test_accuracy", colors[name], name, diverged_at=CHANCE,
+                    ls="--" if name.startswith("pinned") else "-")
     chance_line(acc)
     acc.set(xlabel="training step (SGD updates)", ylabel="test accuracy (fraction)",
             title="Test accuracy (a line per seed, x: diverged)")
 
     all_grads, zero_marks = [], []
-    for name, each in settings.items():
+    for name, each in overlays.items():
         layers = np.arange(1, each.values("grad_norms_init").shape[1] + 1)
         for key, style in (("grad_norms_init", "-"), ("grad_norms_final", "--")):
             mean = each.mean(key)
-            all_grads.append(positive(mean))
+            all_grads.append(mean)
             grad.plot(layers, positive(mean), color=colors[name], ls=style, marker=".")
             zero_marks.append((layers[mean == 0], colors[name]))
-        grad.set_xlim(0.5, layers[-1] + 0.5)
-    log_or_note(grad, np.concatenate(all_grads),
-                "no gradient recorded:\nthe run diverged before its first update", min_ratio=1.0)
-    bottom = grad.get_ylim()[0]
-    for zero_layers, color in zero_marks:  # exactly 0: nothing a log axis can show, so a marker at the floor
-        grad.plot(zero_layers, np.full(zero_layers.size, bottom), "v", color=color, ms=6, clip_on=False)
-    if any(zero_layers.size for zero_layers, _ in zero_marks):
-        grad.text(0.02, 0.93, "v: gradient exactly 0", transform=grad.transAxes, fontsize=8)
+        grad.set_xlim(0.5, max(grad.get_xlim()[1], layers[-1] + 0.5))
+    grads = np.concatenate(all_grads)
+    missing = ("no gradient recorded:\nthe run diverged before its first update" if np.all(np.isnan(grads))
+               else "every gradient is exactly 0")
+    went_log = log_or_note(grad, grads, missing, min_ratio=1.0)
+    if went_log:
+        bottom = grad.get_ylim()[0]
+        for zero_layers, color in zero_marks:  # exactly 0: nothing a log axis can show, so a marker at the floor
+            grad.plot(zero_layers, np.full(zero_layers.size, bottom), "v", color=color, ms=6, clip_on=False)
+        if any(zero_layers.size for zero_layers, _ in zero_marks):
+            grad.text(0.02, 0.93, "v: gradient exactly 0", transform=grad.transAxes, fontsize=8)
     grad.set(xlabel="weight layer (last = output layer)", ylabel="gradient norm (Frobenius)",
              title="Gradient per layer: init (solid), trained (dashed)")
 
-    for name, each in settings.items():
+    for name, each in overlays.items():
         layers = np.arange(1, each.values("similarity_init").shape[1] + 1)
         sim.plot(layers, each.mean("similarity_init"), color=colors[name], marker=".")
         sim.plot(layers, each.mean("similarity_final"), color=colors[name], marker=".", ls="--")
     sim.axhline(1 / np.pi, color="gray", lw=0.8, ls=":")
+    sim.text(1.0, 1 / np.pi, " 1/π", transform=sim.get_yaxis_transform(), va="center", fontsize=8, color="gray")
     sim.set_ylim(-0.05, 1.05)
     sim.set(xlabel="hidden layer (input side = 1)", ylabel="mean cosine similarity",
             title="Similarity of examples: init (solid), trained (dashed)")
@@ -130,6 +140,7 @@ def plot_depth_runs(runs: SeedRuns, title: str, compare: Mapping[str, SeedRuns] 
     loss.axhline(np.log(10), color="gray", lw=0.8, ls=":")
     log_or_note(loss, np.concatenate([each.values("train_loss").ravel() for each in settings.values()]),
                 "no training loss recorded:\nthe run diverged at its first minibatch")
+    at_least_range(loss, 0.5)
     loss.set(xlabel="training step (SGD updates)", ylabel="training loss (cross-entropy)",
              title="Training loss (dotted: ln 10, a constant guess)")
 

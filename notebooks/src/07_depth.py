@@ -8,8 +8,8 @@
 #    (a signal that shrinks layer after layer until the gradient vanishes, or underflows to exactly 0);
 # 3. state precisely what batch norm buys here, what it costs (gradients that *grow* backward through the
 #    layers), and that a careful initialization (He) buys much of it too;
-# 4. measure rank collapse — every image mapped to nearly the same direction — and explain why LayerNorm, with
-#    healthy scales and gradients, still fails at depth 15 while BN does not;
+# 4. measure how alike a layer makes the examples look (rank collapse), see that BN keeps them apart where
+#    LayerNorm and plain nets do not, and test with a control whether that is why LayerNorm fails at depth 15;
 # 5. drive the depth dashboard, including the settings that diverge or underflow, and tell an effect from
 #    seed noise.
 #
@@ -28,7 +28,8 @@ import numpy as np
 
 import bnlab.notebook
 from bnlab.experiments import DepthConfig, depth_sweep, learning_rate_sweep, run
-from bnlab.lessons.depth import backward_growth, depth_border, gradient_ratio, last_layer_similarity
+from bnlab.lessons.depth import (backward_growth, depth_border, gradient_ratio, last_layer_similarities,
+                                 last_layer_similarity)
 from bnlab.lessons.learning_rate import learning_rate_border
 from bnlab.plots.depth import plot_depth_runs, plot_depth_sweep
 from bnlab.report import bracketed, seed_values
@@ -96,17 +97,25 @@ for depth in (10, 15, 20):
 #
 # ## Why the deep plain net is stuck
 #
-# Torch's default init draws weights uniformly with variance $\frac{1}{3\,\mathrm{fan\_in}}$. For a ReLU
-# layer fed by a signal of second moment $q$, the pre-activation's second moment is
-# $\mathrm{fan\_in}\cdot\mathrm{Var}[w]\cdot \tfrac{q}{2} = \tfrac{q}{6}$: the input-dependent part of the
-# signal shrinks by about 6 per layer, so after ten layers it is $6^{-10} \approx 10^{-8}$ of its size at the
-# input. What is left are the biases, the same for every image. The backward pass multiplies by the same
-# weights, so the gradient shrinks on its way back too. Batch norm divides each layer's pre-activation by its
-# batch standard deviation, whatever the weights' scale; He init picks the scale that makes the factor 1.
+# Torch's default init draws weights uniformly with variance $\frac{1}{3\,\mathrm{fan\_in}}$ and biases with
+# variance $\frac{1}{3\,\mathrm{fan\_in}}$ too. Let $q_\ell$ be the second moment of layer $\ell$'s
+# pre-activations. A ReLU passes on half of a symmetric signal's second moment, so layer $\ell + 1$ sees
+#
+# $$q_{\ell+1} = \mathrm{fan\_in}\cdot\mathrm{Var}[w]\cdot\frac{q_\ell}{2} + \mathrm{Var}[b]
+#   = \frac{q_\ell}{6} + \frac{1}{300} \qquad (\mathrm{fan\_in} = 100).$$
+#
+# The input-dependent part of the second moment shrinks 6-fold per layer (its standard deviation
+# $\sqrt 6 \approx 2.4$-fold): after ten layers it is $6^{-10} \approx 2\cdot 10^{-8}$ of what it was. What
+# is left is the fixed point $q^* = \frac{1/300}{1 - 1/6} = 0.004$, a standard deviation of 0.063 made of
+# biases, the same for every image. The backward pass multiplies by the same weights, so the gradient shrinks
+# on its way back too. Batch norm divides each layer's pre-activation by its batch standard deviation, so the
+# scale of the weights drops out; He init ($\mathrm{Var}[w] = 2/\mathrm{fan\_in}$) picks the scale that makes
+# the factor 1.
 #
 # **What to look for** in the figure (depth 10, ReLU, default init): the grey no-norm net against the same net
 # with BN. Bottom row: the 15th–85th percentile band of each hidden layer's pre-activations at initialization
-# (filled, measured with batch statistics as the first updates see them) and after training (dashed). Top:
+# (filled, measured with batch statistics as the first updates see them) and after training (dashed, in eval
+# mode, with the running statistics). Top:
 # gradient norm per layer (solid at init, dashed after training) and the similarity of examples, explained in
 # the next section.
 
@@ -116,17 +125,19 @@ plot_depth_runs(plain10, "Depth 10, ReLU, default init: no normalization against
                 compare={"BN": bn10}, label="no norm");
 
 # %% [markdown]
-# **What to notice.** Without BN the band narrows layer after layer to a thin sliver set by the biases, the
-# gradients in the hidden layers are a few $10^{-4}$, and after 600 updates nothing has changed: the net never
-# left its starting point. With BN the band has the same width in every layer.
+# **What to notice.** Without BN the band narrows layer after layer to the bias floor, about $\pm 0.07$ (the
+# fixed point's $\pm 0.063$); the gradients are $2$–$7\cdot 10^{-4}$ in layers 1–6, rising only towards the
+# output; and after 600 updates nothing has changed: the net never left its starting point. With BN the band
+# has the same width in every layer.
 #
 # BN's gradients are *not* "of comparable size" across layers, though: they **grow** going backward. At
 # initialization layer 1's gradient is many times the output layer's (next cell). Part of that is layer 1's
-# 784-pixel input; the rest is a steady factor per layer. Yang et al. (2019, *A mean field theory of batch
-# normalization*) show that this growth is caused by batch norm itself and cannot be removed by the init or
-# the activation: it is why plain BN nets without skip connections stop being trainable at much larger depths.
-# After training (dashed) the spread is far smaller — they also observe that one optimization step already
-# tames it. The sigmoid net shows the other extreme: its slope is at most $1/4$.
+# 784-pixel input; the rest is a steady factor per layer, 1.22 with ReLU at every depth we ran. Yang et al.
+# (2019, *A mean field theory of batch normalization*) show that this growth at initialization is caused by
+# batch norm itself: tuning the init or the activation can reduce it but not remove it (we measure smaller
+# factors with tanh and sigmoid), and it is why plain BN nets without skip connections stop being trainable at
+# much larger depths. After training (dashed) the spread is smaller. For contrast, the last line of the next
+# cell is the plain *sigmoid* net, whose gradient vanishes: its slope is at most $1/4$.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -142,64 +153,84 @@ print(f"no norm, sigmoid, depth 10: layer-1 / output-layer gradient at init "
       f"{bracketed(gradient_ratio(runs(depth=10, activation='sigmoid')), high=1e-6, digits=2)}")
 
 # %% [markdown]
-# ## LayerNorm at depth 15: healthy scales, and still stuck
+# ## LayerNorm at depth 15: healthy scales, collapsed directions — and the step size
 #
 # LayerNorm (Ba et al. 2016) normalizes each example over its own features instead of each feature over the
-# batch. At depth 15 with ReLU it keeps every layer's pre-activations standardized and its gradients at
-# initialization are of order 1 in every layer — and yet two seeds of three end at chance. Scale is not the
-# problem. **Direction** is.
+# batch. At depth 15 with ReLU and $\eta = 0.1$ it keeps every layer's pre-activations standardized and its
+# gradients at initialization are of order 1 in every layer — and yet every seed ends at or near chance. Scale
+# is not the problem. Is it **direction**?
 #
 # Measure how alike the examples look to a layer: the mean cosine similarity between the hidden
-# representations $h_i$, $h_j$ of two different test images,
+# representations $h_i$, $h_j$ (after the nonlinearity) of two different test images,
 #
 # $$\bar c = \frac{1}{N(N-1)} \sum_{i \ne j} \frac{\langle h_i, h_j\rangle}{\lVert h_i\rVert\,\lVert h_j\rVert}.$$
 #
-# For independent features after a ReLU, $\bar c \approx 1/\pi \approx 0.32$ (the dotted line in the figure).
-# Near 1, every image points the same way and the next layer cannot tell them apart: the representation has
-# collapsed towards rank one. A ReLU layer adds a common, non-negative component to every example, and a random
-# layer maps two inputs at cosine $c$ to a larger cosine: with depth, $\bar c \to 1$. LayerNorm cannot undo this:
-# it rescales and shifts **each example on its own**, so two examples that arrive nearly parallel leave nearly
-# parallel. Batch norm compares examples: subtracting each feature's batch mean removes exactly the component
-# they share. Daneshmand et al. (2020, *Batch normalization provably avoids rank collapse for randomly
-# initialised deep networks*) prove this for linear nets and measure it for ReLU nets.
+# If each pre-activation has mean zero over the examples and is uncorrelated between two examples — what BN's
+# centring produces — then after a ReLU $\bar c \approx 1/\pi \approx 0.32$ (question 3; the dotted line in
+# the figure). Near 1, every image points the same way and the next layer can barely tell them apart: the
+# representation has collapsed towards rank one. A ReLU adds a common, non-negative component to every
+# example, and a random layer maps two inputs at cosine $c$ to a larger cosine, so without BN $\bar c$ climbs
+# with depth. LayerNorm rescales and shifts **each example on its own**, so two examples that arrive nearly
+# parallel leave nearly parallel; batch norm compares examples, and subtracting each feature's batch mean
+# removes the component they share. Daneshmand et al. (2020, *Batch normalization provably avoids rank collapse
+# for randomly initialised deep networks*) prove that BN avoids this collapse.
 #
 # **What to look for.** The top-right panel: LayerNorm's similarity climbing layer after layer, BN's flat at
 # $1/\pi$; the gradients (top middle) of both at init.
 
 # %%
 ln15, bn15, he15 = runs(depth=15, norm="layer"), runs(depth=15, norm="batch"), runs(depth=15, init="he")
-plot_depth_runs(ln15, "Depth 15, ReLU, default init: LayerNorm against BN", compare={"BN": bn15},
+plot_depth_runs(ln15, "Depth 15, ReLU, default init, eta = 0.1: LayerNorm against BN", compare={"BN": bn15},
                 label="LayerNorm");
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(f"LayerNorm: test accuracy per seed {seed_values(ln15)}; layer-1 gradient at init "
+print(f"LayerNorm, eta 0.1: test accuracy per seed {seed_values(ln15)}; layer-1 gradient at init "
       f"{bracketed(ln15.mean('grad_norms_init')[0], 0.5, 10, digits=2)} (not vanishing)")
-print(f"similarity of examples at the last hidden layer, at init: LayerNorm "
+print(f"similarity of examples at hidden layer 15, at init: LayerNorm "
       f"{bracketed(last_layer_similarity(ln15), low=0.85, digits=2)}, BN "
-      f"{bracketed(last_layer_similarity(bn15), 0.25, 0.4, digits=2)} (1/pi = {1 / np.pi:.2f})")
-print(f"no norm, He init: {bracketed(last_layer_similarity(he15), low=0.85, digits=2)}; "
-      f"outcome {he15.outcome()}")
+      f"{bracketed(last_layer_similarity(bn15), 0.25, 0.4, digits=2)} (1/pi = {1 / np.pi:.2f}), "
+      f"no norm with He init {bracketed(last_layer_similarity(he15), low=0.85, digits=2)}")
 
 # %% [markdown]
-# The last row is the same effect without any normalization: He init keeps the *scale* of a deep ReLU net
-# right, but not its *directions* — at depth 15 the examples are already at cosine 0.93 at initialization,
-# a net close to collapse, which is part of why He init is fragile there.
+# BN keeps the examples apart, exactly at $1/\pi$; LayerNorm and the plain He-init net start nearly collapsed.
+# But a collapsed start is not fatal by itself: the plain He-init net at the same similarity trains in two
+# seeds of three, and the plain ReLU net at depth 6 trains from a similarity above 0.99. The control is the
+# step size. The same nets, same seeds, same initialization, trained with $\eta = 0.03$:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+for label, setting in (("LayerNorm", {"norm": "layer"}), ("no norm, He init", {"init": "he"}),
+                       ("BN", {"norm": "batch"})):
+    for depth in (15, 20):
+        slow = runs(depth=depth, lr=0.03, **setting)
+        print(f"{label:16s} depth {depth}: eta 0.1 -> {seed_values(runs(depth=depth, **setting))}; "
+              f"eta 0.03 -> {seed_values(slow)}")
+after = ", ".join(f"{value:.2f}" for value in last_layer_similarities(ln15, "final"))
+print(f"LayerNorm, depth 15, eta 0.1: similarity at layer 15 after training, per seed {after}")
+
+# %% [markdown]
+# With a three times smaller step LayerNorm trains at depth 15 (0.88–0.92) and the He-init net trains in every
+# seed at depth 15 and 20; at depth 20 LayerNorm is still mostly stuck (0.18–0.39), so depth keeps mattering.
+# What fails at $\eta = 0.1$ is the *combination* of depth and step size: in two of the failed LayerNorm runs
+# the examples collapse completely during training (similarity 1.00 after training), beyond where they
+# started. What BN adds
+# here is tolerance of the larger step — lecture 9 measures how much larger — and a start in which the examples
+# are kept apart. The similarity at initialization is a warning sign, not the cause on its own.
 #
-# The other part is the learning rate. These runs all use $\eta = 0.1$, and lecture 9 measures the largest
-# learning rate at which the plain depth-10 ReLU net with He init trains:
+# The plain net's learning-rate border, measured in lecture 9 for the depth-10 ReLU net with He init, puts
+# $\eta = 0.1$ in perspective:
 
 # %%
 # NBVAL_CHECK_OUTPUT
 last_good, first_bad = learning_rate_border(learning_rate_sweep(cached_only=True)["no BN"])
-print(f"plain depth-10 ReLU net, He init: largest grid learning rate at which every seed trains {last_good:g}, "
-      f"next grid rate {first_bad:g} (every seed diverges); eta = 0.1 used here is "
-      f"{bracketed(0.1 / last_good, 0.3, 1, digits=2)} of it")
+print(f"plain depth-10 ReLU net, He init: every seed trains at lr {last_good:g}, every seed diverges at the next "
+      f"grid rate {first_bad:g}; the border is {bracketed(last_good / 0.1, 1, 2, digits=3)} to "
+      f"{bracketed(first_bad / 0.1, 3, 4, digits=3)} times the eta = 0.1 used here")
 
 # %% [markdown]
-# At depth 10 the plain net's stability border is less than a factor of 2 above the $\eta$ used here, and a
-# deeper net is more sensitive: when one seed of the depth-15 He-init net diverges at update 4, it is a net
-# run close to its limit, not a failure of the init.
+# At depth 10 the plain net's border lies between 1.8 and 3.2 times the $\eta$ used here, and a deeper net is
+# more sensitive: the depth-15 He-init seed that diverges at update 4 is a net run close to its limit.
 #
 # ## Your turn: the dashboard
 #
@@ -212,11 +243,12 @@ print(f"plain depth-10 ReLU net, He init: largest grid learning rate at which ev
 # Things to try:
 # - sigmoid, no norm, depth 2 then 3; then switch on BN.
 # - ReLU, no norm, depth 7: compare the three seeds. Then depth 15: default init, He init.
-# - Gaussian init, depth 10: std 0.01, then 0.316, then 1. A diverged run is drawn and named in the title and
-#   the status line ("3 of 3 seeds diverged (updates 1, 1, 1)"); update 1 means the *untrained* net's loss on
-#   its first minibatch was already above 1,000.
-# - Gaussian init, std 0.001, depth 20: the signal underflows to exactly 0 in float32, the dashboard marks the
-#   layers whose gradient is exactly 0 (v), and training cannot start.
+# - Gaussian init, depth 10: std 0.01, 0.1, 0.178, then 0.316 and 1. A diverged run is drawn and named in the
+#   title and the status line ("3 of 3 seeds diverged (updates 1, 1, 1)"); update 1 means the *untrained*
+#   net's loss on its first minibatch was already above 1,000.
+# - Gaussian init, std 0.001, depth 20: the signal shrinks a thousandfold per layer until float32 cannot
+#   hold it; layer 1's gradient is exactly 0 (marked v), the others are around $10^{-43}$, and training cannot
+#   start.
 # - LayerNorm at depth 15 and 20 with each activation: watch the similarity panel.
 
 # %%
@@ -232,10 +264,12 @@ dashboard
 # | "we can be less careful about initialization" | Ioffe & Szegedy 2015, §1 | **reproduced**: BN trains depth 20 under torch's default init with every activation |
 # | careful init alone trains deep ReLU nets | He et al. 2015 | **partly**: He init, no norm, trains every ReLU seed to depth 10; at 15 and 20 one seed in three diverges at $\eta = 0.1$ |
 # | BN nets' gradients explode with depth at init | Yang et al. 2019 | **reproduced in kind**: about 1.22× per layer going backward at depth 10, 15 and 20 |
-# | BN avoids rank collapse; LayerNorm does not prevent it | Daneshmand et al. 2020 | **reproduced**: cosine similarity of examples at layer 15: LayerNorm 0.94, BN 0.33 ($\approx 1/\pi$); LayerNorm stuck near chance |
+# | BN avoids rank collapse at initialization | Daneshmand et al. 2020 | **reproduced**: cosine similarity of examples at layer 15: BN 0.33 ($\approx 1/\pi$), LayerNorm 0.94, plain He init 0.93 |
+# | (bn-facts) LayerNorm fails at depth 15 *because* of that collapse | course reference | **not supported**: at $\eta = 0.03$ LayerNorm trains at depth 15; the failure at 0.1 is depth and step size together |
 #
 # Caveats: 600 updates on 4,000 digits is a short run; "stuck" means "not learning within this budget at
-# $\eta = 0.1$". Longer training or a tuned learning rate moves the borders, not the picture.
+# $\eta = 0.1$". A smaller learning rate moves the borders of LayerNorm and He init a lot (the control above);
+# it cannot rescue the default-init plain nets, whose gradients vanish whatever the step.
 #
 # ## Summary
 #
@@ -244,21 +278,23 @@ dashboard
 # - Batch norm restandardizes every layer, so depth 20 trains with any activation; its gradients at init grow
 #   backward by about 1.2× per layer — large, not vanishing.
 # - He init fixes the ReLU net's scale without BN but not the similarity of its examples; at depth 15 it trains
-#   in two seeds of three at this learning rate.
-# - Scale is not enough: LayerNorm keeps scales and gradients healthy and still collapses every image onto one
-#   direction at depth 15. BN, which compares examples, keeps them apart.
+#   in two seeds of three at $\eta = 0.1$ and in all three at 0.03.
+# - BN, which compares examples, keeps them apart (similarity $1/\pi$); LayerNorm and plain nets start nearly
+#   collapsed at depth 15. That start is a warning sign, not the whole story: LayerNorm fails at
+#   $\eta = 0.1$ and trains at 0.03.
 #
 # ## Questions
 #
-# 1. Using the gain per layer ($1/6$ for default init with ReLU), estimate the second moment of the depth-8
-#    net's last pre-activations relative to its input. Check against the dashboard's percentile panel.
+# 1. Iterate $q_{\ell+1} = q_\ell/6 + 1/300$ from $q_1 = 1$: after how many layers is the pre-activation's
+#    standard deviation within 10% of the bias floor 0.063? Check against the percentile panel of depth 8.
 # 2. Why does a sigmoid net fail at a smaller depth than a ReLU net under the same init, and why does He init
 #    not help it? (Hint: the slope of the sigmoid at 0 is $1/4$.)
 # 3. Show that for two independent standard normal vectors $u, v$, $\mathbb{E}\langle \mathrm{relu}(u),
 #    \mathrm{relu}(v)\rangle / \mathbb{E}\lVert \mathrm{relu}(u)\rVert^2 = 1/\pi$. Why is that BN's similarity?
 # 4. LayerNorm kept working for tanh up to depth 15 but not for ReLU. What does tanh do to the common
 #    component that ReLU does not?
-# 5. With the dashboard, find a Gaussian init std at which the plain ReLU net at depth 10 trains. How wide is
-#    the window between underflow and divergence?
+# 5. With the dashboard, find the Gaussian init stds at which the plain ReLU net at depth 10 trains. How many
+#    slider notches wide is the window between vanishing and divergence, and how does it compare with He
+#    init's std for a 100-input layer, $\sqrt{2/100} = 0.14$?
 #
 # Next: [Lecture 8 — batch size](08_batch_size.ipynb).

@@ -2,137 +2,412 @@
 # # Lecture 9 — Experiment: learning rate
 #
 # **Learning goals.** After this lecture you can
-# 1. find the largest stable learning rate of a network by a log-scale sweep, and compare it with and without
-#    batch norm;
-# 2. explain, from the loss after a single step at initialization, why the plain deep net blows up;
-# 3. derive that a batch-normalized layer is scale-invariant in its weights, so its effective learning rate is
-#    $\eta/\lVert W\rVert^2$;
-# 4. explain why weight decay, under BN, acts as a *larger* effective learning rate rather than as regularization.
+# 1. locate the largest stable learning rate of a network on a log grid, state it as an interval, and compare
+#    two such borders by a ratio with its bracket;
+# 2. use the loss after one step from initialization as a cheap probe of that border, and say how far it
+#    predicts it for a plain and a batch-normalized net;
+# 3. derive from batch norm's scale invariance that a unit's gradient is orthogonal to its weights, that plain
+#    SGD can only grow a unit's weight norm, and that the unit's effective learning rate is
+#    $\eta/\lVert w\rVert^2$; and read all three off measured runs;
+# 4. tell the two ways training fails when the step is too large (the plain net's loss blows up within a few
+#    updates; the BN net's last hidden layer dies and the loss stalls at $\ln 10$), and explain the second;
+# 5. say what weight decay does to the weight norms and effective learning rates of a BN net, and what these
+#    runs cannot tell about why it helps.
 #
-# **Prerequisites.** Lecture 7 (the depth experiment), lecture 4 (the closed-form backward and its invariants).
+# **Prerequisites.** Lecture 4 (the two invariants of the backward; its section on the Jacobian already derives
+# the weight invariance used here) and lecture 7 (the plain deep ReLU net with He init, and how a border is read
+# off every seed).
 #
-# **The setting.** A depth-10 ReLU MLP of width 100 with He init (so that it trains without BN at all), SGD
-# with batch 64 for 600 updates, three seeds, learning rates $10^{k/4}$ from 0.01 to 10. A run "trains" when it
-# does not diverge and ends above 0.5 test accuracy; the largest stable learning rate is the largest grid value
-# at which all three seeds train.
+# **The setting.** The 4,000/1,000 MNIST subset; an MLP of 10 hidden layers of 100 ReLU units with He init
+# (lecture 7: the plain net then trains at depth 10), with or without batch norm before each ReLU (no bias before
+# a BN, which would cancel it); plain SGD, no momentum, no weight decay, batch 64, 600 updates; three seeds per
+# setting (each seed draws the weights and the minibatch order). **Varied:** the learning rate $\eta$ over the
+# grid $10^{k/4}$, thirteen rates from 0.01 to 10 (four per decade, so each rate is $1.78\times$ the one before),
+# and BN or not. **Held fixed:** everything else. A run *trains* when it does not diverge (its training loss
+# stays finite and below 1,000) and ends above 0.5 test accuracy; a rate is *stable* when every seed trains.
+# Every run ships with the course, so nothing below trains for more than a second. In every figure the plain
+# net is red and the BN net blue.
 
 # %%
+import numpy as np
+
 import bnlab.notebook
-import bnlab.plots as plots
 from bnlab.experiments import (
+    GRID_LEARNING_RATES,
     OneStepConfig,
     learning_rate_sweep,
-    max_stable_learning_rate,
     one_step_sweep,
     weight_decay_sweep,
 )
+from bnlab.lessons.learning_rate import (
+    border_ratio,
+    divergence_updates,
+    each_within,
+    effective_lr_at_end,
+    first_updates,
+    gradient_weight_cosines,
+    largest_normalized,
+    last_layer_dead,
+    layer_norms,
+    learning_rate_border,
+    median_unit_norm,
+    norm_growth,
+    one_step_crossing,
+    one_step_separation,
+    weight_decay_effective_lr,
+)
+from bnlab.plots.learning_rate import (
+    plot_dead_units,
+    plot_effective_lr,
+    plot_lr_sweep,
+    plot_one_step_ratio,
+    plot_weight_decay,
+)
+from bnlab.report import bracketed, within
 from bnlab.widgets import LearningRateDashboard, WeightDecayDashboard
 
 bnlab.notebook.setup()
-sweep = learning_rate_sweep(cached_only=True)   # {"no BN": {lr: runs}, "BN": {lr: runs}}
-max_stable = {label: max_stable_learning_rate(runs) for label, runs in sweep.items()}
+sweep = learning_rate_sweep(cached_only=True)   # {"no BN": {lr: runs}, "BN": {lr: runs}}, 3 seeds per rate
+plain, bn = sweep["no BN"], sweep["BN"]
+borders = {label: learning_rate_border(by_lr) for label, by_lr in sweep.items()}  # (last stable, next rate)
 
 # %% [markdown]
 # ## The largest stable learning rate
 #
-# **What to look for.** Where each line drops to chance (x: a seed diverged), the two dotted verticals, and the
-# training-loss curves on the right at the default learning rate 0.1.
+# **What to look for.** Left: where each net's accuracy drops to chance (an x is a seed that diverged, drawn at
+# chance), and the dotted verticals at each net's largest stable rate. Middle and right: one rate, $\eta = 3.16$,
+# BN's largest stable one: the plain net's three seeds are gone within a few updates; the BN net's loss falls,
+# and its *effective* learning rate (right, explained below) drops within the first 50 updates.
 
 # %%
-plots.plot_lr_sweep(sweep, selected=0.1, max_stable=max_stable);
+plot_lr_sweep(sweep, selected=3.162, max_stable={label: border[0] for label, border in borders.items()});
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(f"largest stable learning rate without BN: {max_stable['no BN']:.2g}")
-print(f"largest stable learning rate with BN:    {max_stable['BN']:.2g}")
-print("BN's is at least 5x larger:", max_stable["BN"] >= 5 * max_stable["no BN"])
-tiny = 0.01
-print("at lr 0.01 BN learns more slowly:",
-      sweep["BN"][tiny].scalar("final_accuracy") < sweep["no BN"][tiny].scalar("final_accuracy"))
+for label, by_lr in sweep.items():
+    last, following = borders[label]
+    after = by_lr[following]
+    outcome = after.outcome() if after.num_diverged() else each_within(after.final_accuracies(), high=0.5, digits=3)
+    print(f"{label:5s}: every seed trains up to lr {last:.3g}; at {following:.3g}: {outcome}")
+ratio, lowest, highest = border_ratio(plain, bn)
+print(f"largest stable rate, BN over no BN: {ratio:.3g} on the grid; the true borders' ratio lies in "
+      f"({lowest:.3g}, {highest:.3g})")
+at = divergence_updates(plain)
+print(f"no BN: {at.size} runs diverged (every seed of every rate from {borders['no BN'][1]:.3g} on), at update "
+      f"{at.min():.0f} to {at.max():.0f} (latest: {bracketed(at.max(), high=5, digits=1)})")
 
 # %% [markdown]
-# Without BN training diverges from about $\eta = 0.3$ on (0.32 is the first grid value where every seed
-# blows up, so the largest stable one is 0.18); with BN it trains up to about $3$ — **more than ten times
-# larger**, as in the reference measurements (0.3 vs 3). Note the other end too: at $\eta = 0.01$ the BN net is
-# *slower*. Both ends have one explanation, coming below: what BN changes is the effective step size.
+# Each border is an interval, not a number: the plain net's lies in $[0.178, 0.316)$ and BN's in
+# $[3.16, 5.62)$, because the grid has nothing in between. The ratio of the grid rates is therefore only the
+# grid's; the true ratio can be anything from $3.16/0.316$ to $5.62/0.178$, the bracket printed with it. "BN
+# tolerates a learning rate ten to thirty times larger" is what these runs can say; locating either border more
+# finely takes more rates (the dashboard below trains any rate between the grid points).
+#
+# The two nets fail differently. The plain net *diverges*: its loss passes 1,000 or overflows within two to
+# four updates, at every rate from 0.316 up. The BN net never diverges at any rate; at 5.62 and 10 it simply
+# stops learning (the next cells explain why).
+#
+# At the other end, $\eta = 0.01$, the BN net is the *slower* one:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+tiny = 0.01
+print(f"lr {tiny}, test accuracy after 600 updates:")
+print(f"  BN    {each_within(bn[tiny].final_accuracies(), high=0.88, digits=3)}")
+print(f"  no BN {each_within(plain[tiny].final_accuracies(), low=0.88, digits=3)}")
+
+# %% [markdown]
+# One mechanism explains both ends; we first look at a cheaper signal of the border.
 #
 # ## One step from initialization
 #
-# Take one minibatch, compute the loss, take one SGD step on that same minibatch, and compute the loss again.
-# A ratio above 1 means the step made things worse — the gradient was not a useful direction at that step
-# size (Bjorck et al. 2018). We show two inits of the plain net: He, and a plain Gaussian with std 0.15 in
-# every layer (about He's scale for the hidden layers, three times it for the 784-input first layer).
+# Take the sweep's very first update: the same weights and the same first minibatch of 64 as each seed's run.
+# Compute the minibatch loss, take one SGD step of size $\eta$ on it, and compute the loss on the same
+# minibatch again. Their ratio is below 1 when the step helped. For a smooth loss whose curvature along the
+# step is at most $\lambda$ (with $g$ the gradient),
+#
+# $$ L(\theta - \eta g) \le L(\theta) - \eta\lVert g\rVert^2 + \tfrac{\lambda}{2}\eta^2\lVert g\rVert^2 ,$$
+#
+# so a step shorter than $2/\lambda$ cannot make the loss worse; a ratio above 1 says that $\eta$ is beyond
+# what the local curvature allows. Bjorck et al. (2018, Sec. 3) use this measurement to show that the
+# unnormalized net's loss explodes after a single large step while the BN net's does not. The computation is
+# one forward and backward per rate and seed (about 3 s for both nets, all thirteen rates, three seeds).
+#
+# **What to look for.** Where each line crosses 1 (dotted), and where that is relative to the shaded interval
+# holding the same net's stability border.
 
 # %%
-settings = {
-    "no BN, He init": OneStepConfig(norm="none", init="he"),
-    "no BN, Gaussian std 0.15": OneStepConfig(norm="none", init="gaussian", init_std=0.15),
-    "BN, He init": OneStepConfig(norm="batch", init="he"),
-    "BN, Gaussian std 0.15": OneStepConfig(norm="batch", init="gaussian", init_std=0.15),
-}
-ratios = one_step_sweep(settings, learning_rates=(0.01, 0.03, 0.1, 0.3, 1.0, 3.0))
-plots.plot_one_step_ratio(ratios);
+ratios = one_step_sweep({"no BN": OneStepConfig(norm="none", init="he"),
+                         "BN": OneStepConfig(norm="batch", init="he")}, learning_rates=GRID_LEARNING_RATES)
+plot_one_step_ratio(ratios, borders=borders);
 
 # %%
 # NBVAL_CHECK_OUTPUT
-worst = {label: max(max(r) for lr, r in by_lr.items() if lr <= 1.0) for label, by_lr in ratios.items()}
-print("no BN, Gaussian 0.15: a step of lr 1 multiplies the loss by more than 1000:",
-      min(ratios["no BN, Gaussian std 0.15"][1.0]) > 1e3)
-print("no BN, He init:       a step of lr 1 makes the loss worse:", min(ratios["no BN, He init"][1.0]) > 1)
-print("BN, both inits:       every step up to lr 1 keeps the loss below 1.5x:",
-      worst["BN, He init"] < 1.5 and worst["BN, Gaussian std 0.15"] < 1.5)
+for label in ("no BN", "BN"):
+    below, above = one_step_crossing(ratios[label])
+    trained, failed = one_step_separation(ratios[label], sweep[label])
+    print(f"{label:5s}: loss after / before at lr {below:.3g}: {each_within(ratios[label][below], high=1)}; "
+          f"at {above:.3g}: {each_within(ratios[label][above], low=1)}")
+    print(f"       largest ratio at a rate that trains {trained:.3g}, smallest at a rate that fails {failed:.3g}: "
+          f"factor {bracketed(failed / trained, low=1, digits=2)}")
 
 # %% [markdown]
-# Without BN, the loss after one step explodes at large learning rates — by orders of magnitude with the
-# Gaussian init; with BN it stays near 1 at every learning rate up to 1. The size of the blow-up depends
-# strongly on the init (He's is much milder than the reference's $2\cdot 10^7$ at $\eta = 1$, which we get
-# only with the plain Gaussian init): the stable claim is the contrast, not a number.
+# What to notice:
+#
+# - **The plain net.** The ratio passes 1 between 0.1 and 0.178, one grid step below its stability border:
+#   0.178 still trains (with a ratio just above 1), and at 0.316, where the first step already multiplies the
+#   loss by 2.9 to 6.2, every seed diverges at update 3 or 4. Nothing in the plain net shrinks the steps that
+#   follow a bad one.
+# - **The BN net.** Up to $\eta = 1$ one step never makes the loss worse (the ratio stays between 0.77 and
+#   0.98), which fits Santurkar et al.'s (2018, Sec. 3.1) finding that the loss changes less along a gradient
+#   step with BN than without. We measured one step on one minibatch, not their smoothness constants. But the
+#   ratio passes 1 between 1 and 1.78, *two* grid steps below BN's border: at 1.78 and 3.16 the first step makes
+#   the loss worse (by up to 2.0x at 3.16) and every seed trains anyway.
+# - **For both nets**, the smallest ratio at a rate that fails is above the largest at a rate that trains, but
+#   for BN the gap is narrow. The probe at initialization cannot see what happens in the next updates, and the
+#   BN net changes fast: its weights grow and its steps shrink. That is the mechanism of the next section.
 #
 # ## Why: scale invariance and the effective learning rate
 #
-# A layer $u \mapsto \mathrm{BN}(Wu)$ does not care about the scale of $W$: for any $a > 0$,
-# $\mathrm{BN}(aWu) = \mathrm{BN}(Wu)$, because the mean and standard deviation scale with $a$ too.
-# Differentiating $L(aW) = L(W)$ gives two facts:
+# Take one hidden unit of the BN net: its pre-activations over a minibatch are $z_n = w\cdot u_n$ ($w$ its
+# weight vector, $u_n$ the layer's input for example $n$), and BN normalizes them over the minibatch. Scaling
+# $w$ by $a > 0$ scales $z$, its mean and its standard deviation by $a$, so the normalized value, and with it
+# the loss, do not change (up to $\epsilon$; Ioffe & Szegedy 2015, Sec. 3.3):
 #
-# $$\nabla L(aW) = \tfrac{1}{a}\,\nabla L(W), \qquad \langle W, \nabla L(W)\rangle = 0 .$$
+# $$ L(a w) = L(w) \quad\text{for every } a > 0 . $$
 #
-# So the gradient is orthogonal to $W$ (an SGD step can only *grow* $\lVert W\rVert$), and the step changes the
-# *direction* of $W$ by about $\eta\,\lVert\nabla L\rVert/\lVert W\rVert \propto \eta/\lVert W\rVert^2$. That
-# is the **effective learning rate**. Too large an $\eta$ grows $\lVert W\rVert$ until the effective step is
-# small again — BN stabilizes itself, which is why it tolerates $\eta = 3$. A tiny $\eta$ stays tiny, which is
-# why BN is slower at $\eta = 0.01$. Weight decay pulls $\lVert W\rVert$ down and so *raises* the effective
-# learning rate.
-
-# %%
-decay = weight_decay_sweep(cached_only=True)   # {weight_decay: runs}, 3x100 ReLU + BN, 3,000 updates
-plots.plot_weight_decay(decay, selected=0.005);
+# Differentiating in $w$ gives $a\,\nabla L(aw) = \nabla L(w)$, and differentiating in $a$ at $a = 1$ gives
+# $\langle w, \nabla L(w)\rangle = 0$:
+#
+# $$ \nabla L(a w) = \frac{1}{a}\,\nabla L(w), \qquad \langle w, \nabla L(w)\rangle = 0 . $$
+#
+# Lecture 4 (section "The Jacobian") showed the second from the backward: it is its invariant
+# $\sum_n \hat x_n\,\partial L/\partial x_n = 0$, up to a term of order $\epsilon$. Three consequences for a
+# plain SGD step $w' = w - \eta g$, $g = \nabla L(w)$:
+#
+# 1. **The weight norm can only grow.** By Pythagoras, $\lVert w'\rVert^2 = \lVert w\rVert^2 + \eta^2\lVert g\rVert^2$.
+# 2. **What the step changes is the direction**, by an angle of about $\eta\lVert g\rVert/\lVert w\rVert$. Write
+#    $\tilde g$ for the gradient at the unit vector $w/\lVert w\rVert$; then $g = \tilde g/\lVert w\rVert$ and the
+#    angle is $\eta\lVert\tilde g\rVert/\lVert w\rVert^2$: the unit moves as if its learning rate were
+#    $\eta_{\text{eff}} = \eta/\lVert w\rVert^2$, the **effective learning rate** (van Laarhoven 2017).
+# 3. **A large $\eta$ tunes itself down.** With $g = \tilde g/\lVert w\rVert$, consequence 1 reads
+#    $\lVert w'\rVert^2 = \lVert w\rVert^2 + \eta^2\lVert\tilde g\rVert^2/\lVert w\rVert^2$. Squaring,
+#    $\lVert w'\rVert^4 \ge \lVert w\rVert^4 + 2\eta^2\lVert\tilde g\rVert^2$, and after $T$ steps
+#
+#    $$ \eta_{\text{eff}} = \frac{\eta}{\lVert w_T\rVert^2}
+#       \le \frac{\eta}{\sqrt{\lVert w_0\rVert^4 + 2\eta^2\sum_{t<T}\lVert\tilde g_t\rVert^2}}
+#       \le \frac{1}{\sqrt{2\sum_{t<T}\lVert\tilde g_t\rVert^2}} , $$
+#
+#    a bound that does not depend on $\eta$. A step too large for the current norm makes the norm grow until
+#    the steps are small again; a tiny $\eta$ barely moves the norm, and the effective rate stays
+#    $\eta/\lVert w_0\rVert^2$. This is Arora, Li & Lyu's (2019) "auto rate-tuning". It protects only the
+#    scale-invariant weights: BN's $\gamma$ and $\beta$ and the output layer take steps of the full $\eta$.
+#
+# None of this holds without BN. The first claim, measured on one minibatch at initialization (the cosine of
+# the angle between each hidden unit's weights and its gradient, 1,000 hidden units, three seeds; units with a
+# zero gradient left out), with the plain net as the control:
 
 # %%
 # NBVAL_CHECK_OUTPUT
-def hidden_norm(runs, record):
-    return runs.mean("weight_norm")[record].mean()
-
-def effective_lr(runs):
-    return runs.mean("effective_lr")[-1].mean()
-
-print("without weight decay ||W|| grows during training:", hidden_norm(decay[0.0], -1) > hidden_norm(decay[0.0], 0))
-print("with weight decay 5e-3 ||W|| ends below its start:", hidden_norm(decay[0.005], -1) < hidden_norm(decay[0.005], 0))
-print("effective lr at the end, weight decay 5e-3 over none, more than 5x:",
-      effective_lr(decay[0.005]) / effective_lr(decay[0.0]) > 5)
+cosines = {label: [gradient_weight_cosines(norm, seed) for seed in (0, 1, 2)]
+           for label, norm in (("BN", "batch"), ("no BN", "none"))}
+print(f"BN:    largest |cos(w, grad)| over all units and seeds {within(max(c.max() for c in cosines['BN']), 1e-4)}")
+medians = [np.median(c) for c in cosines["no BN"]]
+print(f"no BN: median |cos(w, grad)| per seed {each_within(medians, low=0.01, digits=3)}")
 
 # %% [markdown]
+# The BN cosines are $\epsilon$-sized, as lecture 4's formula says; the plain net's are not small.
+#
+# **What to look for.** The BN runs at five rates, one shade per rate; layer 1 (784 inputs) dashed, the mean of
+# layers 2–10 solid. Left and middle: how far each unit's weight norm grows from He init's $\sqrt 2$, and the
+# effective rate that implies. Right: the effective rate after 600 updates against $\eta$ for all thirteen rates,
+# with the dotted line $\eta/2$, what it would be if no norm grew.
+
+# %%
+plot_effective_lr(bn, shown=(0.01, 0.1, 1.0, 3.162, 10.0));
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(f"median unit norm at init (He: sqrt 2 = 1.414): {bracketed(median_unit_norm(bn[tiny], record=0), 1.38, 1.45)}")
+print(f"lr {tiny}, after 600 updates, layers 1-10: {each_within(layer_norms(bn[tiny]), 1.38, 1.45)}")
+print(f"lr {tiny}, layer 1's effective rate after 600 updates: "
+      f"{bracketed(effective_lr_at_end({tiny: bn[tiny]})[tiny], 0.004, 0.006)}")
+border = borders["BN"][0]
+early, late = layer_norms(bn[border], record=1), layer_norms(bn[border])
+print(f"lr {border:.3g}, after  50 updates: layer 1 {bracketed(early[0], 4, 6)}; layers 2-10 "
+      f"{each_within(early[1:], 1.5, 2.5)}")
+print(f"lr {border:.3g}, after 600 updates: layer 1 {bracketed(late[0], 4, 6)}; layers 2-10 "
+      f"{each_within(late[1:], 1.5, 3)}")
+print(f"lr {border:.3g}: layer 1's effective rate fell in the first 50 updates by a factor "
+      f"{bracketed(norm_growth(bn[border]), 8, 16)}")
+print(f"lr 10, layer 1 after 50 updates: {bracketed(layer_norms(bn[10.0], record=1)[0], 12, 17)}")
+large = {lr: runs for lr, runs in bn.items() if 0.5 < lr < 4}
+ends = effective_lr_at_end(large)
+spread = max(ends.values()) / min(ends.values())
+print(f"layer 1's effective rate after 600 updates, lr {min(ends):.3g} to {max(ends):.3g} (a factor "
+      f"{max(ends) / min(ends):.3g} apart): {min(ends.values()):.2f} to {max(ends.values()):.2f}, a factor "
+      f"{bracketed(spread, high=2, digits=2)} apart")
+
+# %% [markdown]
+# What to notice:
+#
+# - **$\eta = 0.01$ is slow because nothing grows.** Each update adds
+#   $\eta^2\lVert g\rVert^2 \approx 10^{-4}\lVert g\rVert^2$ to $\lVert w\rVert^2$, so every layer's norm stays
+#   within 1.40–1.43 and the effective rate at about $0.01/2 = 0.005$ for all 600 updates. The plain net at the
+#   same $\eta$ has no such division by $\lVert w\rVert^2 = 2$; it ends at 0.89–0.91 where BN ends at 0.86.
+# - **$\eta = 3.16$ is survivable because layer 1 grows at once**: from 1.41 to 4.81 within 50 updates, so its
+#   effective rate falls about twelvefold; the deeper layers grow less (2.27 falling to 1.60 from layer 2 to
+#   10). After that the norms creep up slowly.
+# - **Auto rate-tuning, measured.** Right panel: at small $\eta$ the effective rates lie on $\eta/2$. From about
+#   $\eta = 0.3$ on, layer 1's (dashed) bends away and then stays between 0.11 and 0.17 while $\eta$ grows
+#   5.6-fold from 0.56 to 3.16, as the bound above predicts for a layer whose norm has grown. Layers 2–10 grow
+#   less, and their effective rates still rise with $\eta$ up to BN's border. (At 5.62 and 10, shaded, the net
+#   has stopped learning: next section. At 10 layer 1's norm jumps to about 15 within 50 updates and then stays.)
+#
+# ## How BN fails past its border: a dead last layer
+#
+# At $\eta = 5.62$ and 10 the BN net does not diverge; its training loss settles near $\ln 10 = 2.30$, the loss
+# of a net that predicts every class with probability $1/10$. The scale-invariant weights are protected by the
+# mechanism above; BN's shift $\beta$ and scale $\gamma$ are not: each takes steps of the full $\eta$.
+#
+# A unit of the last hidden layer outputs $\mathrm{relu}(\gamma\hat x_n + \beta)$, where the normalized input
+# $\hat x_n$ has mean 0 and variance 1 over the minibatch, whatever the layers below do. Normalized values of
+# $m$ examples can never exceed $\sqrt{m-1}$ in size (equality when all but one are equal), so if
+#
+# $$ \beta + \lvert\gamma\rvert\,\sqrt{m-1} \le 0 , \qquad \sqrt{63} \approx 7.9 \text{ here}, $$
+#
+# the unit's ReLU input is $\le 0$ for every example of every minibatch: it outputs 0, its gradient (for
+# $w$, $\gamma$ and $\beta$) is exactly 0, and nothing will ever change it again. The bound is far from typical:
+# if a unit's pre-activations were normally distributed, the largest of 64 normalized values would be about 2.4
+# (printed below), so a unit with $\beta$ below about $-3\lvert\gamma\rvert$ would be dead on almost every
+# minibatch. When the *whole* last hidden layer is dead, the output layer sees the same input
+# (zeros) for every image; it can then only learn the class frequencies, which for ten balanced classes gives
+# the loss $\ln 10$ and the accuracy of a constant guess, 0.1.
+#
+# The first 20 updates of the shipped runs, replayed (same seeds, same minibatches; about 1 s), show it
+# happen; the last panel reads the end of the shipped runs.
+#
+# **What to look for.** Left: the fraction of the last hidden layer's units whose ReLU input is $\le 0$ for the
+# whole minibatch of each update. Middle: the median $\beta$ of that layer. Right: each seed after 600 updates.
+
+# %%
+replayed = {lr: first_updates(lr, updates=20) for lr in (1.778, 3.162, 5.623, 10.0)}
+plot_dead_units(list(replayed.values()), {lr: bn[lr] for lr in replayed});
+
+# %%
+# NBVAL_CHECK_OUTPUT
+typical, low, high = largest_normalized(m=64)
+print(f"largest of 64 normalized normal values: mean {bracketed(typical, 2.2, 2.5)}, 90% of minibatches between "
+      f"{low:.2f} and {high:.2f}; bound sqrt(63) = {np.sqrt(63):.2f}")
+calm, huge = replayed[1.778], replayed[10.0]
+print("last hidden layer after 20 updates (per seed)")
+print(f"  lr 1.78: dead on the minibatch {each_within(calm.dead[:, -1], high=0.05)}; "
+      f"median beta {each_within(calm.beta[:, -1], -0.5, 0.0)}")
+print(f"  lr 10:   dead on the minibatch {each_within(huge.dead[:, -1], low=0.7)}; "
+      f"median beta {each_within(huge.beta[:, -1], high=-1.0)}")
+print(f"           dead for any minibatch (beta + |gamma| sqrt 63 <= 0) {each_within(huge.bound_dead[:, -1], low=0.1)}")
+print("shipped runs after 600 updates: fraction of the last hidden layer dead on all 1,000 test images")
+brackets = {1.778: (None, 0.05), 3.162: (0.3, 0.6), 5.623: (0.95, None), 10.0: (0.95, None)}
+for lr, (low, high) in brackets.items():
+    print(f"  lr {lr:5.3g}: {each_within(last_layer_dead(bn[lr]), low, high)}")
+print(f"training loss over the last 50 updates (ln 10 = {np.log(10):.3f}): lr 5.62 "
+      f"{each_within(bn[5.623].values('train_loss')[:, -1], 1.5, 2.5)}; lr 10 "
+      f"{each_within(bn[10.0].values('train_loss')[:, -1], 2.2, 2.5)}")
+print(f"test accuracy at lr 10: {each_within(bn[10.0].final_accuracies(), high=0.15, digits=3)}")
+
+# %% [markdown]
+# What to notice:
+#
+# - At $\eta = 10$ the first two updates move the median $\beta$ from 0 to between $-0.9$ and $-2.2$; on the
+#   third update about half of the last layer is dead on its minibatch, from the fourth on three quarters or
+#   more. At 1.78 $\beta$ moves by a quarter at most in 20 updates and no unit dies.
+# - A unit that a step pushes the other way keeps its gradient. A unit dead *for certain* (the bound above)
+#   never gets a gradient again, so that fraction can only grow; after 20 updates at $\eta = 10$ it is a fifth
+#   to a third of the layer. The others are dead on most minibatches (left panel) and so learn on few. After
+#   600 updates 98–100% of the last layer is dead at 5.62 and 10, 38–56% at 3.16 (which still trains, to
+#   0.85–0.93), none at 1.78.
+# - With (nearly) nothing passed on, the loss stays at 1.8–2.4: at 10 a little above $\ln 10$ in every seed, at
+#   5.62 lower in the two seeds that kept 2% of the layer alive.
+#
+# The other layers lose units too at these rates (up to 57% in one layer at $\eta = 10$), but once the last
+# layer is dead, nothing below it matters. Why the last layer goes first these runs do not say (question 5).
+#
+# ## Weight decay under batch norm
+#
+# SGD's `weight_decay` $\lambda$ adds $\lambda w$ to every gradient: $w' = (1-\eta\lambda)\,w - \eta g$. With
+# $g \perp w$ for a BN unit,
+#
+# $$ \lVert w'\rVert^2 = (1-\eta\lambda)^2\,\lVert w\rVert^2 + \eta^2\lVert g\rVert^2 : $$
+#
+# decay shrinks the norm, the gradient grows it. For a scale-invariant unit a smaller norm changes nothing in
+# the function the net computes; it only raises the effective rate $\eta/\lVert w\rVert^2$ (van Laarhoven
+# 2017; Zhang et al. 2019). These runs: 3 hidden layers of 100 ReLU units with BN, torch's default init (a
+# unit's norm starts at $1/\sqrt 3 = 0.577$), $\eta = 0.1$, batch 64, 3,000 updates, three seeds, four decays.
+#
+# **What to look for.** The median unit's norm (mean of layers 2 and 3; layer 1, with its 784 inputs, moves
+# the same way), the effective rate it implies, and the test accuracy, one shade per decay.
+
+# %%
+decay = weight_decay_sweep(cached_only=True)   # {weight_decay: runs}
+plot_weight_decay(decay, selected=0.005);
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(f"median unit norm at init, layers 2-3: {bracketed(median_unit_norm(decay[0.0], record=0), 0.55, 0.6)}")
+norm_brackets = {0.0: (0.55, 0.65), 5e-4: (0.45, 0.55), 2e-3: (0.28, 0.38), 5e-3: (0.14, 0.22)}   # brackets
+for wd, (low, high) in norm_brackets.items():
+    print(f"after 3,000 updates, decay {wd:<6g}: {bracketed(median_unit_norm(decay[wd]), low, high, digits=2)}")
+none, strong = (weight_decay_effective_lr(decay[wd]) for wd in (0.0, 0.005))
+print(f"effective rate at the end: decay 0 {none:.2f}, decay 0.005 {strong:.2f}; "
+      f"ratio {bracketed(strong / none, 8, 16)}")
+print(f"test accuracy: decay 0     {each_within(decay[0.0].final_accuracies(), 0.93, 0.97, digits=3)}")
+print(f"               decay 0.005 {each_within(decay[0.005].final_accuracies(), 0.93, 0.97, digits=3)}")
+
+# %% [markdown]
+# What to notice:
+#
+# - Without decay the norm barely grows at $\eta = 0.1$ (0.58 to 0.59): the gradient's push is small. Every
+#   decay pulls it down, and at 0.005 it is still falling after 3,000 updates: no equilibrium yet.
+# - The effective rate rises accordingly, twelvefold at the end between decay 0 and 0.005, and still rising.
+# - The test accuracy does not follow: the seeds at decay 0.005 spread over the same range as those at 0.
+#
+# What these runs do **not** show. It is often said that under BN, weight decay works as a learning-rate
+# schedule rather than as a regularizer (Li & Arora 2020 prove that, for a net whose parameters are all
+# scale-invariant, SGD with decay and a fixed $\eta$ is equivalent to SGD without decay and an $\eta$ that grows
+# exponentially). Testing that
+# needs a control these runs lack: the same effective-rate trajectory produced without decay (a rising $\eta$,
+# no $\lambda$), compared with decay itself. And SGD's `weight_decay` also decays the output layer, which is not
+# scale-invariant (there it does regularize, in the classical sense), and BN's $\gamma$ and $\beta$, which
+# changes what the net computes. With accuracy flat within seed spread, the data here say only: decay shrinks
+# the hidden weights and raises their effective rate; it did not change test accuracy in 3,000 updates.
+#
 # ## Your turn: the dashboards
 #
-# The learning-rate slider is log-scale; its grid positions ($10^{k/4}$) are precomputed. Find the learning
-# rate where each net stops training, and watch the loss curves on the right.
+# The learning-rate dashboard has four controls. **learning rate** is a log slider with eight positions per
+# decade: every other one is a grid rate (cached, instant); the ones between are "not precomputed" and
+# **Train live** trains them (three seeds, about 5–15 s per net at depth 10). **nets** shows both, or one.
+# **depth** and **init** (He or torch's default) change the net; only depth 10 with He init is cached. **Pin**
+# keeps a setting drawn in black under the next; **Reset** returns to the lecture's default.
+#
+# Things to try:
+# - Narrow the plain net's border: train the position between 0.178 and 0.316 (0.237). Before you run it,
+#   read the one-step figure at that rate: will all three seeds train?
+# - Do the same for BN between 3.16 and 5.62 (4.22): how much of the last layer dies (the status line gives
+#   each seed's accuracy)?
+# - Depth 3, both nets: does the plain net's border move, and BN's? Pin depth 10 first to compare.
+# - torch's default init at depth 10: lecture 7 found the plain ReLU net stuck near chance from depth 8 at
+#   $\eta = 0.1$. Is there any rate at which it trains? For BN the init's scale does not change the function,
+#   but it changes the norms: a unit starts at $\lVert w\rVert = 0.577$ instead of 1.41. Predict from
+#   $\eta/\lVert w\rVert^2$ which way BN's border moves, and by about how much; then look.
 
 # %%
 lr_dashboard = LearningRateDashboard()
 lr_dashboard
 
 # %% [markdown]
-# The weight-decay slider: 0, 5e-4, 2e-3 and 5e-3 are precomputed; the others train live (3,000 updates per
-# seed, so allow half a minute).
+# The weight-decay dashboard: 0, 5e-4, 2e-3 and 5e-3 are cached; 1e-4, 1e-3 and 1e-2 train live (3,000 updates
+# per seed, so allow half a minute). Try 1e-2: does the norm reach an equilibrium, where decay and gradient
+# balance, within 3,000 updates, and does the accuracy move?
 
 # %%
 wd_dashboard = WeightDecayDashboard()
@@ -143,25 +418,48 @@ wd_dashboard
 #
 # | claim | source | here |
 # |---|---|---|
-# | BN allows much higher learning rates (BN-x5, BN-x30 on Inception) | Ioffe & Szegedy 2015, §4.2 | **reproduced**: 10-20× larger stable $\eta$ on a depth-10 MLP (reference: 0.3 vs 3). The paper's ImageNet speed-ups came with other recipe changes (no dropout, less L2, faster decay): never attribute them to BN alone |
-# | without BN, large-$\eta$ steps blow up the loss at initialization; with BN they do not | Bjorck et al. 2018 | **reproduced in kind**; the size depends on init (ours: up to ~$10^3$ with He, ~$10^9$ with Gaussian 0.15, vs the reference's $2\cdot10^7$) |
-# | BN makes layers scale-invariant; weight decay then raises the effective learning rate $\eta/\lVert W\rVert^2$ | van Laarhoven 2017; Zhang et al. 2019 | **reproduced**: $\lVert W\rVert$ grows without decay and shrinks with it (5.8 → 2.2 at 5e-3); the effective rate ends about 10× larger (reference: ~13×) |
+# | BN allows much higher learning rates (Inception: BN-x5, BN-x30) | Ioffe & Szegedy 2015, Sec. 3.3, 4.2 | **reproduced**: the ratio of largest stable rates printed above, with its grid bracket. The paper's ImageNet speed-ups came with other recipe changes (no dropout, less L2, faster decay): never attribute them to BN alone |
+# | without BN, one large step from initialization makes the loss explode; with BN it does not | Bjorck et al. 2018, Sec. 3 | **reproduced**: at 0.316 one step multiplies the plain net's loss by 2.9–6.2 and every seed diverges; BN's ratio stays below 1 up to $\eta = 1$. The one-step ratio passes 1 one grid step below the plain net's border, two below BN's |
+# | BN makes the loss change less along a gradient step (smoother landscape) | Santurkar et al. 2018, Sec. 3.1 | **partly**: consistent with the one-step ratios; their smoothness measures were not computed |
+# | BN makes each unit scale-invariant; its gradient is orthogonal to its weights and shrinks as $1/\lVert w\rVert$ | Ioffe & Szegedy 2015, Sec. 3.3; van Laarhoven 2017 | **reproduced**: $\lvert\cos(w, g)\rvert$ below $10^{-5}$ with BN, median 0.04–0.05 without |
+# | scale-invariant weights tune their own effective rate $\eta/\lVert w\rVert^2$ | Arora, Li & Lyu 2019 | **reproduced for layer 1** (effective rate 0.11–0.17 while $\eta$ spans 0.56–3.16); **partly** for layers 2–10 (still rising with $\eta$). The same mechanism makes BN slow at $\eta = 0.01$ |
+# | weight decay under BN raises the effective learning rate | van Laarhoven 2017; Zhang et al. 2019 | **reproduced**: twelvefold at the end with decay 0.005 |
+# | under BN, weight decay acts as a learning-rate schedule rather than a regularizer | Li & Arora 2020; Zhang et al. 2019 | **not tested**: no control separates the two, and test accuracy is flat across decays |
+#
+# Caveats: 600 updates (3,000 for weight decay) on 4,000 digits, three seeds, one architecture. The borders
+# are grid intervals; a longer run or momentum would move them.
 #
 # ## Summary
 #
-# - A log-scale sweep finds the largest stable learning rate; BN raises it about tenfold here.
-# - Under BN a layer's output ignores the scale of its weights; the gradient shrinks as $1/\lVert W\rVert$ and
-#   is orthogonal to $W$, so the effective learning rate is $\eta/\lVert W\rVert^2$.
-# - That self-correction explains both BN's tolerance of large $\eta$ and its slowness at tiny $\eta$; weight
-#   decay under BN mostly acts as a learning-rate schedule.
+# - On a log grid the largest stable learning rate is an interval. For the depth-10 ReLU net it is
+#   $[0.178, 0.316)$ without BN and $[3.16, 5.62)$ with BN: BN tolerates a rate ten to thirty times larger
+#   (the bracket of the ratio above).
+# - The plain net fails by diverging within two to four updates; the loss after one step from initialization
+#   already signals it (above 1 from 0.178, 2.9 or more from 0.316).
+# - BN makes each hidden unit's output independent of its weight scale. Then the gradient is orthogonal to
+#   $w$, SGD can only grow $\lVert w\rVert$, and the unit's effective learning rate is $\eta/\lVert w\rVert^2$.
+#   A large $\eta$ grows the norms (layer 1: from 1.41 to 4.81 in 50 updates at 3.16) until the steps are small
+#   again; a tiny $\eta$ leaves them at 1.41 and BN trains more slowly than the plain net.
+# - What the self-tuning does not protect, BN's $\gamma$ and $\beta$, sets BN's own border: past it the last
+#   hidden layer dies and the loss stalls at about $\ln 10$.
+# - Weight decay under BN shrinks the hidden weights and raises their effective rate; in these runs it did not
+#   change test accuracy, and they cannot say whether it helps as a schedule or as a regularizer.
 #
 # ## Questions
 #
-# 1. Show that $\langle W, \nabla L(W)\rangle = 0$ follows from $L(aW) = L(W)$ (differentiate in $a$ at $a = 1$).
-# 2. With $\langle W, \nabla L\rangle = 0$, show that an SGD step without weight decay can only increase
-#    $\lVert W\rVert$. By how much, to second order in $\eta$?
-# 3. The output layer has no BN after it. Is it scale-invariant? What does weight decay do there?
-# 4. The largest stable learning rate is found on a grid four points per decade. How would you locate it more
-#    precisely, and how many seeds would you need before trusting a factor of 2?
+# 1. Derive $\nabla L(aw) = \nabla L(w)/a$ and $\langle w, \nabla L(w)\rangle = 0$ from $L(aw) = L(w)$. Where
+#    does $\epsilon$ spoil them, and by how much (lecture 4)?
+# 2. With $\langle w, g\rangle = 0$, how much does one SGD step grow $\lVert w\rVert^2$? At $\eta = 0.01$ and
+#    $\lVert g\rVert \approx 1$, how many updates would it take to double $\lVert w\rVert^2$ from 2?
+# 3. The output layer has no BN after it. Is it scale-invariant? What limits its step at $\eta = 10$, and what
+#    does weight decay do to it?
+# 4. At $\eta = 10$ the BN net's training loss ends at 2.37–2.39, slightly above $\ln 10$, although the output
+#    layer only has to learn ten numbers. Why might a step of 10 on those ten numbers not settle at $\ln 10$?
+# 5. Show that $m$ numbers with mean 0 and mean square 1 can have none larger than $\sqrt{m-1}$. Why does that
+#    make a unit with $\beta + \lvert\gamma\rvert\sqrt{m-1} \le 0$ dead forever, whatever the layers below learn?
+#    Units die mostly in the *last* hidden layer: propose a reason, and a measurement (one step, one minibatch)
+#    that would test it.
+# 6. The border is located on a grid of four rates per decade. How many live runs (dashboard) would locate the
+#    plain net's border within 10%? How many seeds before you trust a factor of 2 between two borders?
 #
 # Next: lecture 10 (planned) — the paper's figure 1, reproduced.

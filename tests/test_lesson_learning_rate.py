@@ -1,0 +1,297 @@
+"""Lecture 9's numbers (bnlab.lessons.learning_rate), computed from the shipped learning-rate and weight-decay
+runs, inside the brackets the lecture prints; the numbers its prose states; and its figures."""
+
+import math
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from bnlab.experiments import (
+    GRID_LEARNING_RATES,
+    LearningRateConfig,
+    OneStepConfig,
+    SeedRuns,
+    learning_rate_sweep,
+    one_step_sweep,
+    weight_decay_sweep,
+)
+from bnlab.experiments._runs import train_mlp
+from bnlab.lessons.learning_rate import (
+    border_ratio,
+    divergence_updates,
+    each_within,
+    effective_lr_at_end,
+    first_updates,
+    gradient_weight_cosines,
+    largest_normalized,
+    last_layer_dead,
+    layer_norms,
+    learning_rate_border,
+    median_unit_norm,
+    norm_growth,
+    one_step_crossing,
+    one_step_separation,
+    weight_decay_effective_lr,
+)
+from bnlab.plots.learning_rate import (
+    plot_dead_units,
+    plot_effective_lr,
+    plot_lr_sweep,
+    plot_one_step_ratio,
+    plot_weight_decay,
+)
+
+
+@pytest.fixture(scope="module")
+def sweep():
+    return learning_rate_sweep(cached_only=True)
+
+
+@pytest.fixture(scope="module")
+def bn(sweep):
+    return sweep["BN"]
+
+
+@pytest.fixture(scope="module")
+def plain(sweep):
+    return sweep["no BN"]
+
+
+@pytest.fixture(scope="module")
+def ratios():
+    """The lecture's one-step sweep: both nets, He init, every grid rate, three seeds (about 3 s)."""
+    return one_step_sweep({"no BN": OneStepConfig(norm="none", init="he"),
+                           "BN": OneStepConfig(norm="batch", init="he")}, learning_rates=GRID_LEARNING_RATES)
+
+
+@pytest.fixture(scope="module")
+def replayed():
+    return {lr: first_updates(lr, updates=20) for lr in (1.778, 10.0)}
+
+
+@pytest.fixture(scope="module")
+def decay():
+    return weight_decay_sweep(cached_only=True)
+
+
+def fake_runs(finals, diverged_at=None) -> SeedRuns:
+    diverged_at = diverged_at or [math.nan] * len(finals)
+    arrays = tuple({"final_accuracy": np.float64(a), "diverged_at": np.float64(d)}
+                   for a, d in zip(finals, diverged_at))
+    return SeedRuns(seeds=tuple(range(len(finals))), arrays=arrays)
+
+
+# ------------------------------------------------------------------------------------------------ formatting
+
+
+def test_each_within_lists_every_value_with_its_bracket():
+    assert each_within([0.861, 0.859], high=0.88, digits=3) == "0.861, 0.859 (each < 0.88)"
+    assert each_within([0.5, 0.7], low=0.3, high=0.6) == "0.50, 0.70 (OUTSIDE the bracket: each in [0.3, 0.6])"
+    assert each_within([0.9, math.nan], low=0.5) == "0.90, diverged (OUTSIDE the bracket: each > 0.5)"
+    with pytest.raises(ValueError, match="low, high or both"):
+        each_within([1.0])
+
+
+# ------------------------------------------------------------------------------------------------ the border
+
+
+def test_border_is_the_last_rate_where_every_seed_trains_and_the_next_one():
+    by_lr = {0.1: fake_runs([0.9, 0.9]), 0.3: fake_runs([0.9, 0.4]), 1.0: fake_runs([math.nan, 0.9], [3, math.nan])}
+    assert learning_rate_border(by_lr) == (0.1, 0.3)
+    assert learning_rate_border({1.0: by_lr[1.0]})[1] == 1.0 and math.isnan(learning_rate_border({1.0: by_lr[1.0]})[0])
+    assert math.isnan(learning_rate_border({0.1: by_lr[0.1]})[1])
+
+
+def test_the_borders_and_their_ratio(plain, bn):
+    assert learning_rate_border(plain) == (0.1778, 0.3162)
+    assert learning_rate_border(bn) == (3.162, 5.623)
+    ratio, lowest, highest = border_ratio(plain, bn)
+    assert ratio == pytest.approx(17.78, abs=0.01)
+    assert lowest == pytest.approx(10.0, abs=0.01) and highest == pytest.approx(31.62, abs=0.01)
+    assert np.all(bn[5.623].final_accuracies() < 0.5)
+    assert all(runs.num_diverged() == 0 for runs in bn.values())                 # "BN never diverges"
+    assert plain[0.3162].num_diverged() == 3
+
+
+def test_the_plain_net_diverges_at_update_2_to_4_at_every_rate_past_its_border(plain):
+    at = divergence_updates(plain)
+    assert at.size == 21 and at.min() == 2 and at.max() == 4  # the lecture prints "(latest: 4 (< 5))"
+    assert all(plain[lr].num_diverged() == 3 for lr in plain if lr >= 0.3162)
+    assert all(plain[lr].num_diverged() == 0 for lr in plain if lr < 0.3162)
+
+
+def test_bn_is_slower_at_the_smallest_rate(plain, bn):
+    assert np.all(bn[0.01].final_accuracies() < 0.88)
+    assert np.all(plain[0.01].final_accuracies() > 0.88)
+
+
+# ------------------------------------------------------------------------------------------------ one step
+
+
+def test_one_step_crossings_and_separation(ratios, plain, bn):
+    assert one_step_crossing(ratios["no BN"]) == (0.1, 0.1778)
+    assert one_step_crossing(ratios["BN"]) == (1.0, 1.778)
+    for label, by_lr in (("no BN", plain), ("BN", bn)):
+        below, above = one_step_crossing(ratios[label])
+        assert max(ratios[label][below]) < 1 < min(ratios[label][above])
+        trained, failed = one_step_separation(ratios[label], by_lr)
+        assert failed / trained > 1
+    assert one_step_separation(ratios["no BN"], plain) == pytest.approx((1.34, 2.85), abs=0.01)
+    assert one_step_separation(ratios["BN"], bn) == pytest.approx((2.02, 2.76), abs=0.01)
+
+
+def test_one_step_numbers_the_prose_states(ratios):
+    assert 2.8 < min(ratios["no BN"][0.3162]) and max(ratios["no BN"][0.3162]) < 6.25       # "2.9 to 6.2"
+    bn_small = [r for lr, seeds in ratios["BN"].items() if lr <= 1.0 for r in seeds]
+    assert 0.765 < min(bn_small) and max(bn_small) < 0.985                                    # "0.77 and 0.98"
+    assert 1.95 < max(ratios["BN"][3.162]) < 2.05                                             # "up to 2.0x"
+
+
+def test_one_step_crossing_without_a_crossing():
+    assert one_step_crossing({0.1: [0.5], 1.0: [0.9]})[0] == 1.0
+    assert math.isnan(one_step_crossing({0.1: [0.5], 1.0: [0.9]})[1])
+    assert math.isnan(one_step_crossing({0.1: [2.0]})[0]) and one_step_crossing({0.1: [2.0]})[1] == 0.1
+
+
+def test_the_one_step_ratio_is_the_first_update_of_the_shipped_runs(plain, bn):
+    """Same weights and same first minibatch: the loss before the step is the shipped runs' first loss."""
+    for norm, by_lr in (("none", plain), ("batch", bn)):
+        first, _ = train_mlp(seed=1, steps=1, batch_size=64, lr=0.1, record_every=1, progress=False, depth=10,
+                             width=100, activation="relu", norm=norm, init="he")
+        assert first.train_loss[0] == pytest.approx(by_lr[0.1].values("train_loss")[1, 0], rel=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------ scale invariance
+
+
+def test_a_bn_units_gradient_is_orthogonal_to_its_weights_and_a_plain_units_is_not():
+    bn_cos = [gradient_weight_cosines("batch", seed) for seed in (0, 1, 2)]
+    plain_cos = [gradient_weight_cosines("none", seed) for seed in (0, 1, 2)]
+    assert max(c.max() for c in bn_cos) < 1e-4
+    assert all(c.size == 1000 for c in bn_cos)
+    medians = [np.median(c) for c in plain_cos]
+    assert all(m > 0.01 for m in medians) and 0.035 < min(medians) and max(medians) < 0.055  # "0.04-0.05"
+
+
+def test_weight_norms_at_the_smallest_rate_stay_at_he_init(bn):
+    assert 1.38 <= median_unit_norm(bn[0.01], record=0) <= 1.45
+    assert np.all((layer_norms(bn[0.01]) >= 1.395) & (layer_norms(bn[0.01]) <= 1.435))     # "1.40-1.43"
+    assert 0.004 <= effective_lr_at_end({0.01: bn[0.01]})[0.01] <= 0.006
+
+
+def test_weight_norms_at_bns_border_grow_at_once(bn):
+    early, late = layer_norms(bn[3.162], record=1), layer_norms(bn[3.162])
+    assert 4 <= early[0] <= 6 and np.all((early[1:] >= 1.5) & (early[1:] <= 2.5))
+    assert 4 <= late[0] <= 6 and np.all((late[1:] >= 1.5) & (late[1:] <= 3))
+    assert early[0] == pytest.approx(4.81, abs=0.005) and early[1] == pytest.approx(2.27, abs=0.005)
+    assert early[-1] == pytest.approx(1.60, abs=0.005)
+    assert 8 <= norm_growth(bn[3.162]) <= 16
+    assert 12 <= layer_norms(bn[10.0], record=1)[0] <= 17
+    assert layer_norms(bn[10.0])[0] == pytest.approx(layer_norms(bn[10.0], record=1)[0], rel=0.01)  # "then stays"
+
+
+def test_layer_1_tunes_its_own_effective_rate(bn):
+    ends = effective_lr_at_end({lr: runs for lr, runs in bn.items() if 0.5 < lr < 4})
+    assert sorted(ends) == [0.5623, 1.0, 1.778, 3.162]
+    assert max(ends.values()) / min(ends.values()) < 2
+    assert 0.105 < min(ends.values()) and max(ends.values()) < 0.175                           # "0.11 and 0.17"
+    deeper = effective_lr_at_end({lr: bn[lr] for lr in (0.5623, 1.0, 1.778, 3.162)}, layers=slice(1, None))
+    assert list(deeper.values()) == sorted(deeper.values())                         # layers 2-10 still rising
+
+
+# ------------------------------------------------------------------------------------------------ dead last layer
+
+
+def test_first_updates_replay_the_shipped_runs(bn):
+    result, _ = train_mlp(seed=0, steps=50, batch_size=64, lr=3.162, record_every=50, progress=False,
+                          depth=10, width=100, activation="relu", **LearningRateConfig(norm="batch").model_options())
+    shipped = bn[3.162].values("unit_weight_norms")[0, 1]
+    assert np.allclose(result.unit_weight_norms[-1][:-1], shipped, rtol=1e-5)
+
+
+def test_a_huge_step_kills_the_last_layer_through_beta(replayed):
+    calm, huge = replayed[1.778], replayed[10.0]
+    assert calm.dead.shape == (3, 20)
+    assert np.all(calm.dead[:, -1] < 0.05) and np.all((calm.beta[:, -1] >= -0.5) & (calm.beta[:, -1] <= 0))
+    assert np.all(calm.beta[:, -1] > -0.25)                                                  # "a quarter at most"
+    assert np.all(calm.dead == 0)
+    assert np.all(huge.dead[:, -1] > 0.7) and np.all(huge.beta[:, -1] < -1)
+    assert np.all(huge.bound_dead[:, -1] > 0.1)
+    assert np.all(huge.bound_dead[:, :-1] <= huge.dead[:, 1:])  # dead for certain after u: dead in update u + 1
+    # prose: after two updates beta between -0.9 and -2.2; update 3 about half dead, from update 4 >= 3/4
+    assert np.all((huge.beta[:, 1] < -0.9) & (huge.beta[:, 1] > -2.2))
+    assert np.all((huge.dead[:, 2] > 0.4) & (huge.dead[:, 2] < 0.6)) and np.all(huge.dead[:, 3:] >= 0.75)
+
+
+def test_normalized_values_reach_far_below_their_bound():
+    typical, low, high = largest_normalized(m=64)
+    assert 2.2 <= typical <= 2.5 and 1.7 < low < 1.95 and 2.95 < high < 3.2 < math.sqrt(63)
+    x = np.random.default_rng(1).standard_normal((1000, 8))
+    z = (x - x.mean(axis=1, keepdims=True)) / x.std(axis=1, keepdims=True)
+    assert z.max() <= math.sqrt(7) + 1e-12
+    edge = np.array([1.0] + [0.0] * 7)                          # all but one equal: the bound is reached
+    assert (edge - edge.mean()).max() / edge.std() == pytest.approx(math.sqrt(7))
+
+
+def test_after_600_updates_the_last_layer_is_dead_past_bns_border(bn):
+    assert np.all(last_layer_dead(bn[1.778]) < 0.05)
+    assert np.all(last_layer_dead(bn[1.778]) == 0)
+    assert np.all((last_layer_dead(bn[3.162]) >= 0.3) & (last_layer_dead(bn[3.162]) <= 0.6))
+    assert np.all(last_layer_dead(bn[5.623]) > 0.95) and np.all(last_layer_dead(bn[10.0]) > 0.95)
+    assert np.all(last_layer_dead(bn[5.623]) >= 0.975)                                       # "98-100%"
+    loss = {lr: bn[lr].values("train_loss")[:, -1] for lr in (5.623, 10.0)}
+    assert np.all((loss[5.623] >= 1.5) & (loss[5.623] <= 2.5)) and np.all((loss[10.0] >= 2.2) & (loss[10.0] <= 2.5))
+    assert np.all(loss[10.0] > math.log(10))                                        # "a little above ln 10"
+    assert np.all(bn[10.0].final_accuracies() < 0.15)
+    assert np.all((bn[3.162].final_accuracies() > 0.845) & (bn[3.162].final_accuracies() < 0.935))  # "0.85-0.93"
+    other_layers = bn[10.0].values("dead_units")[:, :-1]
+    assert 0.5 < other_layers.max() < 0.6                                                    # "up to 57%"
+    assert all(np.all(bn[lr].values("dead_units") == 0) for lr in bn if lr <= 1.778)
+
+
+# ------------------------------------------------------------------------------------------------ weight decay
+
+
+def test_weight_decay_shrinks_the_norms_and_raises_the_effective_rate(decay):
+    assert 0.55 <= median_unit_norm(decay[0.0], record=0) <= 0.6
+    brackets = {0.0: (0.55, 0.65), 5e-4: (0.45, 0.55), 2e-3: (0.28, 0.38), 5e-3: (0.14, 0.22)}
+    for wd, (low, high) in brackets.items():
+        assert low <= median_unit_norm(decay[wd]) <= high
+    assert median_unit_norm(decay[0.0]) > median_unit_norm(decay[0.0], record=0)              # "0.58 to 0.59"
+    norms = decay[5e-3].values("unit_weight_norm")[:, :, 1:].mean(axis=2)
+    assert np.all(norms[:, -1] < norms[:, -5])                                               # still falling
+    ratio = weight_decay_effective_lr(decay[5e-3]) / weight_decay_effective_lr(decay[0.0])
+    assert 8 <= ratio <= 16
+    for wd in (0.0, 5e-3):
+        assert np.all((decay[wd].final_accuracies() >= 0.93) & (decay[wd].final_accuracies() <= 0.97))
+
+
+# ------------------------------------------------------------------------------------------------ figures
+
+
+def test_the_figures_draw_the_shipped_runs(sweep, bn, ratios, replayed, decay):
+    borders = {label: learning_rate_border(by_lr) for label, by_lr in sweep.items()}
+    figures = [
+        plot_lr_sweep(sweep, selected=3.162, max_stable={k: b[0] for k, b in borders.items()}),
+        plot_lr_sweep({"no BN": sweep["no BN"]}, selected=10.0),            # nothing but diverged seeds
+        plot_lr_sweep(sweep, selected=None, pinned=("depth 3", sweep)),
+        plot_effective_lr(bn, shown=(0.01, 1.0, 10.0)),
+        plot_effective_lr(bn),
+        plot_dead_units(list(replayed.values()), {lr: bn[lr] for lr in replayed}),
+        plot_one_step_ratio(ratios, borders=borders),
+        plot_one_step_ratio({"no BN": {0.1: [0.5, math.inf], 1.0: [50.0, 1e9]}}),
+        plot_weight_decay(decay, selected=5e-3, pinned=("weight decay 0", decay[0.0])),
+    ]
+    first_seed = {label: {**by_lr, 0.1334: SeedRuns(seeds=(0,), arrays=by_lr[0.1778].arrays[:1])}
+                  for label, by_lr in sweep.items()}          # a live run's first stage: one seed among three
+    figures.append(plot_lr_sweep(first_seed, selected=0.1334))
+    assert all(isinstance(f, Figure) for f in figures)
+    loss_panel = figures[1].axes[1]
+    assert any("3 of 3 seeds diverged" in t.get_text() for t in loss_panel.texts)
+    assert any("not shown" in t.get_text() for t in figures[1].axes[2].texts)
+    legend = [t.get_text() for t in figures[-2].legends[0].get_texts()]
+    assert "pinned: weight decay 0" in legend
+    import matplotlib.pyplot as plt
+    for fig in figures:
+        plt.close(fig)
