@@ -44,7 +44,6 @@ def draw_only_cases():
         params, result = dash.last_params, dash.last_result
         out[name] = (lambda dash=dash, params=params, result=result: dash._render(dash.draw(params, result)))
     return out
-    }
 
 
 def live_cases():

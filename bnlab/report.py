@@ -7,6 +7,7 @@ rounding (2e-16 here, 1.5e-15 with another thread count) must not be printed dig
   (``"< 1e-10"`` for 5e-11 or 6e-11), and three significant digits for errors of order one (``"0.37"``);
 * :func:`within` adds the bracket the value is checked against: ``"below 1e-14 (< 1e-12)"``, and says so
   loudly when the value is outside it;
+* :func:`each_within` prints several values (per seed, per layer) and the bracket each must fall in;
 * :func:`seed_values` lists an experiment's per-seed values (``"0.89, 0.91, diverged"``);
 * :func:`bracketed` prints a measured quantity of order one (an accuracy, a ratio) with its bracket:
   ``"0.931 (> 0.85)"``, ``"18 (in [10, 30])"``.
@@ -19,7 +20,7 @@ from typing import Any
 
 from bnlab._validation import check_float
 
-__all__ = ["bracketed", "error_text", "seed_values", "within"]
+__all__ = ["bracketed", "each_within", "error_text", "seed_values", "within"]
 
 
 def _as_float(value: Any) -> float:
@@ -57,8 +58,16 @@ def within(value: Any, bound: float, floor: float = 1e-14) -> str:
     return f"{shown} (< {bound:.0e})" if inside else f"{shown} (OUTSIDE the bracket < {bound:.0e})"
 
 
-def _bound_text(bound: float) -> str:
-    return f"{bound:.3g}"
+def _bracket(low: float | None, high: float | None) -> tuple[str, Any]:
+    """The bracket's text and its test: ``"> 0.85"``, ``"< 0.2"`` or ``"in [10, 30]"`` (exclusive alone,
+    inclusive as a range)."""
+    if low is None and high is None:
+        raise ValueError("a bracket needs low, high or both")
+    if low is not None and high is not None:
+        return f"in [{low:.3g}, {high:.3g}]", lambda v: low <= v <= high
+    if low is not None:
+        return f"> {low:.3g}", lambda v: v > low
+    return f"< {high:.3g}", lambda v: v < high
 
 
 def bracketed(value: Any, low: float | None = None, high: float | None = None, digits: int = 3) -> str:
@@ -66,19 +75,21 @@ def bracketed(value: Any, low: float | None = None, high: float | None = None, d
     ``"0.931 (> 0.85)"``, ``"0.1 (< 0.2)"`` or ``"18 (in [10, 30])"`` (bounds exclusive below/above,
     inclusive for a range). A value outside reads ``"0.5 (OUTSIDE the bracket > 0.85)"``; NaN is outside.
     """
-    if low is None and high is None:
-        raise ValueError("bracketed needs low, high or both")
+    bracket, inside = _bracket(low, high)
     value = _as_float(value)
-    digits = int(digits)
-    if low is not None and high is not None:
-        bracket = f"in [{_bound_text(low)}, {_bound_text(high)}]"
-        inside = low <= value <= high
-    elif low is not None:
-        bracket, inside = f"> {_bound_text(low)}", value > low
-    else:
-        bracket, inside = f"< {_bound_text(high)}", value < high
-    shown = f"{value:.{digits}g}" if math.isfinite(value) else str(value)
-    return f"{shown} ({bracket})" if inside else f"{shown} (OUTSIDE the bracket {bracket})"
+    shown = f"{value:.{int(digits)}g}" if math.isfinite(value) else str(value)
+    return f"{shown} ({bracket})" if inside(value) else f"{shown} (OUTSIDE the bracket {bracket})"
+
+
+def each_within(values: Any, low: float | None = None, high: float | None = None, digits: int = 2) -> str:
+    """Several values (one per seed, or per layer) and the bracket each must fall in, ``digits`` decimals:
+    ``"0.86, 0.86, 0.86 (each < 0.88)"``, ``"0.89, 0.91 (each in [0.85, 0.95])"``; a NaN (a diverged seed)
+    reads ``diverged`` and is outside: ``"0.9, diverged (OUTSIDE the bracket: each > 0.5)"``."""
+    bracket, inside = _bracket(low, high)
+    values = [_as_float(v) for v in (values.ravel() if hasattr(values, "ravel") else values)]
+    shown = ", ".join(f"{v:.{int(digits)}f}" if math.isfinite(v) else "diverged" for v in values)
+    ok = all(math.isfinite(v) and inside(v) for v in values)
+    return f"{shown} (each {bracket})" if ok else f"{shown} (OUTSIDE the bracket: each {bracket})"
 
 
 def seed_values(runs: Any, name: str = "final_accuracy", digits: int = 2) -> str:

@@ -19,7 +19,6 @@ from bnlab.experiments import (
 from bnlab.lessons.batch_size import (
     accuracy_after_examples,
     bn_jacobian,
-    each_seed,
     final_train_loss,
     first_update_norm,
     gradient_at_init,
@@ -79,16 +78,6 @@ def inside(values, low=None, high=None) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-
-
-def test_each_seed_prints_every_seed_and_its_bracket():
-    assert each_seed([0.546, 0.628, 0.513], 0.4, 0.7, digits=3) == "0.546, 0.628, 0.513 (each in [0.4, 0.7])"
-    assert each_seed([1.93, 1.86], low=1.5) == "1.93, 1.86 (each > 1.5)"
-    assert each_seed([0.0056], high=0.02, digits=4) == "0.0056 (each < 0.02)"
-    assert each_seed([0.5, 0.95], 0.9) == "0.50, 0.95 (NOT each > 0.9)"
-    assert each_seed([0.95, math.nan], 0.9) == "0.95, diverged (NOT each > 0.9)"
-    with pytest.raises(ValueError, match="needs low, high or both"):
-        each_seed([1.0])
 
 
 def test_pooled_range_spans_every_seed_and_a_nan_spoils_it(sweep_128):
@@ -284,6 +273,7 @@ def test_the_other_figures_draw(by_batch, at_init):
     by_examples = fig.axes[1]
     first = by_examples.lines[0]                      # SGD batch 16, seed 0: examples in thousands
     assert first.get_xdata()[0] == pytest.approx(50 * 16 / 1000)
-    fake = {g: type("R", (), {"steps": np.array([0, 1, 600]), "weight_norms": np.ones((3, 4))})() for g in (2, 128)}
+    fake = {g: type("R", (), {"steps": np.array([0, 1, 600]), "weight_norms": np.ones((3, 4))})()
+            for g in (2, 128)}
     fig = plot_pair_gradients(at_init, fake)
     assert "gap to partner" in fig.axes[0].get_title() and len(fig.axes[1].lines) == len(at_init) + 2  # + diagonal, 1% mark

@@ -20,7 +20,6 @@ from bnlab.experiments._runs import train_mlp
 from bnlab.lessons.learning_rate import (
     border_ratio,
     divergence_updates,
-    each_within,
     effective_lr_at_end,
     first_updates,
     gradient_weight_cosines,
@@ -83,14 +82,6 @@ def fake_runs(finals, diverged_at=None) -> SeedRuns:
 
 
 # ------------------------------------------------------------------------------------------------ formatting
-
-
-def test_each_within_lists_every_value_with_its_bracket():
-    assert each_within([0.861, 0.859], high=0.88, digits=3) == "0.861, 0.859 (each < 0.88)"
-    assert each_within([0.5, 0.7], low=0.3, high=0.6) == "0.50, 0.70 (OUTSIDE the bracket: each in [0.3, 0.6])"
-    assert each_within([0.9, math.nan], low=0.5) == "0.90, diverged (OUTSIDE the bracket: each > 0.5)"
-    with pytest.raises(ValueError, match="low, high or both"):
-        each_within([1.0])
 
 
 # ------------------------------------------------------------------------------------------------ the border

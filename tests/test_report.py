@@ -45,3 +45,12 @@ def test_bracketed_prints_the_value_and_its_bracket_and_flags_a_miss():
     assert bracketed(float("nan"), low=0.85) == "nan (OUTSIDE the bracket > 0.85)"
     with pytest.raises(ValueError, match="needs low, high or both"):
         bracketed(1.0)
+
+
+def test_each_within_checks_every_value_and_names_a_diverged_one():
+    from bnlab.report import each_within
+
+    assert each_within([0.861, 0.859, 0.857], high=0.88) == "0.86, 0.86, 0.86 (each < 0.88)"
+    assert each_within(np.array([0.9, 0.91]), 0.85, 0.95) == "0.90, 0.91 (each in [0.85, 0.95])"
+    assert each_within([0.9, float("nan")], low=0.5) == "0.90, diverged (OUTSIDE the bracket: each > 0.5)"
+    assert each_within([1.93, 1.86], low=1.5, digits=3) == "1.930, 1.860 (each > 1.5)"

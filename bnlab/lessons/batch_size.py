@@ -33,7 +33,6 @@ __all__ = [
     "GradientAtInit",
     "accuracy_after_examples",
     "bn_jacobian",
-    "each_seed",
     "final_train_loss",
     "first_update_norm",
     "gradient_at_init",
@@ -79,25 +78,6 @@ def accuracy_after_examples(runs: SeedRuns, batch_size: int, examples: int) -> n
         raise ValueError(f"{examples} examples at SGD batch {batch_size} is not a recorded update "
                          f"(recorded: every {int(steps[1] - steps[0])} updates up to {int(steps[-1])})")
     return runs.values("test_accuracy")[:, int(np.flatnonzero(steps == updates)[0])]
-
-
-def each_seed(values: Sequence[float] | np.ndarray, low: float | None = None, high: float | None = None,
-              digits: int = 2) -> str:
-    """Per-seed values with the bracket every one of them is checked against: ``"0.55, 0.63, 0.51 (each in
-    [0.4, 0.7])"``, ``"1.93, 1.86, 1.93 (each > 1.5)"``; a value outside (NaN included) makes the bracket read
-    ``"(NOT each in [0.4, 0.7])"``. Bounds are exclusive alone and inclusive as a range, as in
-    :func:`bnlab.report.bracketed`."""
-    if low is None and high is None:
-        raise ValueError("each_seed needs low, high or both")
-    values = [float(v) for v in np.asarray(values, dtype=float).ravel()]
-    if low is not None and high is not None:
-        bracket, inside = f"in [{low:.3g}, {high:.3g}]", all(low <= v <= high for v in values)
-    elif low is not None:
-        bracket, inside = f"> {low:.3g}", all(v > low for v in values)
-    else:
-        bracket, inside = f"< {high:.3g}", all(v < high for v in values)
-    shown = ", ".join(f"{v:.{digits}f}" if math.isfinite(v) else "diverged" for v in values)
-    return f"{shown} (each {bracket})" if inside else f"{shown} (NOT each {bracket})"
 
 
 # --------------------------------------------------------------------------------- a pair, exactly

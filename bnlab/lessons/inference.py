@@ -33,8 +33,17 @@ from bnlab._validation import check_choice, check_float, check_int, check_moment
 from bnlab.data import Dataset
 from bnlab.models import build_mlp
 from bnlab.nn import batchnorm_layers, fold_batchnorm, fold_batchnorm_sequential, recompute_batchnorm_statistics
-from bnlab.running_stats import (CONVENTIONS, PAPER_SOURCE, batch_weights, bias_corrected, bias_corrected_trace,
-                                 convention, initial_value_share, moving_average_trace, newest_batch_weight)
+from bnlab.running_stats import (
+    CONVENTIONS,
+    PAPER_SOURCE,
+    batch_weights,
+    bias_corrected,
+    bias_corrected_trace,
+    convention,
+    initial_value_share,
+    moving_average_trace,
+    newest_batch_weight,
+)
 from bnlab.train import evaluate, train
 
 __all__ = ["MAX_TRACE_STEPS", "PAPER_SOURCE", "PYTORCH_INITIAL", "RECENT_STEPS", "SETTLE_STEPS", "STATISTICS",

@@ -27,7 +27,7 @@ __all__ = [
     "FirstUpdates",
     "border_ratio",
     "divergence_updates",
-    "each_within",
+    
     "effective_lr_at_end",
     "first_updates",
     "gradient_weight_cosines",
@@ -46,26 +46,6 @@ __all__ = [
 # ----------------------------------------------------------------------------------------------------------
 # Formatting a list of values (one per seed) with its bracket
 # ----------------------------------------------------------------------------------------------------------
-
-
-def each_within(values: Sequence[float], low: float | None = None, high: float | None = None, digits: int = 2
-                ) -> str:
-    """Several values (one per seed, or per layer) and the bracket each must fall in:
-    ``"0.86, 0.86, 0.86 (each < 0.88)"``, ``"0.89, 0.91, 0.89 (each in [0.85, 0.95])"``; a NaN reads
-    ``diverged``. A value outside (NaN included) turns the bracket into
-    ``"(OUTSIDE the bracket: each > 0.5)"``."""
-    if low is None and high is None:
-        raise ValueError("each_within needs low, high or both")
-    values = [float(v) for v in values]
-    shown = ", ".join("diverged" if not math.isfinite(v) else f"{v:.{digits}f}" for v in values)
-    if low is not None and high is not None:
-        bracket = f"each in [{low:.3g}, {high:.3g}]"
-        inside = all(low <= v <= high for v in values)
-    elif low is not None:
-        bracket, inside = f"each > {low:.3g}", all(v > low for v in values)
-    else:
-        bracket, inside = f"each < {high:.3g}", all(v < high for v in values)
-    return f"{shown} ({bracket})" if inside else f"{shown} (OUTSIDE the bracket: {bracket})"
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -70,10 +70,10 @@ def plot_depth_runs(runs: SeedRuns, title: str, compare: Mapping[str, SeedRuns] 
 
     Top: test accuracy (each seed a line, x where one diverged), each weight layer's gradient norm at
     initialization (solid) and after training (dashed), and the mean cosine similarity between test examples
-    of each hidden layer's output (near 1: every image looks alike to the next layer). Bottom: the
-    pre-activation percentiles of this setting and of the first compared one, at initialization (filled,
-    batch statistics, as the first updates see them) and after training (dashed outlines, eval mode);
-    training loss. ``pinned`` = (label, runs) is drawn in black in the accuracy, gradient and similarity
+    of each hidden layer's output (near 1: every image looks alike to the next layer). Bottom: training loss
+    (below the accuracy, same steps), then the pre-activation percentiles of this setting and of the first
+    compared one, at initialization (filled, batch statistics, as the first updates see them) and after
+    training (dashed outlines, eval mode). ``pinned`` = (label, runs) is drawn in black in the accuracy, gradient and similarity
     panels.
     """
     settings = {label: runs, **dict(compare or {})}
@@ -82,15 +82,16 @@ def plot_depth_runs(runs: SeedRuns, title: str, compare: Mapping[str, SeedRuns] 
     if pinned is not None:
         overlays[f"pinned: {pinned[0]}"] = pinned[1]
         colors[f"pinned: {pinned[0]}"] = "black"
-    fig, axes = figure(2, 3, 13.5, 7.4, left=0.055, right=0.99, bottom=0.13, top=0.88, wspace=0.3, hspace=0.45)
-    (acc, grad, sim), (pre_main, pre_other, loss) = axes
+    fig, axes = figure(2, 3, 13.5, 7.4, left=0.055, right=0.99, bottom=0.13, top=0.88, wspace=0.3, hspace=0.3)
+    (acc, grad, sim), (loss, pre_main, pre_other) = axes
+    loss.sharex(acc)  # a column shares its x-axis: the top panel's tick labels would repeat the bottom's
+    acc.tick_params(labelbottom=False)
 
     for name, each in overlays.items():
         seed_curves(acc, each, "test_accuracy", colors[name], name, diverged_at=CHANCE,
                     ls="--" if name.startswith("pinned") else "-")
     chance_line(acc)
-    acc.set(xlabel="training step (SGD updates)", ylabel="test accuracy (fraction)",
-            title="Test accuracy (a line per seed, x: diverged)")
+    acc.set(ylabel="test accuracy (fraction)", title="Test accuracy (a line per seed; x: diverged)")
 
     all_grads, zero_marks = [], []
     for name, each in overlays.items():
@@ -112,24 +113,28 @@ def plot_depth_runs(runs: SeedRuns, title: str, compare: Mapping[str, SeedRuns] 
         if any(zero_layers.size for zero_layers, _ in zero_marks):
             grad.text(0.02, 0.93, "v: gradient exactly 0", transform=grad.transAxes, fontsize=8)
     grad.set(xlabel="weight layer (last = output layer)", ylabel="gradient norm (Frobenius)",
-             title="Gradient per layer: init (solid), trained (dashed)")
+             title="Gradient norm: init (solid), trained (dashed)")
 
     for name, each in overlays.items():
         layers = np.arange(1, each.values("similarity_init").shape[1] + 1)
         sim.plot(layers, each.mean("similarity_init"), color=colors[name], marker=".")
         sim.plot(layers, each.mean("similarity_final"), color=colors[name], marker=".", ls="--")
     sim.axhline(1 / np.pi, color="gray", lw=0.8, ls=":")
-    sim.text(1.0, 1 / np.pi, " 1/π", transform=sim.get_yaxis_transform(), va="center", fontsize=8, color="gray")
+    sim.text(0.01, 1 / np.pi + 0.02, "1/π", transform=sim.get_yaxis_transform(), va="bottom", fontsize=8, color="gray")
     sim.set_ylim(-0.05, 1.05)
-    sim.set(xlabel="hidden layer (input side = 1)", ylabel="mean cosine similarity",
-            title="Similarity of examples: init (solid), trained (dashed)")
+    sim.set(ylabel="mean cosine similarity", title="Similarity of examples: init (solid), trained (dashed)")
 
     panels = [(pre_main, label, runs)] + [(pre_other, name, each) for name, each in list(settings.items())[1:2]]
     for ax, name, each in panels:
         _percentile_band(ax, each, "percentiles_init", colors[name], None, filled=True)
         _percentile_band(ax, each, "percentiles_final", colors[name], None, filled=False)
         ax.set(xlabel="hidden layer (input side = 1)", ylabel="pre-activation value",
-               title=f"{name}: 15/50/85th pct, init (filled), trained (dashed)")
+               title=f"{name}: 15/50/85th pct, init (filled), trained (--)")
+    if len(settings) > 1:  # the similarity panel sits above the compared setting's percentiles
+        sim.sharex(pre_other)
+        sim.tick_params(labelbottom=False)
+    else:
+        sim.set_xlabel("hidden layer (input side = 1)")
     if len(settings) < 2:
         pre_other.set_axis_off()
         pre_other.text(0.5, 0.5, "no compared setting is cached", ha="center", va="center",

@@ -29,7 +29,7 @@ class DepthDashboard(Dashboard):
     """
 
     title = "Depth: when does a plain MLP stop learning?"
-    live_hint = "about 2-8 s for 3 seeds, longer for deep nets"
+    live_hint = "about 3-15 s for 3 seeds, longer for deep nets; the first seed is drawn first"
 
     def __init__(self, base: DepthConfig = DepthConfig(), *, progress: bool = True, update: bool = True,
                  background: bool = True):

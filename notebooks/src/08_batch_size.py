@@ -46,12 +46,12 @@ import numpy as np
 
 import bnlab.notebook
 from bnlab.experiments import BatchSizeConfig, nbs_by_sgd_batch, norm_batch_size_sweep, sgd_batch_size_sweep
-from bnlab.lessons.batch_size import (accuracy_after_examples, bn_jacobian, each_seed, final_train_loss,
+from bnlab.lessons.batch_size import (accuracy_after_examples, bn_jacobian, final_train_loss,
                                       first_update_norm, gradient_at_init, own_statistics_accuracy, pair_gain,
                                       pooled_range, retrain)
 from bnlab.plots.batch_size import (plot_batch_size_sweep, plot_equal_examples, plot_nbs_by_sgd_batch,
                                     plot_norm_batch_size, plot_pair_gradients)
-from bnlab.report import bracketed, within
+from bnlab.report import bracketed, each_within, within
 from bnlab.widgets import BatchSizeDashboard
 
 bnlab.notebook.setup()
@@ -73,19 +73,19 @@ plot_norm_batch_size(bn, others, batch_size=128, selected=2, test_statistics="bo
 # %%
 # NBVAL_CHECK_OUTPUT
 population, own = bn[2].final_accuracies(), bn[2].values("batch_stats_accuracy")
-print(f"g = 2, population statistics (eval()):     {each_seed(population, 0.4, 0.7, digits=3)}")
-print(f"g = 2, each test batch's own statistics:   {each_seed(own, high=0.45, digits=3)}")
-print(f"g = 2, population minus own, per seed:     {each_seed(population - own, low=0.1, digits=3)}")
+print(f"g = 2, population statistics (eval()):     {each_within(population, 0.4, 0.7, digits=3)}")
+print(f"g = 2, each test batch's own statistics:   {each_within(own, high=0.45, digits=3)}")
+print(f"g = 2, population minus own, per seed:     {each_within(population - own, low=0.1, digits=3)}")
 whole_batch = bn[128].final_accuracies() - bn[128].values("batch_stats_accuracy")
-print(f"g = 128, population minus own, per seed:   {each_seed(whole_batch, -0.02, 0.02, digits=3)}")
-print(f"g = 4:                                     {each_seed(bn[4].final_accuracies(), 0.9, 0.95, digits=3)}")
+print(f"g = 128, population minus own, per seed:   {each_within(whole_batch, -0.02, 0.02, digits=3)}")
+print(f"g = 4:                                     {each_within(bn[4].final_accuracies(), 0.9, 0.95, digits=3)}")
 low, high = pooled_range(bn[g] for g in bn if g >= 8)
 print(f"g = 8 to 128 (15 runs):                    {low:.3f} to {high:.3f}; lowest {bracketed(low, 0.94)}")
-print(f"LayerNorm:                                 {each_seed(others['LayerNorm'].final_accuracies(), 0.93, digits=3)}")
-print(f"GroupNorm (25 groups of 4 units):          {each_seed(others['GroupNorm'].final_accuracies(), 0.93, digits=3)}")
-print(f"training loss at the end, g = 2:           {each_seed(final_train_loss(bn[2]), low=1.5)}; "
+print(f"LayerNorm:                                 {each_within(others['LayerNorm'].final_accuracies(), 0.93, digits=3)}")
+print(f"GroupNorm (25 groups of 4 units):          {each_within(others['GroupNorm'].final_accuracies(), 0.93, digits=3)}")
+print(f"training loss at the end, g = 2:           {each_within(final_train_loss(bn[2]), low=1.5)}; "
       f"a constant guess scores ln 10 = {np.log(10):.2f}")
-print(f"training loss at the end, g = 128:         {each_seed(final_train_loss(bn[128]), high=0.02, digits=4)}")
+print(f"training loss at the end, g = 128:         {each_within(final_train_loss(bn[128]), high=0.02, digits=4)}")
 
 # %% [markdown]
 # What to notice:
@@ -253,9 +253,9 @@ plot_nbs_by_sgd_batch(by_batch);
 # %%
 # NBVAL_CHECK_OUTPUT
 for batch_size, runs in by_batch.items():
-    accuracy = each_seed(runs[2].final_accuracies(), high=0.7, digits=3)
+    accuracy = each_within(runs[2].final_accuracies(), high=0.7, digits=3)
     print(f"SGD batch {batch_size:3d}, g = 2: test accuracy {accuracy}; "
-          f"training loss {each_seed(final_train_loss(runs[2]), low=1.5)}")
+          f"training loss {each_within(final_train_loss(runs[2]), low=1.5)}")
 lowest_g4 = min(runs[4].final_accuracies().min() for runs in by_batch.values())
 print(f"g = 4 at every SGD batch: lowest seed {bracketed(lowest_g4, 0.85)}")
 
@@ -296,19 +296,19 @@ plot_equal_examples(plain, ghost, ghost_nbs=16);
 # NBVAL_CHECK_OUTPUT
 small, large, ghosted = plain[16].final_accuracies(), plain[256].final_accuracies(), ghost[256].final_accuracies()
 print("equal updates (600):")
-print(f"  B = 16 (g = 16): {each_seed(small, 0.9, digits=3)}   B = 256 (g = 256): {each_seed(large, 0.9, digits=3)}")
+print(f"  B = 16 (g = 16): {each_within(small, 0.9, digits=3)}   B = 256 (g = 256): {each_within(large, 0.9, digits=3)}")
 print(f"  B = 256 minus B = 16, seed means: {bracketed(large.mean() - small.mean(), 0.0, digits=2)}")
-print(f"  B = 256 with g = 16 (ghost): {each_seed(ghosted, 0.9, digits=3)}; ghost minus g = 256: "
+print(f"  B = 256 with g = 16 (ghost): {each_within(ghosted, 0.9, digits=3)}; ghost minus g = 256: "
       f"{bracketed(ghosted.mean() - large.mean(), -0.01, 0.01, digits=1)}")
 for examples, gap_bracket in ((12_800, (0.01, 0.03)), (38_400, (0.0, 0.015))):
     moderate = accuracy_after_examples(plain[64], 64, examples)
     big = accuracy_after_examples(plain[256], 256, examples)
     ghosted_big = accuracy_after_examples(ghost[256], 256, examples)
     print(f"equal examples, {examples:,} ({examples / 4000:.1f} epochs):")
-    print(f"  B = 64 ({examples // 64} updates): {each_seed(moderate, 0.9, digits=3)}   "
-          f"B = 256 ({examples // 256} updates): {each_seed(big, 0.9, digits=3)}")
+    print(f"  B = 64 ({examples // 64} updates): {each_within(moderate, 0.9, digits=3)}   "
+          f"B = 256 ({examples // 256} updates): {each_within(big, 0.9, digits=3)}")
     print(f"  B = 64 minus B = 256, seed means: {bracketed(moderate.mean() - big.mean(), *gap_bracket, digits=2)}")
-    print(f"  B = 256 with g = 16 (ghost): {each_seed(ghosted_big, 0.9, digits=3)}; ghost minus g = 256: "
+    print(f"  B = 256 with g = 16 (ghost): {each_within(ghosted_big, 0.9, digits=3)}; ghost minus g = 256: "
           f"{bracketed(ghosted_big.mean() - big.mean(), high=0.005, digits=1)}")
 
 # %% [markdown]

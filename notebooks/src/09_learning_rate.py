@@ -42,7 +42,6 @@ from bnlab.experiments import (
 from bnlab.lessons.learning_rate import (
     border_ratio,
     divergence_updates,
-    each_within,
     effective_lr_at_end,
     first_updates,
     gradient_weight_cosines,
@@ -63,7 +62,7 @@ from bnlab.plots.learning_rate import (
     plot_one_step_ratio,
     plot_weight_decay,
 )
-from bnlab.report import bracketed, within
+from bnlab.report import bracketed, each_within, within
 from bnlab.widgets import LearningRateDashboard, WeightDecayDashboard
 
 bnlab.notebook.setup()
