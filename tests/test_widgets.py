@@ -375,3 +375,25 @@ def test_a_live_first_stage_with_one_seed_draws_beside_cached_points_with_three(
         {lr: len(runs.seeds) for lr, runs in result["sweeps"]["BN"].items()}), original(params, result, source))[1]
     assert dash.run() and dash.last_error is None, dash.error.value
     assert stages[0] == {0.1: 3, 0.1334: 1, 0.1778: 3} and stages[1][0.1334] == 3
+
+
+def test_both_test_statistics_are_said_and_drawn():
+    dash = quiet(BatchSizeDashboard)
+    dash.set(norm_batch_size=2, test_statistics="both")
+    assert dash.last_error is None
+    assert "population statistics 0.546, 0.628, 0.513; batch statistics 0.305, 0.350, 0.307" in dash.status.value
+
+
+def test_the_learning_rate_status_names_dead_units_and_brackets_only_with_enough_rates(user_cache):
+    dash = quiet(LearningRateDashboard)
+    dash.set(lr=10.0, nets="BN")
+    assert "last hidden layer dead: 0.99, 1.00, 1.00" in dash.status.value
+    assert "largest stable among the 13 rates shown: 3.16" in dash.status.value
+    tiny = quiet(LearningRateDashboard, base=LearningRateConfig(**{**TINY, "seeds": (0,)}))
+    tiny.set(lr=0.1, depth=3)
+    assert tiny.run()
+    assert "largest stable" not in tiny.status.value, "one rate brackets nothing"
+    tiny.set(lr=10 ** -0.875)                            # an off-grid rate, trained live ...
+    assert tiny.run()
+    tiny.set(lr=0.1)                                     # ... stays in the sweep once the slider moves on
+    assert 0.1334 in tiny.last_result["sweeps"]["BN"]

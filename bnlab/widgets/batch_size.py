@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 from bnlab.experiments import BatchSizeConfig
 from bnlab.experiments.batch_size import GRID_BATCH_SIZES, GRID_NORM_BATCH_SIZES
 from bnlab.plots.batch_size import plot_norm_batch_size
+from bnlab.report import seed_values
 from bnlab.widgets._dashboard import Dashboard, SettingHint
 
 __all__ = ["BatchSizeDashboard"]
@@ -34,10 +35,11 @@ class BatchSizeDashboard(Dashboard):
                                                        style=STYLE, continuous_update=False),
             "batch_size": widgets.SelectionSlider(options=list(GRID_BATCH_SIZES), value=base.batch_size,
                                                   description="SGD batch", style=STYLE, continuous_update=False),
-            "test_statistics": widgets.ToggleButtons(options=["population", "batch"], value="population",
+            "test_statistics": widgets.ToggleButtons(options=["population", "batch", "both"], value="population",
                                                      description="BN at test time", style=STYLE,
                                                      tooltips=["eval(): running averages",
-                                                               "train mode: each test batch's own statistics"]),
+                                                               "train mode: each test batch's own statistics",
+                                                               "both curves, to compare them"]),
         }
         super().__init__(controls, progress=progress, update=update, background=background)
 
@@ -60,11 +62,14 @@ class BatchSizeDashboard(Dashboard):
 
     def describe(self, params: dict[str, Any], result: dict[str, Any]) -> str:
         runs = result["bn"][params["norm_batch_size"]]
-        key = "final_accuracy" if params["test_statistics"] == "population" else "batch_stats_accuracy"
-        values = ", ".join(f"{v:.3f}" for v in runs.values(key))
-        return (f"BN at normalization batch {params['norm_batch_size']}, {params['test_statistics']} statistics "
-                f"at test: {values} ({len(runs.seeds)} seed{'s' if len(runs.seeds) > 1 else ''})"
-                + (f"; {runs.num_diverged()} diverged" if runs.num_diverged() else ""))
+        shown = ("population", "batch") if params["test_statistics"] == "both" else (params["test_statistics"],)
+        parts = []
+        for statistics in shown:
+            key = "final_accuracy" if statistics == "population" else "batch_stats_accuracy"
+            parts.append(f"{statistics} statistics {seed_values(runs, key, digits=3)}")
+        seeds = f"{len(runs.seeds)} seed{'s' if len(runs.seeds) > 1 else ''}"
+        return (f"BN at normalization batch {params['norm_batch_size']}, test accuracy with {'; '.join(parts)} "
+                f"({seeds})")
 
     def draw(self, params: dict[str, Any], result: dict[str, Any], pinned=None) -> Figure:
         overlay = None if pinned is None else (f"SGD batch {pinned[0]['batch_size']}", pinned[1]["bn"])

@@ -7,6 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 import ipywidgets as widgets
+import numpy as np
 from matplotlib.figure import Figure
 
 from bnlab.experiments import GRID_LEARNING_RATES, GRID_WEIGHT_DECAYS, LearningRateConfig, WeightDecayConfig
@@ -51,6 +52,7 @@ class LearningRateDashboard(Dashboard):
                                        continuous_update=False, style=STYLE),
             "init": widgets.Dropdown(options=["he", "default"], value=base.init, description="init"),
         }
+        self.trained_rates: set[float] = set()  # off-grid rates trained live, kept in the sweep once cached
         super().__init__(controls, progress=progress, update=update, background=background)
 
     def live_updates(self, params: dict[str, Any], seeds: tuple[int, ...]) -> int:
@@ -59,21 +61,32 @@ class LearningRateDashboard(Dashboard):
     def compute(self, params: dict[str, Any], live: bool, seeds: tuple[int, ...] | None = None) -> dict[str, Any]:
         lr = slider_learning_rate(params["lr"])
         config = replace(self.base, depth=params["depth"], init=params["init"])
+        rates = sorted(set(GRID_LEARNING_RATES) | self.trained_rates)  # grid rates, and those trained live here
         sweeps = {}
         for label in SHOWN[params["nets"]]:
             net = replace(config, norm=LR_SETTINGS[label])
-            sweep = self.cached({grid_lr: replace(net, lr=grid_lr) for grid_lr in GRID_LEARNING_RATES})
+            sweep = self.cached({rate: replace(net, lr=rate) for rate in rates})
             sweeps[label] = dict(sorted({**sweep, lr: self.runs(replace(net, lr=lr), live, seeds)}.items()))
+        if live:
+            self.trained_rates.add(lr)
         max_stable = {label: max_stable_learning_rate(sweep) for label, sweep in sweeps.items()}
         return {"lr": lr, "sweeps": sweeps, "max_stable": max_stable}
 
     def describe(self, params: dict[str, Any], result: dict[str, Any]) -> str:
+        """Each net at the selected rate (every seed; for BN the last hidden layer's dead fraction), and the
+        largest stable rate among those shown once at least three rates are there to bracket it."""
         words = []
         for label, sweep in result["sweeps"].items():
-            stable = result["max_stable"][label]
-            largest = "none trains" if math.isnan(stable) else f"largest stable {stable:.3g}"
-            words.append(f"{label} at lr {result['lr']:g}: {sweep[result['lr']].headline()} ({largest} among "
-                         f"{len(sweep)} rates shown)")
+            runs = sweep[result["lr"]]
+            text = f"{label} at lr {result['lr']:g}: {runs.headline()}"
+            if label == "BN" and "dead_units" in runs.names() and runs.num_diverged() < len(runs.seeds):
+                dead = ", ".join("-" if np.isnan(v) else f"{v:.2f}" for v in runs.values("dead_units")[:, -1])
+                text += f"; last hidden layer dead: {dead}"
+            if len(sweep) >= 3:
+                stable = result["max_stable"][label]
+                text += (" (no shown rate trains every seed)" if math.isnan(stable)
+                         else f" (largest stable among the {len(sweep)} rates shown: {stable:.3g})")
+            words.append(text)
         return "; ".join(words)
 
     def draw(self, params: dict[str, Any], result: dict[str, Any], pinned=None) -> Figure:
