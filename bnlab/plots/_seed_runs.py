@@ -70,7 +70,7 @@ def experiment_style(plot: Callable[..., Figure]) -> Callable[..., Figure]:
             for axis in (ax.xaxis, ax.yaxis):
                 locator = axis.get_major_locator()
                 if type(locator) is AutoLocator:
-                    axis.set_major_locator(MaxNLocator(5))
+                    axis.set_major_locator(MaxNLocator(4))
                 elif type(locator) is LogLocator:
                     low, high = sorted(abs(v) for v in axis.get_view_interval())
                     narrow = low > 0 and high / low < 100  # under two decades: label 1-2-5 steps too
