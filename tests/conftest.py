@@ -8,3 +8,15 @@ torch.set_num_threads(1)  # deterministic, and the CI machine has two cores shar
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(20151502)
+
+
+@pytest.fixture
+def user_cache(tmp_path, monkeypatch):
+    """An empty experiment user cache in a temp dir, and no runs remembered in memory (live runs of a test
+    neither read nor leave anything in ~/.cache)."""
+    from bnlab.experiments import _cache
+
+    monkeypatch.setenv(_cache.CACHE_ENV, str(tmp_path / "cache"))
+    _cache._memory.clear()
+    yield tmp_path / "cache"
+    _cache._memory.clear()

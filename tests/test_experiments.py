@@ -32,15 +32,6 @@ from bnlab.experiments.depth import describe_runs, mean_cosine_similarity, zero_
 TINY = {"steps": 12, "record_every": 6, "seeds": (0, 1)}
 
 
-@pytest.fixture
-def user_cache(tmp_path, monkeypatch):
-    """An empty user cache in a temp dir, and no runs remembered in memory."""
-    monkeypatch.setenv(_cache.CACHE_ENV, str(tmp_path / "cache"))
-    _cache._memory.clear()
-    yield tmp_path / "cache"
-    _cache._memory.clear()
-
-
 # ------------------------------------------------------------------------------------------------ configs
 
 

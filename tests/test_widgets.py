@@ -8,19 +8,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from bnlab.experiments import BatchSizeConfig, DepthConfig, LearningRateConfig, WeightDecayConfig, _cache
+from bnlab.experiments import BatchSizeConfig, DepthConfig, LearningRateConfig
 from bnlab.widgets import BatchSizeDashboard, DepthDashboard, LearningRateDashboard, WeightDecayDashboard
 
 TINY = {"steps": 12, "record_every": 6, "seeds": (0, 1, 2)}
 TINY_DEPTH = DepthConfig(**TINY)
-
-
-@pytest.fixture
-def user_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv(_cache.CACHE_ENV, str(tmp_path / "cache"))
-    _cache._memory.clear()
-    yield tmp_path / "cache"
-    _cache._memory.clear()
 
 
 def quiet(dashboard_class, **kwargs):
