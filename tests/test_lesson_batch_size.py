@@ -10,7 +10,6 @@ from matplotlib.figure import Figure
 
 from bnlab.experiments import (
     BatchSizeConfig,
-    _cache,
     nbs_by_sgd_batch,
     norm_batch_size_sweep,
     run,
@@ -21,11 +20,15 @@ from bnlab.lessons.batch_size import (
     bn_jacobian,
     final_train_loss,
     first_update_norm,
+    gap_to_other_sgd_batches,
     gradient_at_init,
+    late_loss_peak,
     own_statistics_accuracy,
     pair_gain,
     pooled_range,
+    relative_steps,
     retrain,
+    with_final_train_loss,
 )
 from bnlab.plots.batch_size import (
     plot_batch_size_sweep,
@@ -57,14 +60,6 @@ def at_init():
 def retrained():
     """Seed 0 of the shipped settings g = 2 and g = 128 at SGD batch 128, trained again (about 7 s)."""
     return {g: retrain(BatchSizeConfig(norm_batch_size=g)) for g in (2, 128)}
-
-
-@pytest.fixture
-def user_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv(_cache.CACHE_ENV, str(tmp_path / "cache"))
-    _cache._memory.clear()
-    yield tmp_path / "cache"
-    _cache._memory.clear()
 
 
 def inside(values, low=None, high=None) -> bool:
@@ -100,6 +95,31 @@ def test_accuracy_after_examples_reads_the_record_of_that_update(sweep_128):
         accuracy_after_examples(runs, 128, 100 * 128 + 1)
 
 
+def test_with_final_train_loss_is_final_train_loss_as_a_scalar(sweep_128):
+    bn, _ = sweep_128
+    runs = with_final_train_loss(bn[2])
+    assert np.array_equal(runs.values("final_train_loss"), final_train_loss(bn[2]))
+    assert np.array_equal(final_train_loss(bn[2]), bn[2].values("train_loss")[:, -1])
+    assert runs.seeds == bn[2].seeds and np.array_equal(runs.final_accuracies(), bn[2].final_accuracies())
+
+
+def test_late_loss_peak_reads_only_the_records_after_that_update(sweep_128):
+    _, others = sweep_128
+    runs = others["GroupNorm"]
+    steps, losses = runs.values("steps")[0], runs.values("train_loss")
+    assert np.array_equal(late_loss_peak(runs, 300), losses[:, steps > 300].max(axis=1))
+    assert np.array_equal(late_loss_peak(runs, -1), losses.max(axis=1))
+
+
+def test_gap_to_other_sgd_batches_compares_seed_means_at_each_g(by_batch):
+    gaps = gap_to_other_sgd_batches(by_batch, 16)
+    assert list(gaps) == [2, 4, 8, 16]
+    others = [by_batch[b][4].final_accuracies().mean() for b in (64, 128, 256)]
+    assert gaps[4] == pytest.approx(by_batch[16][4].final_accuracies().mean() - min(others))
+    alone = gap_to_other_sgd_batches({128: by_batch[128], 256: by_batch[256]}, 256)
+    assert list(alone) == [2, 4, 8, 16, 32, 64, 128]                     # g = 256: no other SGD batch has it
+
+
 # ------------------------------------------------------------------------------------ section 1 (shipped)
 
 
@@ -121,6 +141,19 @@ def test_normalization_batch_two_is_a_training_failure(sweep_128):
     bn, _ = sweep_128
     assert inside(final_train_loss(bn[2]), low=1.5) and final_train_loss(bn[2]).max() < math.log(10)
     assert inside(final_train_loss(bn[128]), high=0.02)
+
+
+def test_the_training_loss_rises_with_the_noise_of_small_normalization_batches(sweep_128):
+    bn, others = sweep_128
+    loss_8 = final_train_loss(bn[8])
+    assert inside(loss_8, 0.1, 0.25)
+    assert 10 <= loss_8.mean() / final_train_loss(bn[128]).mean() <= 100
+    assert inside(bn[8].values("batch_stats_accuracy"), 0.85, 0.9)   # the same noise, on the test digits
+    assert inside(bn[8].final_accuracies(), low=0.94)
+    assert inside(late_loss_peak(others["LayerNorm"], 300), high=0.05)
+    assert inside(late_loss_peak(others["GroupNorm"], 300), high=0.3)
+    assert late_loss_peak(others["GroupNorm"], 300).max() > 0.2                # the one GroupNorm spike
+    assert inside(final_train_loss(others["GroupNorm"]), high=0.1)
 
 
 # ------------------------------------------------------------------------------------ section 2 (exact)
@@ -164,6 +197,8 @@ def test_the_gradient_of_pairs_is_made_of_spikes(at_init):
     assert np.median(np.abs(pair.pre_norm_grad)) < 0.05 * np.median(np.abs(whole.pre_norm_grad))
     assert 0.5 * math.sqrt(EPS) < pair.top_gap() < 5 * math.sqrt(EPS)
     assert pair.typical_gap() > 30 * pair.top_gap()
+    assert abs(pair.weight_cosine[0]) < 1e-4 and abs(whole.weight_cosine[0]) < 1e-6   # printed "< 1e-04", "below 1e-06"
+    assert np.all(np.abs(pair.weight_cosine[:-1]) < 1e-3)                               # every layer under BN
     assert pair.pre_norm_grad.shape == pair.pair_gap.shape == (128, 100)
     with pytest.raises(ValueError, match="only at normalization batch 2"):
         whole.top_gap()
@@ -183,6 +218,15 @@ def test_retraining_is_the_shipped_run_and_its_weights_blow_up_at_two(sweep_128,
     assert result.weight_norms[-1, 0] / result.weight_norms[0, 0] > 30
     control = retrained[128][0]
     assert control.weight_norms[-1, 0] / control.weight_norms[0, 0] < 1.2
+    moves = {g: np.median(relative_steps(run, pair.lr, after=100)) for g, (run, _) in retrained.items()}
+    assert moves[2] / moves[128] < 0.05
+
+
+def test_relative_steps_is_the_step_over_the_norm():
+    fake = type("R", (), {"steps": np.array([0, 100, 200]), "grad_norms": np.array([[4.0, 1], [2, 1], [1, 1]]),
+                          "weight_norms": np.array([[2.0, 1], [4, 1], [5, 1]])})()
+    assert np.allclose(relative_steps(fake, 0.5, after=50), [0.25, 0.1])
+    assert np.allclose(relative_steps(fake, 1.0, layer=1), [1, 1])                 # update 0 is not an update
 
 
 def test_retrain_reproduces_run_update_for_update(user_cache):
@@ -215,6 +259,7 @@ def test_normalization_batch_two_fails_at_every_sgd_batch(by_batch):
         assert inside(runs[2].final_accuracies(), high=0.7)
         assert inside(final_train_loss(runs[2]), low=1.5)
     assert min(runs[4].final_accuracies().min() for runs in by_batch.values()) > 0.85
+    assert inside(list(gap_to_other_sgd_batches(by_batch, 16).values()), high=0.0)   # 16 is behind at every g
 
 
 def test_equal_updates_and_equal_examples(by_batch):
@@ -263,7 +308,24 @@ def test_the_toggle_draws_one_kind_of_statistics(sweep_128):
     assert np.allclose(fig.axes[0].lines[0].get_ydata(),
                        [bn[g].scalar("batch_stats_accuracy") for g in sorted(bn)])
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert "own statistics" in labels[0] and "pinned: SGD batch 64" in labels
+    assert "own statistics" in labels[0]
+    assert "pinned: SGD batch 64, each test batch's own statistics (no eval())" in labels   # it says which
+
+
+def test_a_pinned_curve_gets_its_ticks_and_can_keep_its_own_statistics(sweep_128):
+    bn, _ = sweep_128
+    small, small_others = norm_batch_size_sweep(16, cached_only=True)
+    fig = plot_norm_batch_size(small, small_others, 16, selected=2, pinned=("SGD batch 128", bn, "batch"))
+    acc = fig.axes[0]
+    assert [t.get_text() for t in acc.get_xticklabels()] == ["2", "4", "8", "16", "32", "64", "128"]
+    pinned = next(line for line in acc.lines if line.get_label().startswith("pinned"))
+    assert np.allclose(pinned.get_ydata(), [bn[g].scalar("batch_stats_accuracy") for g in sorted(bn)])
+    assert pinned.get_label() == "pinned: SGD batch 128, each test batch's own statistics (no eval())"
+    assert np.allclose(acc.lines[0].get_ydata(), [small[g].scalar("final_accuracy") for g in sorted(small)])
+    flat = next(line for line in acc.lines if line.get_label().startswith("LayerNorm"))
+    assert list(flat.get_xdata()) == [2, 128]                            # flat lines span the pinned range too
+    with pytest.raises(ValueError, match="pinned statistics must be one of"):
+        plot_norm_batch_size(small, small_others, 16, pinned=("SGD batch 128", bn, "running"))
 
 
 def test_the_other_figures_draw(by_batch, at_init):

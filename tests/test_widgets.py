@@ -389,3 +389,12 @@ def test_the_learning_rate_status_names_dead_units_and_brackets_only_with_enough
     assert tiny.run()
     tiny.set(lr=0.1)                                     # ... stays in the sweep once the slider moves on
     assert 0.1334 in tiny.last_result["sweeps"]["BN"]
+
+
+def test_a_pinned_batch_size_curve_keeps_its_statistics():
+    dash = quiet(BatchSizeDashboard)
+    dash.set(test_statistics="batch")
+    dash.pin_button.value = True
+    dash.set(test_statistics="population", batch_size=256)
+    labels = [t.get_text() for t in dash.figure.legends[0].get_texts()]
+    assert any(label.startswith("pinned: SGD batch 128") and "own statistics" in label for label in labels), labels

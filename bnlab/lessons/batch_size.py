@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,11 +35,15 @@ __all__ = [
     "bn_jacobian",
     "final_train_loss",
     "first_update_norm",
+    "gap_to_other_sgd_batches",
     "gradient_at_init",
+    "late_loss_peak",
     "own_statistics_accuracy",
     "pair_gain",
     "pooled_range",
+    "relative_steps",
     "retrain",
+    "with_final_train_loss",
 ]
 
 # updates at which :func:`retrain` records (the first ones densely: the pair's weights jump at update 1)
@@ -53,6 +57,34 @@ def final_train_loss(runs: SeedRuns) -> np.ndarray:
     """(S,) each seed's training loss at the end: the mean training-mode minibatch cross-entropy over the
     last recorded stretch of updates (551-600 in the shipped runs); NaN for a seed that diverged."""
     return runs.values("train_loss")[:, -1]
+
+
+def with_final_train_loss(runs: SeedRuns) -> SeedRuns:
+    """The same runs with each seed's :func:`final_train_loss` added as the scalar ``"final_train_loss"``, so
+    the figures can draw it like any recorded scalar (one definition for the lecture and its figures)."""
+    finals = final_train_loss(runs)
+    return SeedRuns(seeds=runs.seeds, arrays=tuple({**arrays, "final_train_loss": np.float64(final)}
+                                                   for arrays, final in zip(runs.arrays, finals)))
+
+
+def late_loss_peak(runs: SeedRuns, after: int) -> np.ndarray:
+    """(S,) each seed's largest recorded training loss after update ``after`` (each record is the mean
+    training-mode minibatch loss since the previous one): a late spike that the final value may hide."""
+    steps = runs.values("steps")[0]
+    return np.nanmax(runs.values("train_loss")[:, steps > after], axis=1)
+
+
+def gap_to_other_sgd_batches(by_batch: Mapping[int, Mapping[int, SeedRuns]], batch_size: int
+                             ) -> dict[int, float]:
+    """``{g: difference}`` for every normalization batch g that ``batch_size`` has: its seed-mean final test
+    accuracy minus the lowest seed mean of the *other* SGD batches at that g (negative: ``batch_size`` is
+    behind every other SGD batch there). A g no other SGD batch has is left out."""
+    out = {}
+    for g, runs in sorted(by_batch[batch_size].items()):
+        others = [each[g].final_accuracies().mean() for b, each in by_batch.items() if b != batch_size and g in each]
+        if others:
+            out[int(g)] = float(runs.final_accuracies().mean() - min(others))
+    return out
 
 
 def pooled_range(runs: Iterable[SeedRuns], name: str = "final_accuracy") -> tuple[float, float]:
@@ -114,6 +146,8 @@ class GradientAtInit:
         weight_grad: (L + 1,) norm of each weight layer's gradient (hidden1 .. output); the shipped runs record
             the same numbers at update 0.
         weight_norm: (L + 1,) norm of each weight layer.
+        weight_cosine: (L + 1,) cosine between each weight layer and its gradient, <W, grad W> / (||W|| ||grad W||)
+            (about 0 for a layer under batch norm, up to eps: lecture 4's scale invariance).
         pre_norm_grad: (B, width) dL/dz for layer 1's input to its batch norm, z = W1 x (one entry per example
             and unit).
         pair_gap: (B, width) |z - z of the partner| when g = 2 (consecutive examples form the pairs), else None.
@@ -123,6 +157,7 @@ class GradientAtInit:
     norm_batch_size: int
     weight_grad: np.ndarray
     weight_norm: np.ndarray
+    weight_cosine: np.ndarray
     pre_norm_grad: np.ndarray
     pair_gap: np.ndarray | None
     lr: float
@@ -177,12 +212,16 @@ def gradient_at_init(config: BatchSizeConfig, seed: int = 0) -> GradientAtInit:
         hook.remove()
         torch.set_num_threads(previous)
     z = captured["z"].detach().numpy().astype(np.float64)
+    cosines = []
+    for _, layer in layers:
+        weight, grad = layer.weight.detach().double(), layer.weight.grad.double()
+        cosines.append(float((weight * grad).sum() / (weight.norm() * grad.norm())))
     gap = None
     if config.norm == "batch" and config.norm_batch_size == 2:
         pairs = z.reshape(-1, 2, z.shape[1])
         gap = np.repeat(np.abs(pairs[:, 0] - pairs[:, 1]), 2, axis=0)
     return GradientAtInit(norm_batch_size=config.norm_batch_size, weight_grad=gradient_norms(layers),
-                          weight_norm=weight_norms(layers), pre_norm_grad=captured["z"].grad.numpy().astype(np.float64),
+                          weight_norm=weight_norms(layers), weight_cosine=np.array(cosines), pre_norm_grad=captured["z"].grad.numpy().astype(np.float64),
                           pair_gap=gap, lr=config.lr)
 
 
@@ -209,6 +248,15 @@ def retrain(config: BatchSizeConfig, seed: int = 0, record_steps: Sequence[int] 
                                                weight_decay=config.weight_decay, seed=seed,
                                                record_steps=tuple(record_steps), threads=1, progress=False))
     return result, model
+
+
+def relative_steps(result: TrainResult, lr: float, layer: int = 0, after: int = 0) -> np.ndarray:
+    """``lr * ||grad W|| / ||W||`` of weight layer ``layer`` (0 = hidden1) at each recorded update after
+    ``after``: how far one SGD step moves the layer, relative to its size (the gradient is that update's
+    minibatch gradient, the norm the one after the update). Under batch norm's scale invariance only this
+    ratio, not the step itself, turns the layer's direction."""
+    keep = np.asarray(result.steps) > after
+    return lr * np.asarray(result.grad_norms)[keep, layer] / np.asarray(result.weight_norms)[keep, layer]
 
 
 def own_statistics_accuracy(model: torch.nn.Module, test_batch_sizes: Iterable[int]) -> dict[int, float]:

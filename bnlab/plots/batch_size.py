@@ -15,7 +15,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from bnlab.experiments import SeedRuns
-from bnlab.lessons.batch_size import GradientAtInit
+from bnlab.lessons.batch_size import GradientAtInit, with_final_train_loss
 from bnlab.plots._seed_runs import (
     COLORS,
     chance_line,
@@ -51,12 +51,9 @@ def _log2_axis(ax: Axes, xs) -> None:
     ax.minorticks_off()
 
 
-def _final_loss(runs: Mapping[int, SeedRuns]) -> dict[int, SeedRuns]:
-    """The same runs with ``final_train_loss`` (last record's mean training-mode minibatch loss) added."""
-    return {key: SeedRuns(seeds=each.seeds,
-                          arrays=tuple({**arrays, "final_train_loss": arrays["train_loss"][-1]}
-                                       for arrays in each.arrays))
-            for key, each in runs.items()}
+def _final_loss(runs: Mapping) -> dict:
+    """{key: the same runs with ``final_train_loss`` added} (:func:`bnlab.lessons.batch_size.with_final_train_loss`)."""
+    return {key: with_final_train_loss(each) for key, each in runs.items()}
 
 
 def _flat_seeds(ax: Axes, xs, values: np.ndarray, color: str, label: str | None) -> None:
@@ -79,7 +76,9 @@ def plot_norm_batch_size(bn: Mapping[int, SeedRuns], others: Mapping[str, SeedRu
     population one for ``"both"``). LayerNorm and GroupNorm look at no batch: each seed is a flat line.
     Middle: the training loss at the end (training mode: what SGD minimized) against NBS. Right: the training
     loss over training at the ``selected`` NBS (solid) and, as the control, at NBS = ``batch_size`` (dashed).
-    ``pinned`` = (label, {nbs: BN runs}) is overlaid in black on the left panel.
+    ``pinned`` = (label, {nbs: BN runs}) or (label, {nbs: BN runs}, statistics) is overlaid in black (dashed) on
+    the left panel, tested with ``statistics`` if given, else with the statistics drawn first; its legend entry
+    names them. The x-axis spans both the drawn and the pinned normalization batches.
     """
     if test_statistics not in (*TEST_STATISTICS, "both"):
         raise ValueError(f"test_statistics must be one of {sorted(TEST_STATISTICS) + ['both']}, "
@@ -91,14 +90,21 @@ def plot_norm_batch_size(bn: Mapping[int, SeedRuns], others: Mapping[str, SeedRu
     for which, ls in zip(shown, ("-", "--")):
         key, words = TEST_STATISTICS[which]
         seed_points(acc, bn, COLORS["BN"], f"BN, tested with {words}", name=key, jitter=0.06, log_x=True, ls=ls)
+    every_x = xs
     if pinned is not None:
-        key = TEST_STATISTICS[shown[0]][0]
-        seed_points(acc, pinned[1], COLORS["pinned"], f"pinned: {pinned[0]}", name=key, log_x=True, ls="--")
+        label, pinned_bn, *rest = pinned
+        which = rest[0] if rest else shown[0]
+        if which not in TEST_STATISTICS:
+            raise ValueError(f"pinned statistics must be one of {sorted(TEST_STATISTICS)}, got {which!r}")
+        key, words = TEST_STATISTICS[which]
+        seed_points(acc, pinned_bn, COLORS["pinned"], f"pinned: {label}, {words}", name=key, log_x=True,
+                    ls="--")
+        every_x = sorted({*xs, *pinned_bn})
     for label, runs in others.items():
-        _flat_seeds(acc, xs, runs.final_accuracies(), COLORS[label], f"{label} (a flat line per seed)")
+        _flat_seeds(acc, every_x, runs.final_accuracies(), COLORS[label], f"{label} (a flat line per seed)")
     if selected is not None:
         acc.axvline(selected, color="black", lw=0.8, ls=":")
-    _log2_axis(acc, xs)
+    _log2_axis(acc, every_x)
     chance_line(acc)
     acc.set(xlabel="normalization batch (examples, log2)", ylabel="test accuracy after training",
             title=f"Test accuracy, SGD batch {batch_size}")

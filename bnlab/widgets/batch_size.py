@@ -72,7 +72,10 @@ class BatchSizeDashboard(Dashboard):
                 f"({seeds})")
 
     def draw(self, params: dict[str, Any], result: dict[str, Any], pinned=None) -> Figure:
-        overlay = None if pinned is None else (f"SGD batch {pinned[0]['batch_size']}", pinned[1]["bn"])
+        overlay = None
+        if pinned is not None:  # the pinned curve keeps the statistics it was pinned with
+            statistics = "population" if pinned[0]["test_statistics"] == "both" else pinned[0]["test_statistics"]
+            overlay = (f"SGD batch {pinned[0]['batch_size']}", pinned[1]["bn"], statistics)
         return plot_norm_batch_size(result["bn"], result["others"], params["batch_size"],
                                     selected=params["norm_batch_size"],
                                     test_statistics=params["test_statistics"], pinned=overlay)

@@ -7,8 +7,8 @@
 #    the other held fixed (ghost batch norm);
 # 2. read off the data where BN stops working as $g$ shrinks, while LayerNorm and GroupNorm do not move;
 # 3. tell a **training failure** from a **test-time mismatch**, with the training loss and two ways of testing;
-# 4. derive why a normalization batch of two cannot train (its Jacobian) and measure the consequence in the
-#    network: a gradient made of rare spikes, and weights that blow up;
+# 4. derive what a normalization batch of two does to the gradient (its Jacobian) and measure what follows in
+#    the network: a gradient made of rare spikes, and weights that blow up until the layer hardly moves;
 # 5. explain why forgetting `eval()` hurts most when the test batches are small;
 # 6. say what comparing SGD batches "at equal updates" and "at equal epochs" each test, and what this
 #    lecture's grid can and cannot say about Hoffer et al. (2017).
@@ -21,7 +21,8 @@
 # **The setting.** The 4,000/1,000 MNIST subset; a 3×100 ReLU MLP with the normalization before each ReLU;
 # plain SGD (no momentum, no weight decay) with learning rate $\eta = 0.1$ at **every** batch size, 600
 # updates; three seeds (each draws the weights and the minibatch order). **Varied:** the normalization batch
-# $g \in \{2, 4, \dots, B\}$, the SGD batch $B \in \{16, 64, 128, 256\}$, and the normalization (BN, LayerNorm,
+# $g \in \{2, 4, \dots, B\}$ (the figures, the dashboard's too, call it **NBS**, normalization batch size:
+# NBS 2 is $g = 2$), the SGD batch $B \in \{16, 64, 128, 256\}$, and the normalization (BN, LayerNorm,
 # GroupNorm). **Held fixed:** everything else, including $\eta$ and the number of updates (so a larger $B$ sees
 # more data). Every accuracy and loss below comes from runs that ship with the course; section 2 trains one
 # seed of two settings again (about 7 s) to record what the shipped runs do not keep (weight and gradient
@@ -47,8 +48,9 @@ import numpy as np
 import bnlab.notebook
 from bnlab.experiments import BatchSizeConfig, nbs_by_sgd_batch, norm_batch_size_sweep, sgd_batch_size_sweep
 from bnlab.lessons.batch_size import (accuracy_after_examples, bn_jacobian, final_train_loss,
-                                      first_update_norm, gradient_at_init, own_statistics_accuracy, pair_gain,
-                                      pooled_range, retrain)
+                                      first_update_norm, gap_to_other_sgd_batches, gradient_at_init,
+                                      late_loss_peak, own_statistics_accuracy, pair_gain, pooled_range,
+                                      relative_steps, retrain)
 from bnlab.plots.batch_size import (plot_batch_size_sweep, plot_equal_examples, plot_nbs_by_sgd_batch,
                                     plot_norm_batch_size, plot_pair_gradients)
 from bnlab.report import bracketed, each_within, within
@@ -65,7 +67,9 @@ by_batch = nbs_by_sgd_batch(cached_only=True)                         # {B: {g: 
 # statistics (dashed), against $g$; LayerNorm and GroupNorm as flat lines (one per seed: they have no $g$).
 # Middle: the training loss at the end of training, measured in training mode, that is on the network SGD
 # actually optimized. Right: the training loss during training at $g = 2$ (solid) and, as the control, at
-# $g = 128$ (dashed, ordinary BN).
+# $g = 128$ (dashed, ordinary BN); the thin green and purple lines are LayerNorm's and GroupNorm's seeds, a
+# second control that has no $g$. In the middle panel, look at where the loss starts to rise: before or with
+# the accuracy?
 
 # %%
 plot_norm_batch_size(bn, others, batch_size=128, selected=2, test_statistics="both");
@@ -101,9 +105,41 @@ print(f"training loss at the end, g = 128:         {each_within(final_train_loss
 #   normalized by its own statistics, would do better. It does worse in every seed (0.31–0.35 against
 #   0.51–0.63). At $g = 128$ the two ways of testing agree (the dashed line meets the solid one).
 #
-# So what goes wrong happens during training. The next section finds it.
+# ### The training loss rises long before the accuracy falls
 #
-# ## 2. Why a normalization batch of two cannot train
+# The middle panel does not stay flat until $g = 2$: at $g = 8$ the training loss is already far above
+# $g = 128$'s, with the same test accuracy. And in the right panel one GroupNorm seed has a late spike.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+loss_8, loss_128 = final_train_loss(bn[8]), final_train_loss(bn[128])
+print(f"training loss at the end, g = 8:  {each_within(loss_8, 0.1, 0.25)}; "
+      f"g = 8 / g = 128, seed means {bracketed(loss_8.mean() / loss_128.mean(), 10, 100, digits=2)}")
+own_8 = bn[8].values("batch_stats_accuracy")
+print(f"g = 8, test accuracy with each test batch's own statistics: {each_within(own_8, 0.85, 0.9, digits=3)}; "
+      f"with population statistics {each_within(bn[8].final_accuracies(), 0.94, digits=3)}")
+late_ln, late_gn = late_loss_peak(others["LayerNorm"], 300), late_loss_peak(others["GroupNorm"], 300)
+print(f"largest training loss after update 300: LayerNorm {each_within(late_ln, high=0.05)}; "
+      f"GroupNorm {each_within(late_gn, high=0.3)}")
+print(f"GroupNorm, training loss at the end: {each_within(final_train_loss(others['GroupNorm']), high=0.1, digits=3)}")
+
+# %% [markdown]
+# - **The training loss includes the noise of the statistics.** It is measured in training mode, where each
+#   example is normalized together with $g - 1$ others drawn at random; at $g = 8$ that is a noisier network
+#   than the one `eval()` tests, and its loss ends at 0.16, about 30 times $g = 128$'s. The dashed curve of the
+#   left panel measures the same noise on the test digits: the $g = 8$ networks, tested in batches of 8 with
+#   their own statistics, get 0.87–0.89 instead of 0.95. Population statistics remove that noise at test time,
+#   so the test accuracy stays level down to $g = 8$. At $g = 2$ they do not help enough: the network itself
+#   is bad, about half the digits right even with population statistics.
+# - **LayerNorm and GroupNorm** come down steadily (right panel), except one GroupNorm seed: its loss spikes to
+#   0.24 near update 550 and is back at 0.08 at the end, with the lowest of GroupNorm's three test accuracies
+#   (0.936). One unstable stretch of SGD at $\eta = 0.1$ that the seed recovers from; three seeds cannot say how
+#   often that happens.
+#
+# What goes wrong at $g = 2$ happens during training. The next section looks at what a pair does to the
+# gradient.
+#
+# ## 2. What a normalization batch of two does to the gradient
 #
 # Take one feature and one normalization batch of $m$ examples, $s = \sqrt{\sigma^2 + \epsilon}$. Lecture 4
 # derived the Jacobian of the normalization and its eigenvalues:
@@ -152,6 +188,17 @@ for m in (3, 4, 8):
 #
 # $$\lVert W - \eta \nabla_W L\rVert^2 = \lVert W\rVert^2 + \eta^2 \lVert \nabla_W L\rVert^2 .$$
 #
+# "Up to $\epsilon$" needs a second look here, because the near ties where the gradient lives are exactly where
+# $\epsilon$ is not small against $\sigma^2$. Take one unit with weight row $w$ and one pair: the loss depends on
+# the pair only through the gap $u = z_1 - z_2 = \langle w, x_1 - x_2\rangle$, so the pair's gradient is
+#
+# $$\nabla_w L = \frac{\partial L}{\partial u}\,(x_1 - x_2), \qquad
+#   \langle w, \nabla_w L\rangle = \frac{\partial L}{\partial u}\, u ,$$
+#
+# and its cosine with $w$ is $u / (\lVert w\rVert\,\lVert x_1 - x_2\rVert)$. The pairs that send large gradients
+# are those with $u$ near 0, and the same small $u$ makes their gradient nearly orthogonal to $w$. So the
+# picture holds at $g = 2$ too; the cosine is measured below.
+#
 # A large weight norm in turn shrinks every later step's effect on the layer's direction, roughly as
 # $\eta/\lVert W\rVert^2$ (the *effective learning rate*, lecture 9).
 #
@@ -187,12 +234,17 @@ print(f"g = 2, median gap to the partner: of those 1% {pair.top_gap():.4f} = "
       f"{pair.typical_gap():.2f}, {bracketed(pair.typical_gap() / pair.top_gap(), 30, digits=2)} times more")
 result = trained[2][0]
 predicted = first_update_norm(pair.weight_norm[0], pair.weight_grad[0], pair.lr)
+print(f"cosine between W1 and its gradient at init: g = 2 {within(pair.weight_cosine[0], 1e-3, floor=1e-6)}, "
+      f"g = 128 {within(whole.weight_cosine[0], 1e-3, floor=1e-6)}")
 print(f"g = 2, ||W1|| after update 1: {result.weight_norms[1, 0]:.2f}; sqrt(||W1||^2 + (lr ||grad||)^2) = "
       f"{predicted:.2f} (rel. difference {within(result.weight_norms[1, 0] / predicted - 1, 1e-3, floor=1e-4)})")
 for g, (run, _) in trained.items():
     growth = run.weight_norms[-1, 0] / run.weight_norms[0, 0]
     checked = bracketed(growth, 30) if g == 2 else bracketed(growth, high=1.2)
     print(f"g = {g:3d}, ||W1|| at update 600 / at init: {checked}; effective learning rate shrunk by {growth ** 2:.3g}")
+moves = {g: float(np.median(relative_steps(run, pair.lr, after=100))) for g, (run, _) in trained.items()}
+print(f"one step's size relative to ||W1||, lr ||grad|| / ||W1||, median of the records at updates 200-600: "
+      f"g = 2 {moves[2]:.1e}, g = 128 {moves[128]:.1e}; ratio {bracketed(moves[2] / moves[128], high=0.05, digits=1)}")
 shipped = max(abs(run.test_accuracy[-1] - bn[g].final_accuracies()[0]) for g, (run, _) in trained.items())
 print(f"retrained seed 0 vs the shipped seed 0, final test accuracy: max |difference| {within(shipped, 1e-12)}")
 
@@ -202,18 +254,22 @@ print(f"retrained seed 0 vs the shipped seed 0, final test accuracy: max |differ
 # - **The gradient is made of spikes.** At $g = 2$ a few entries near a tie receive gradients of order 1
 #   and more, while the median entry gets about a hundredth of what it gets at $g = 128$, below the gray band.
 #   One percent of the entries, with gaps of about $2\sqrt\epsilon$, carry nearly all of layer 1's squared
-#   gradient; at $g = 128$ the same one percent carries about a sixth. The gradient norm itself is over a
+#   gradient; at $g = 128$ its largest one percent carries about a sixth. The gradient norm itself is over a
 #   hundred times larger than at $g = 128$, and its direction is set by whichever pairs happened to nearly tie
 #   in the batch.
 # - **The weights blow up.** The first update alone is a step of $\eta\lVert\nabla\rVert \approx 39$ on a
-#   weight matrix of norm 5.8, orthogonal to it, and the norm jumps exactly as the formula says. Later spikes
-#   (around update 100–200) push layer 1 to more than a hundred times its initial norm; at $g = 128$ it hardly
-#   changes. A layer that large barely turns any more: its effective learning rate is down by a factor of
-#   about ten thousand.
-# - So the hidden layers at $g = 2$ are trained by a signal that is zero almost everywhere and huge at rare
-#   near ties, which mostly inflates their weights until they barely move. And what they pass on in training
-#   says only which of two examples was larger, against a partner that changes from batch to batch. The
-#   training loss stays at 1.9. (These runs do not separate the two causes; question 4 below suggests how.)
+#   weight matrix of norm 5.8, orthogonal to it (cosine below $10^{-4}$, as the pair argument above says), and
+#   the norm jumps as Pythagoras says. Later spikes (around update 100–200) push layer 1 to more than a hundred
+#   times its initial norm; at $g = 128$ it hardly changes.
+# - **Then the layer hardly moves.** From update 200 on, a step changes layer 1 by a few $10^{-5}$ of its size
+#   (median over the records; single records range widely, the gradient being spiky), against about
+#   $10^{-2}$ at $g = 128$, where the loss is already down to 0.006. That is consistent with an effective
+#   learning rate $\eta/\lVert W\rVert^2$ down by a factor of about ten thousand.
+# - So at $g = 2$ two things go wrong at once. The hidden layers are trained by a signal that is zero almost
+#   everywhere and huge at rare near ties, and these spikes inflate the weights until the layers hardly move.
+#   And what a layer passes on in training says only which of two examples was larger, against a partner that
+#   changes from batch to batch. The training loss stays at 1.9. **These runs do not tell which of the two
+#   stops training**; question 4 asks for the control that would.
 # - $g = 4$ is in between (middle panel): at $m = 4$ two directions pass back the normal gain $1/s$, but
 #   about half of the squared gradient still comes from the largest 0.1% of the entries (a dozen of them),
 #   most likely from batches of 4 whose values nearly coincide, where $s$ is small and the gain $1/s$ large.
@@ -258,11 +314,16 @@ for batch_size, runs in by_batch.items():
           f"training loss {each_within(final_train_loss(runs[2]), low=1.5)}")
 lowest_g4 = min(runs[4].final_accuracies().min() for runs in by_batch.values())
 print(f"g = 4 at every SGD batch: lowest seed {bracketed(lowest_g4, 0.85)}")
+behind = gap_to_other_sgd_batches(by_batch, 16)
+print(f"SGD batch 16 minus the lowest other SGD batch, seed means, at g = {', '.join(map(str, behind))}: "
+      f"{each_within(list(behind.values()), high=0.0, digits=3)}")
 
 # %% [markdown]
 # The collapse at $g = 2$ is there at every SGD batch, with a training loss near 2 each time; $g = 4$ trains
-# at every SGD batch. The smallest SGD batch, 16, is a little behind at every $g$ (it sees the least data in
-# 600 updates, next section). It is the normalization batch, not the SGD batch, that breaks BN.
+# at every SGD batch. It is the normalization batch, not the SGD batch, that breaks BN. The SGD batch still
+# moves the numbers: the smallest, 16, is behind every other SGD batch at every $g$, by about 0.01 at $g = 16$
+# and more the smaller $g$ is, 0.05 at $g = 2$ (seed means, against the next lowest), where its seeds reach
+# 0.39–0.48 against 0.51–0.63 at $B = 128$. In 600 updates it sees the least data (next section).
 #
 # ## 5. The SGD batch: equal updates or equal epochs
 #
@@ -336,11 +397,12 @@ for examples, gap_bracket in ((12_800, (0.01, 0.03)), (38_400, (0.0, 0.015))):
 # Things to try, predicting first:
 #
 # 1. Move the normalization batch to 2, then flip **BN at test time** to *batch*. The blue curve switches to
-#    the accuracy of each test batch's own statistics; where does it meet the population curve?
+#    the accuracy of each test batch's own statistics (*both* draws the two together); where does it meet the
+#    population curve?
 # 2. With $g = 2$, move the SGD batch from 16 to 256. Does the training loss at $g = 2$ (middle panel) ever come
 #    down?
-# 3. **Pin** the SGD batch 128 setting, then move to 16: the pinned curve stays in black. At which $g$ do the two
-#    differ most?
+# 3. **Pin** the SGD batch 128 setting, then move to 16: the pinned curve stays in black (tested with the
+#    statistics its legend entry names). At which $g$ do the two differ most?
 
 # %%
 dashboard = BatchSizeDashboard()
@@ -353,10 +415,10 @@ dashboard
 # |---|---|---|
 # | BN's error grows sharply when the batch per device is small (ResNet-50 on ImageNet: 23.6% at 32 images per GPU, 34.7% at 2), while GroupNorm stays at about 24.1% | Wu & He 2018, fig. 1 (the paper's numbers) | **partly**: the same shape on an MLP (BN 0.51–0.63 at $g = 2$, at least 0.947 from $g = 8$; LayerNorm and GroupNorm flat at 0.936–0.957). Our GroupNorm normalizes 25 groups of 4 units of one example (4 numbers per group); theirs normalizes groups of channels over all spatial positions of a conv layer, thousands of numbers. Model, data and budget differ |
 # | with a batch of two, BN's outputs are $\pm 1$ | lecture 2; a consequence of Ioffe & Szegedy 2015, Alg. 1 | **reproduced exactly**, and its backward: the Jacobian keeps only the $\epsilon$-sized gain $8\epsilon/(u^2+4\epsilon)^{3/2}$ |
-# | ghost batch norm separates the normalization batch from the SGD batch | Hoffer et al. 2017 | **reproduced**: at a fixed SGD batch, $g$ alone moves BN from about half the digits to 0.95, and $g = 2$ fails at every SGD batch from 16 to 256 |
+# | BN fails at a normalization batch of 2 whatever the SGD batch (measured here with ghost batch norm, Hoffer et al. 2017, as the tool that sets the two apart) | course reference (bn-facts: NBS 2 fails at every SGD batch from 16 to 256) | **reproduced**: at a fixed SGD batch, $g$ alone moves BN from about half the digits to 0.95; $g = 2$ fails at every SGD batch from 16 to 256 (0.39–0.63), with a training loss near 2 |
 # | the large-batch gap comes from fewer updates, not from the batch size | Hoffer et al. 2017 | **partly**: no gap at equal updates; at equal epochs the large batch is behind by about 0.02 after 3.2 epochs, less than 0.01 after 9.6. Short runs, one learning rate, no convergence |
 # | ghost batch norm reduces the large-batch gap without more updates | Hoffer et al. 2017 | **not reproduced in this setting** (not a test of theirs): $g = 16$ inside $B = 256$ is no better than $g = 256$ at equal epochs; their recipe also scales $\eta$ by $\sqrt{B}$ and trains for many epochs |
-# | NBS 2 collapses because training fails, not because of the test-time statistics | course reference (bn-facts) | **reproduced**: training loss 1.86–1.93 vs about 0.006 at $g = 128$; population statistics beat the pair's own in every seed. Mechanism measured: a spiky gradient and layer-1 weights over 100 times their initial norm |
+# | NBS 2 ($g = 2$) collapses because training fails, not because of the test-time statistics | course reference (bn-facts) | **reproduced**: training loss 1.86–1.93 vs about 0.006 at $g = 128$; population statistics beat the pair's own in every seed. Measured along the way (one seed): a spiky gradient, layer-1 weights over 100 times their initial norm, then steps of a few $10^{-5}$ of the layer's size; which of these and the $\pm 1$ features stops training is not separated |
 # | forgetting `eval()` costs most at small test batches | course reference (bn-facts: 0.84 / 0.40 at test batches of 8 / 2) | **reproduced**: 0.80 at 8, 0.40 at 2, no loss at 1,000 (one seed, $g = 128$) |
 #
 # ## Summary
@@ -367,9 +429,13 @@ dashboard
 #   little behind at 4 and collapses at 2, at every SGD batch. LayerNorm and GroupNorm do not look across
 #   examples and do not care.
 # - The collapse at 2 is a training failure: the training loss stays near 2, and testing the way it was trained
-#   is worse than with population statistics. The reason is exact: a pair's outputs are $\pm 1$, its Jacobian
-#   keeps only an $\epsilon$-sized direction, so the gradient below is zero except at near ties, where it is
-#   huge; under scale invariance those spikes only grow the weights, until the layer cannot move.
+#   is worse than with population statistics. (The training loss is measured with noisy batch statistics: it
+#   rises well before the test accuracy falls, 30 times $g = 128$'s already at $g = 8$.)
+# - What is exact is the pair itself: its outputs are $\pm 1$ and its Jacobian keeps only an $\epsilon$-sized
+#   direction, so the gradient below is zero except at near ties, where it is huge. What follows is measured
+#   in one seed: under scale invariance the spikes grow layer 1's weights more than a hundredfold, after which
+#   it hardly moves. Whether that or the $\pm 1$ features (a comparison with a random partner) is what stops
+#   training, these runs do not tell.
 # - Forgetting `eval()` makes a prediction depend on its batch-mates: harmless in batches of 1,000, fewer than
 #   half of the digits right in pairs.
 # - Comparing SGD batches, say what is held fixed: at equal updates a large batch is not worse here; at equal
@@ -384,9 +450,13 @@ dashboard
 # 3. Population statistics beat the pair's own statistics at $g = 2$, although the network was trained on
 #    pairs. Compare a unit's training-mode output, the sign of $x - x_{\text{partner}}$, with its `eval()`
 #    output, built on $x - \mathrm{E}[x]$: which one is a noisier view of the same comparison?
-# 4. Section 2 found two causes at $g = 2$: gradient spikes that inflate the weights, and features that only
-#    compare two examples. Raising $\epsilon$ to 0.1 changes only the first (check it with the gain formula:
-#    how wide is a "near tie" then?). What result would tell you which cause dominates?
+# 4. Section 2 found two effects at $g = 2$ that its runs do not separate: spikes that inflate the weights until
+#    the layer hardly moves, and features that only compare two examples. Would raising $\epsilon$ to 0.1
+#    separate them? With section 2's formulas, compute the gain at a tie, $1/\sqrt\epsilon$, and a pair's
+#    output $u/\sqrt{u^2 + 4\epsilon}$ at the typical gap measured there: which of the two effects does the
+#    larger $\epsilon$ change? Then consider rescaling each hidden layer's weights back to their initial norm
+#    after every update. With BN after the layer, what does that do to the function the network computes, and
+#    which effect does it remove? What result of such a run would say the weight growth was the cause?
 # 5. GroupNorm with groups of **2 units** would normalize pairs of numbers too. What would its outputs and its
 #    gradient look like? Would it depend on the batch?
 # 6. The running variance stores the unbiased estimate, with the factor $m/(m-1)$. How large is that factor at
