@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from matplotlib.figure import Figure
 
 from bnlab.experiments import (
@@ -18,22 +19,30 @@ from bnlab.experiments import (
 )
 from bnlab.experiments._runs import train_mlp
 from bnlab.lessons.learning_rate import (
+    _init_batch,
     border_ratio,
+    dead_below_last,
     divergence_updates,
+    effective_lr,
     effective_lr_at_end,
     first_updates,
+    fixed_norm_runs,
+    gradient_scale_ratios,
     gradient_weight_cosines,
     largest_normalized,
     last_layer_dead,
+    layer_effective_lr,
     layer_norms,
     learning_rate_border,
     median_unit_norm,
+    norm_drift,
     norm_growth,
     one_step_crossing,
     one_step_separation,
     weight_decay_effective_lr,
 )
 from bnlab.plots.learning_rate import (
+    _effective_rates,
     plot_dead_units,
     plot_effective_lr,
     plot_lr_sweep,
@@ -81,9 +90,6 @@ def fake_runs(finals, diverged_at=None) -> SeedRuns:
     return SeedRuns(seeds=tuple(range(len(finals))), arrays=arrays)
 
 
-# ------------------------------------------------------------------------------------------------ formatting
-
-
 # ------------------------------------------------------------------------------------------------ the border
 
 
@@ -112,9 +118,13 @@ def test_the_plain_net_diverges_at_update_2_to_4_at_every_rate_past_its_border(p
     assert all(plain[lr].num_diverged() == 0 for lr in plain if lr < 0.3162)
 
 
-def test_bn_is_slower_at_the_smallest_rate(plain, bn):
+def test_bn_is_slower_at_the_smallest_rate_and_catches_up_at_about_twice_it(plain, bn):
     assert np.all(bn[0.01].final_accuracies() < 0.88)
     assert np.all(plain[0.01].final_accuracies() > 0.88)
+    assert np.all(bn[0.01778].final_accuracies() > 0.88)
+    assert 0.008 <= effective_lr_at_end({0.01778: bn[0.01778]}, layers=slice(1, None))[0.01778] <= 0.0095
+    for acc in (bn[0.01778].final_accuracies(), plain[0.01].final_accuracies()):   # "0.89-0.91" both
+        assert np.all((acc >= 0.885) & (acc < 0.915))
 
 
 # ------------------------------------------------------------------------------------------------ one step
@@ -163,6 +173,46 @@ def test_a_bn_units_gradient_is_orthogonal_to_its_weights_and_a_plain_units_is_n
     assert all(c.size == 1000 for c in bn_cos)
     medians = [np.median(c) for c in plain_cos]
     assert all(m > 0.01 for m in medians) and 0.035 < min(medians) and max(medians) < 0.055  # "0.04-0.05"
+    assert max(c.max() for c in bn_cos) < 1e-5                                              # "below 1e-5"
+
+
+def test_doubling_a_layer_halves_a_bn_units_gradient():
+    bn_ratios = [gradient_scale_ratios("batch", seed) for seed in (0, 1, 2)]
+    plain_ratios = [gradient_scale_ratios("none", seed) for seed in (0, 1, 2)]
+    assert all(r.size == 1000 for r in bn_ratios)
+    assert all(0.49 <= np.median(r) <= 0.51 and abs(np.median(r) - 0.5) < 1e-5 for r in bn_ratios)  # "0.5000"
+    within = [int(np.sum(np.abs(r - 0.5) < 1e-4)) for r in bn_ratios]
+    assert all(n > 850 for n in within) and within[0] == within[2] == 1000
+    # "in one layer of one seed most units are off, by up to 1%": seed 1, layer 6
+    off = np.abs(bn_ratios[1] - 0.5).reshape(10, 100) >= 1e-4
+    assert off.any(axis=1).tolist() == [i == 5 for i in range(10)] and off[5].mean() > 0.5
+    assert 0.005 < np.abs(bn_ratios[1] - 0.5).max() / 0.5 < 0.025
+    medians = [np.median(r) for r in plain_ratios]
+    assert all(1.0 <= m <= 1.5 for m in medians)                                              # "1.09-1.37"
+    assert min(medians) == pytest.approx(1.09, abs=0.005) and max(medians) == pytest.approx(1.37, abs=0.005)
+
+
+def test_the_one_percent_in_seed_1_is_one_relu_input_crossing_its_kink():
+    """Doubling layer 6 of seed 1 moves exactly one ReLU input, about 1e-7 from zero, to the other side."""
+    model, x, _ = _init_batch("batch", 1, 64)
+    model, x = model.double(), x.double()
+    inputs: dict[int, torch.Tensor] = {}
+    hooks = [block.activation.register_forward_hook(
+        lambda module, args, out, index=index: inputs.__setitem__(index, args[0].detach().clone()))
+        for index, block in enumerate(model.hidden_layers)]
+    try:
+        with torch.no_grad():
+            model(x)
+            before = dict(inputs)
+            model.hidden_layers[5].weight_layer.weight.mul_(2)
+            model(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    flipped = torch.cat([((before[i] > 0) != (inputs[i] > 0)).flatten() for i in range(10)])
+    values = torch.cat([before[i].flatten() for i in range(10)])
+    assert int(flipped.sum()) == 1
+    assert 5e-8 < float(values[flipped].abs()) < 5e-7
 
 
 def test_weight_norms_at_the_smallest_rate_stay_at_he_init(bn):
@@ -187,8 +237,40 @@ def test_layer_1_tunes_its_own_effective_rate(bn):
     assert sorted(ends) == [0.5623, 1.0, 1.778, 3.162]
     assert max(ends.values()) / min(ends.values()) < 2
     assert 0.105 < min(ends.values()) and max(ends.values()) < 0.175                           # "0.11 and 0.17"
+    assert ends[1.0] == pytest.approx(0.17, abs=0.005) and ends[3.162] == pytest.approx(0.11, abs=0.005)  # falls
     deeper = effective_lr_at_end({lr: bn[lr] for lr in (0.5623, 1.0, 1.778, 3.162)}, layers=slice(1, None))
     assert list(deeper.values()) == sorted(deeper.values())                         # layers 2-10 still rising
+
+
+def test_the_deeper_layers_effective_rates_at_bns_border_stay_high(bn):
+    after_50 = layer_effective_lr(bn[3.162], 3.162, record=1)[1:]
+    assert np.all((after_50 >= 0.5) & (after_50 <= 1.3))                               # "0.6-1.2", all > 0.5
+    assert after_50.min() == pytest.approx(0.61, abs=0.005) and after_50.max() == pytest.approx(1.24, abs=0.005)
+    start = layer_effective_lr(bn[1.778], 1.778, record=0)
+    assert np.all((start >= 0.85) & (start <= 0.95))                                           # "0.89"
+    assert int(np.sum(after_50 > 0.89)) == 6                                                  # "six of the nine"
+    assert layer_effective_lr(bn[1.0], 1.0, record=0).max() < 0.52                           # "eta = 1: 0.5"
+
+
+def test_effective_rates_are_one_quantity_for_the_lessons_and_the_figures(bn):
+    """The figures draw layer 1 and the mean over layers 2..L of each layer's median unit's lr/||w||^2: the
+    values effective_lr_at_end returns."""
+    for lr in (0.01, 1.0, 3.162):
+        first, deeper = _effective_rates(bn[lr], lr)
+        assert np.allclose(first[:, -1].mean(), effective_lr_at_end({lr: bn[lr]})[lr])
+        assert np.allclose(deeper[:, -1].mean(), effective_lr_at_end({lr: bn[lr]}, layers=slice(1, None))[lr])
+        assert np.allclose(effective_lr(bn[lr], lr)[:, 0], lr / bn[lr].values("unit_weight_norms")[:, 0, :, 1] ** 2)
+
+
+def test_with_the_norms_held_fixed_bn_still_trains_at_its_border(bn):
+    held = fixed_norm_runs(3.162)
+    assert norm_drift(held) < 1e-5 and norm_drift(bn[3.162]) > 1                        # the control holds them
+    accuracy, shipped = held.final_accuracies(), bn[3.162].final_accuracies()
+    assert held.num_diverged() == 0 and np.all(accuracy > 0.5)
+    assert np.all((last_layer_dead(held) >= 0.4) & (last_layer_dead(held) <= 0.85))
+    drop = shipped - accuracy
+    assert np.all((drop > 0.065) & (drop < 0.195))                                       # "by 0.07 to 0.19"
+    assert np.all(last_layer_dead(held) > last_layer_dead(bn[3.162]))                     # "more ... dies"
 
 
 # ------------------------------------------------------------------------------------------------ dead last layer
@@ -236,8 +318,9 @@ def test_after_600_updates_the_last_layer_is_dead_past_bns_border(bn):
     assert np.all(loss[10.0] > math.log(10))                                        # "a little above ln 10"
     assert np.all(bn[10.0].final_accuracies() < 0.15)
     assert np.all((bn[3.162].final_accuracies() > 0.845) & (bn[3.162].final_accuracies() < 0.935))  # "0.85-0.93"
-    other_layers = bn[10.0].values("dead_units")[:, :-1]
-    assert 0.5 < other_layers.max() < 0.6                                                    # "up to 57%"
+    below = dead_below_last(bn[10.0])
+    assert np.all((below >= 0.2) & (below <= 0.6))
+    assert below.min() == pytest.approx(0.25, abs=0.01) and below.max() == pytest.approx(0.57, abs=0.005)
     assert all(np.all(bn[lr].values("dead_units") == 0) for lr in bn if lr <= 1.778)
 
 
@@ -266,7 +349,7 @@ def test_the_figures_draw_the_shipped_runs(sweep, bn, ratios, replayed, decay):
     figures = [
         plot_lr_sweep(sweep, selected=3.162, max_stable={k: b[0] for k, b in borders.items()}),
         plot_lr_sweep({"no BN": sweep["no BN"]}, selected=10.0),            # nothing but diverged seeds
-        plot_lr_sweep(sweep, selected=None, pinned=("depth 3", sweep)),
+        plot_lr_sweep(sweep, selected=None, pinned=("depth 3, he init", sweep)),
         plot_effective_lr(bn, shown=(0.01, 1.0, 10.0)),
         plot_effective_lr(bn),
         plot_dead_units(list(replayed.values()), {lr: bn[lr] for lr in replayed}),
@@ -285,4 +368,31 @@ def test_the_figures_draw_the_shipped_runs(sweep, bn, ratios, replayed, decay):
     assert "pinned: weight decay 0" in legend
     import matplotlib.pyplot as plt
     for fig in figures:
+        plt.close(fig)
+
+
+def test_the_sweep_figure_tells_pinned_nets_apart_and_keeps_one_rate_readable(sweep, bn):
+    import matplotlib.pyplot as plt
+
+    pinned = plot_lr_sweep(sweep, selected=0.1, pinned=("depth 3, he init", sweep))
+    handles, labels = pinned.axes[0].get_legend_handles_labels()
+    styles = {label: (h.get_linestyle(), h.get_marker(), h.get_color()) for h, label in zip(handles, labels)}
+    no_bn, with_bn = styles["pinned: depth 3, he init, no BN"], styles["pinned: depth 3, he init, BN"]
+    assert no_bn[2] == with_bn[2] == "black"
+    assert no_bn[0] != with_bn[0] and no_bn[1] != with_bn[1]
+    legend = [t.get_text() for t in pinned.legends[0].get_texts()]
+    assert "pinned: depth 3, he init, no BN" in legend and "pinned: depth 3, he init, BN" in legend
+
+    # one rate (a live setting): the axis still spans the slider's range, so a 5% jitter stays small
+    single = plot_lr_sweep({"no BN": {0.2371: sweep["no BN"][0.1778]}}, selected=0.2371)
+    low, high = single.axes[0].get_xlim()
+    assert low <= 0.01 and high >= 10
+    eff_ax = single.axes[2]  # no BN net shown: no axis pretending to be a log scale
+    assert list(eff_ax.get_xticks()) == [] and list(eff_ax.get_yticks()) == []
+    assert "(log)" not in eff_ax.get_ylabel()
+
+    effective = plot_effective_lr(bn, shown=(0.01, 1.0))
+    legend = [t.get_text() for t in effective.legends[0].get_texts()]
+    assert "layers 2-10 (mean)" in legend and not any("2-L" in text for text in legend)
+    for fig in (pinned, single, effective):
         plt.close(fig)

@@ -1,10 +1,12 @@
 """The numbers lecture 9 states, computed from the learning-rate and weight-decay runs that ship with the package
 (the lecture prints them, ``tests/test_lesson_learning_rate.py`` checks them against the same brackets).
 
-Three functions compute something new, each in well under a second: :func:`first_updates` replays the first
-updates of a shipped BN run (same seed, same minibatches) and watches its last hidden layer die,
-:func:`gradient_weight_cosines` takes one gradient at initialization to show that a BN unit's gradient is
-orthogonal to its weight vector, and :func:`largest_normalized` samples how far a normalized value reaches.
+Five functions compute something new. In well under a second each: :func:`first_updates` replays the first
+updates of a shipped BN run (same seed, same minibatches) and watches its last hidden layer die;
+:func:`gradient_weight_cosines` and :func:`gradient_scale_ratios` take gradients at initialization to show that
+a BN unit's gradient is orthogonal to its weight vector and shrinks as 1/||w||; :func:`largest_normalized`
+samples how far a normalized value reaches. In a few seconds: :func:`fixed_norm_runs` trains the BN net with
+every hidden unit's weight norm held at its initial value, the control for what the norms' growth does.
 Everything else reads :class:`~bnlab.experiments.SeedRuns`.
 """
 
@@ -19,33 +21,33 @@ import torch
 import torch.nn.functional as F
 
 from bnlab.experiments import SeedRuns
-from bnlab.experiments._runs import mnist, train_mlp
+from bnlab.experiments._runs import map_seeds, mnist, train_mlp
 from bnlab.experiments.learning_rate import TRAINS_THRESHOLD, LearningRateConfig
 from bnlab.models import build_mlp
 
 __all__ = [
     "FirstUpdates",
     "border_ratio",
+    "dead_below_last",
     "divergence_updates",
-    
+    "effective_lr",
     "effective_lr_at_end",
     "first_updates",
+    "fixed_norm_runs",
+    "gradient_scale_ratios",
     "gradient_weight_cosines",
     "largest_normalized",
     "last_layer_dead",
+    "layer_effective_lr",
     "layer_norms",
     "learning_rate_border",
     "median_unit_norm",
+    "norm_drift",
     "norm_growth",
     "one_step_crossing",
     "one_step_separation",
     "weight_decay_effective_lr",
 ]
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Formatting a list of values (one per seed) with its bracket
-# ----------------------------------------------------------------------------------------------------------
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -90,6 +92,12 @@ def last_layer_dead(runs: SeedRuns) -> np.ndarray:
     return runs.values("dead_units")[:, -1]
 
 
+def dead_below_last(runs: SeedRuns) -> np.ndarray:
+    """(S,) per seed, the largest fraction of dead units (as in :func:`last_layer_dead`) among the hidden layers
+    below the last one; NaN for a seed that diverged."""
+    return runs.values("dead_units")[:, :-1].max(axis=1)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Weight norms and the effective learning rate
 # ----------------------------------------------------------------------------------------------------------
@@ -119,14 +127,44 @@ def norm_growth(runs: SeedRuns, record: int = 1, layer: int = 0) -> float:
     return float(np.mean((median[:, record] / median[:, 0]) ** 2))
 
 
+def effective_lr(runs: SeedRuns, lr: float) -> np.ndarray:
+    """(S, K, L) lr / ||w||^2 of each hidden layer's median unit (by weight norm), per seed and record: the
+    effective learning rate of a scale-invariant (BN) unit. Only meaningful for BN runs."""
+    return lr / runs.values("unit_weight_norms")[..., 1] ** 2
+
+
+def layer_effective_lr(runs: SeedRuns, lr: float, record: int = -1) -> np.ndarray:
+    """(L,) :func:`effective_lr` of each hidden layer at ``record``, seed mean (record 1 is update 50)."""
+    return effective_lr(runs, lr)[:, record].mean(axis=0)
+
+
 def effective_lr_at_end(by_lr: Mapping[float, SeedRuns], layers: slice = slice(0, 1)) -> dict[float, float]:
-    """``{lr: lr / ||w||^2}`` at the end of training for the median unit of ``layers`` (default layer 1;
-    ``slice(1, None)`` for layers 2..L, the median over those layers), seed mean. Only meaningful for BN runs."""
-    out = {}
-    for lr, runs in sorted(by_lr.items()):
-        median = runs.values("unit_weight_norms")[:, -1, layers, 1]  # (S, layers)
-        out[lr] = float(np.mean(np.median(lr / median ** 2, axis=1)))
-    return out
+    """``{lr: effective rate}`` at the end of training: :func:`effective_lr` of each layer's median unit, the
+    mean over ``layers`` (default layer 1 alone; ``slice(1, None)`` for layers 2..L) and over seeds. The
+    figures of :mod:`bnlab.plots.learning_rate` draw the same quantity."""
+    return {lr: float(effective_lr(runs, lr)[:, -1, layers].mean()) for lr, runs in sorted(by_lr.items())}
+
+
+def _init_batch(norm: str, seed: int, batch_size: int):
+    """The sweep's depth-10 ReLU net (He init) built with ``seed``, and ``batch_size`` training examples
+    drawn with ``seed``."""
+    data = mnist()
+    model = build_mlp(depth=10, width=100, activation="relu", norm=norm, init="he", seed=seed)
+    order = torch.randperm(data.num_train, generator=torch.Generator().manual_seed(seed))[:batch_size]
+    model.train()
+    return model, data.x_train[order], data.y_train[order]
+
+
+def _hidden_gradients(model, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
+    """Each hidden weight layer's loss gradient (float64) on one minibatch, one thread."""
+    model.zero_grad(set_to_none=True)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        F.cross_entropy(model(x), y).backward()
+    finally:
+        torch.set_num_threads(previous)
+    return [block.weight_layer.weight.grad.double().clone() for block in model.hidden_layers]
 
 
 def gradient_weight_cosines(norm: str, seed: int = 0, batch_size: int = 64) -> np.ndarray:
@@ -136,23 +174,83 @@ def gradient_weight_cosines(norm: str, seed: int = 0, batch_size: int = 64) -> n
 
     With BN a unit's output does not depend on the scale of its weights, so the gradient is orthogonal to
     them: the cosines are rounding errors. Without BN they are not. One forward and backward, one thread."""
-    data = mnist()
-    model = build_mlp(depth=10, width=100, activation="relu", norm=norm, init="he", seed=seed)
-    order = torch.randperm(data.num_train, generator=torch.Generator().manual_seed(seed))[:batch_size]
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        model.train()
-        F.cross_entropy(model(data.x_train[order]), data.y_train[order]).backward()
-    finally:
-        torch.set_num_threads(previous)
+    model, x, y = _init_batch(norm, seed, batch_size)
     cosines = []
-    for block in model.hidden_layers:
-        w, g = block.weight_layer.weight.detach().double(), block.weight_layer.weight.grad.double()
+    for block, g in zip(model.hidden_layers, _hidden_gradients(model, x, y)):
+        w = block.weight_layer.weight.detach().double()
         alive = g.norm(dim=1) > 0
         cos = (w * g).sum(dim=1) / (w.norm(dim=1) * g.norm(dim=1))
         cosines.append(cos[alive].abs().numpy())
     return np.concatenate(cosines)
+
+
+def gradient_scale_ratios(norm: str, seed: int = 0, scale: float = 2.0, batch_size: int = 64) -> np.ndarray:
+    """For each hidden unit, ||gradient with its layer's weights multiplied by ``scale``|| / ||gradient at
+    init||, the same net and minibatch as :func:`gradient_weight_cosines` (one layer scaled at a time, the
+    others at init), computed in float64. Units whose gradient at init is exactly 0 are left out.
+
+    With BN the loss does not change when a layer's weights are scaled, and the gradient scales as 1/scale
+    (0.5 for the default 2): it shrinks as 1/||w||. Without BN the scaled layer changes what the net computes,
+    and the ratio is whatever that change makes it. Eleven forwards and backwards, one thread."""
+    model, x, y = _init_batch(norm, seed, batch_size)
+    model, x = model.double(), x.double()  # float32 rounding flips a few ReLUs at 0 and moves the ratio by 1%
+    before = _hidden_gradients(model, x, y)
+    ratios = []
+    for index, block in enumerate(model.hidden_layers):
+        weight = block.weight_layer.weight
+        with torch.no_grad():
+            weight.mul_(scale)
+        after = _hidden_gradients(model, x, y)[index]
+        with torch.no_grad():
+            weight.div_(scale)
+        alive = before[index].norm(dim=1) > 0
+        ratios.append((after.norm(dim=1)[alive] / before[index].norm(dim=1)[alive]).numpy())
+    return np.concatenate(ratios)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The control: BN with every hidden unit's weight norm held fixed
+# ----------------------------------------------------------------------------------------------------------
+
+
+def fixed_norm_runs(lr: float, seeds: tuple[int, ...] = (0, 1, 2)) -> SeedRuns:
+    """The BN runs of the sweep at ``lr`` (same seeds, weights and minibatches), except that before every
+    forward each hidden unit's weight vector is rescaled to its norm at initialization. For a BN unit that
+    changes nothing the net computes; it only keeps the unit's effective learning rate at lr / ||w_0||^2
+    (about lr / 2 under He init) for the whole run, where SGD alone would grow ||w|| and shrink it.
+
+    Recorded as the sweep's runs are (:meth:`LearningRateConfig.measure`: ``unit_weight_norms``,
+    ``dead_units``, and the records every experiment keeps). Never cached; the seeds train in parallel
+    threads, about 3 s per seed at 600 updates."""
+    config = LearningRateConfig(lr=lr, norm="batch")
+
+    def one_seed(seed: int) -> dict[str, np.ndarray]:
+        def hold_norms(model) -> None:
+            for block in model.hidden_layers:
+                layer = block.weight_layer
+                initial = layer.weight.detach().norm(dim=1, keepdim=True).clone()
+
+                def rescale(module, args, initial=initial) -> None:
+                    with torch.no_grad():
+                        module.weight.mul_(initial / module.weight.norm(dim=1, keepdim=True))
+
+                layer.register_forward_pre_hook(rescale)
+
+        result, model = train_mlp(seed=seed, steps=config.steps, batch_size=config.batch_size, lr=lr,
+                                  record_every=config.record_every, progress=False, before_training=hold_norms,
+                                  depth=config.depth, width=config.width, activation=config.activation,
+                                  **config.model_options())
+        return {**config.records(result), **config.measure(result, model)}
+
+    seeds = tuple(seeds)
+    return SeedRuns(seeds=seeds, arrays=map_seeds(one_seed, seeds))
+
+
+def norm_drift(runs: SeedRuns) -> float:
+    """The largest relative change, over seeds, records and hidden layers, of the median unit's weight norm
+    from its value at initialization: 0 up to rounding for :func:`fixed_norm_runs`."""
+    median = runs.values("unit_weight_norms")[..., 1]  # (S, K, L)
+    return float(np.nanmax(np.abs(median / median[:, :1] - 1)))
 
 
 # ----------------------------------------------------------------------------------------------------------

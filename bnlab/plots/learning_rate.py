@@ -4,7 +4,9 @@ weight decay.
 
 Colours: the plain net (no BN) red, the BN net blue in every figure of the lecture; where the panels compare
 learning rates instead, one shade per rate (yellow = small, purple = large). Layer 1 (784 inputs) is drawn
-apart from layers 2..L: its weights grow far more than the others'."""
+apart from layers 2..L (their mean): its weights grow far more than the others'. The effective learning rate
+of a layer is that of its median unit, lr / ||w||^2 (:func:`bnlab.lessons.learning_rate.effective_lr`), and
+"layers 2..L" is its mean over those layers, the quantity the lecture prints."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from bnlab.experiments import SeedRuns
+from bnlab.lessons.learning_rate import effective_lr
 from bnlab.plots._seed_runs import (
     COLORS,
     chance_line,
@@ -34,6 +37,9 @@ __all__ = ["plot_dead_units", "plot_effective_lr", "plot_lr_sweep", "plot_one_st
 
 # the plain net of this lecture has He init: the colour lecture 7 gives "no norm, He init"
 NET_COLORS = {"no BN": COLORS["no norm, He init"], "BN": COLORS["BN"]}
+# a pinned sweep is black: its nets are told apart by the mean line's style and marker
+PINNED_STYLES = {"no BN": {"ls": "--", "marker": "s"}, "BN": {"ls": ":", "marker": "o"}}
+LR_RANGE = (0.01, 10.0)  # the dashboard slider's range: the sweep's axis spans at least this
 LN10 = float(np.log(10))
 
 
@@ -56,6 +62,14 @@ def _median_norms(runs: SeedRuns) -> tuple[np.ndarray, np.ndarray]:
     return norms[:, :, 0], np.nanmean(deeper, axis=2)
 
 
+def _effective_rates(runs: SeedRuns, lr: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per seed and record, the effective rate lr/||w||^2 of layer 1's median unit (S, K) and its mean over
+    layers 2..L (S, K); with one hidden layer both are layer 1."""
+    rates = effective_lr(runs, lr)  # (S, K, L)
+    deeper = rates[:, :, 1:] if rates.shape[2] > 1 else rates
+    return rates[:, :, 0], np.nanmean(deeper, axis=2)
+
+
 def _log_span(ax: Axes, values: np.ndarray, decades: float = 1.0) -> None:
     """Log y-axis spanning at least ``decades`` around ``values`` (a flat curve then reads as flat)."""
     shown = np.asarray(values, dtype=float)
@@ -68,25 +82,35 @@ def _log_span(ax: Axes, values: np.ndarray, decades: float = 1.0) -> None:
     ax.set_ylim(10 ** (low - pad - 0.05), 10 ** (high + pad + 0.05))
 
 
-def _layer_handles(color: str = "#555555") -> list[Line2D]:
+def _layer_handles(depth: int, color: str = "#555555") -> list[Line2D]:
+    deeper = f"layers 2-{depth} (mean)" if depth > 2 else "layer 2"
     return [Line2D([], [], color=color, ls="--", lw=1.3, label="layer 1"),
-            Line2D([], [], color=color, ls="-", lw=1.3, label="layers 2-L (mean of medians)")]
+            Line2D([], [], color=color, ls="-", lw=1.3, label=deeper)]
+
+
+def _depth(runs: SeedRuns) -> int:
+    return runs.values("unit_weight_norms").shape[2]
 
 
 @experiment_style
 def plot_lr_sweep(sweeps: Mapping[str, Mapping[float, SeedRuns]], selected: float | None = None,
                   max_stable: Mapping[str, float] | None = None,
-                  pinned: tuple[str, Mapping[str, Mapping[float, SeedRuns]]] | None = None) -> Figure:
-    """Three panels. Left: final test accuracy against the learning rate (log axis), one colour per net, a dot
-    per seed, an x at chance for a diverged seed (counted at chance in the mean line), dotted verticals at each
-    net's largest stable rate, a black vertical at ``selected``. Middle: each seed's training loss over
-    training at ``selected`` (dotted: ln 10, the loss of predicting the class frequencies). Right: the BN
-    net's effective learning rate lr/||w||^2 at ``selected`` (median unit; layer 1 dashed, layers 2..L solid;
-    the plain net is not scale-invariant, so it has none). ``pinned`` = (label, sweeps) adds dashed black
-    accuracy lines of another setting."""
+                  pinned: tuple[str, Mapping[str, Mapping[float, SeedRuns]]] | None = None,
+                  lr_range: tuple[float, float] = LR_RANGE) -> Figure:
+    """Three panels. Left: final test accuracy against the learning rate (log axis spanning at least
+    ``lr_range``, so seeds drawn a few percent apart at one rate do not look like different rates), one colour
+    per net, a dot per seed, an x at chance for a diverged seed (counted at chance in the mean line), dotted
+    verticals at each net's largest stable rate, a black vertical at ``selected``. Middle: each seed's training
+    loss over training at ``selected`` (dotted: ln 10, the loss of predicting the class frequencies). Right:
+    the BN net's effective learning rate lr/||w||^2 at ``selected`` (median unit; layer 1 dashed, the mean
+    of layers 2..L solid; the plain net is not scale-invariant, so it has none).
+
+    ``pinned`` = (label, {net: {lr: runs}}) adds another setting's accuracy in black, each net with its own
+    line style and marker on the mean line (:data:`PINNED_STYLES`: no BN dashed with squares, BN dotted with
+    circles), labelled "pinned: <label>, <net>"."""
     fig, axes = figure(1, 3, 13.5, 4.3, left=0.05, right=0.99, bottom=0.25, top=0.87, wspace=0.28)
     sweep_ax, loss_ax, eff_ax = axes[0]
-    losses, effective = [np.array([])], [np.array([])]
+    losses, effective, depth = [np.array([])], [np.array([])], None
     for index, (label, by_lr) in enumerate(sweeps.items()):
         color = _net_color(label, index)
         seed_points(sweep_ax, by_lr, color, label, jitter=0.05, log_x=True)
@@ -98,17 +122,22 @@ def plot_lr_sweep(sweeps: Mapping[str, Mapping[float, SeedRuns]], selected: floa
         seed_curves(loss_ax, runs, "train_loss", color, None)
         losses.append(runs.values("train_loss").ravel())
         if label == "BN":
-            first, deeper = _median_norms(runs)
+            first, deeper = _effective_rates(runs, selected)
             for steps, one, rest in zip(runs.values("steps"), first, deeper):
-                eff_ax.plot(steps, selected / one ** 2, color=color, lw=1.3, ls="--")
-                eff_ax.plot(steps, selected / rest ** 2, color=color, lw=1.3)
-            effective.append(np.concatenate([selected / first.ravel() ** 2, selected / deeper.ravel() ** 2]))
+                eff_ax.plot(steps, one, color=color, lw=1.3, ls="--")
+                eff_ax.plot(steps, rest, color=color, lw=1.3)
+            effective.append(np.concatenate([first.ravel(), deeper.ravel()]))
+            depth = _depth(runs)
     if pinned is not None:
-        for label, by_lr in pinned[1].items():
-            seed_points(sweep_ax, by_lr, COLORS["pinned"], f"pinned: {pinned[0]}, {label}", log_x=True, ls="--")
+        for index, (label, by_lr) in enumerate(pinned[1].items()):
+            style = PINNED_STYLES.get(label, {"ls": "-.", "marker": "^"})
+            seed_points(sweep_ax, by_lr, COLORS["pinned"], f"pinned: {pinned[0]}, {label}", jitter=0.05,
+                        log_x=True, ms=5, mfc="white", **style)
     if selected is not None:
         sweep_ax.axvline(selected, color="black", lw=0.8)
     sweep_ax.set_xscale("log")
+    low, high = sweep_ax.get_xlim()
+    sweep_ax.set_xlim(min(low, lr_range[0] / 1.3), max(high, lr_range[1] * 1.3))
     chance_line(sweep_ax)
     sweep_ax.set(xlabel="learning rate (log scale)", ylabel="test accuracy after 600 updates",
                  title="Accuracy vs learning rate (dotted: largest stable)")
@@ -127,12 +156,14 @@ def plot_lr_sweep(sweeps: Mapping[str, Mapping[float, SeedRuns]], selected: floa
     shown = np.concatenate(effective)
     if np.isfinite(shown).any():
         _log_span(eff_ax, shown)
-        eff_ax.legend(handles=_layer_handles(NET_COLORS["BN"]), fontsize=8, loc="best", frameon=False)
+        eff_ax.legend(handles=_layer_handles(depth, NET_COLORS["BN"]), fontsize=8, loc="best", frameon=False)
+        eff_ax.set(xlabel="training step (SGD updates)", ylabel="lr / ||w||^2 of the median unit (log)")
     else:
         eff_ax.text(0.5, 0.5, "BN net not shown or not run at this lr\n(the plain net has no effective rate)",
                     transform=eff_ax.transAxes, ha="center", va="center", color="#555555")
-    eff_ax.set(xlabel="training step (SGD updates)", ylabel="lr / ||w||^2 of the median unit (log)",
-               title=f"BN: effective learning rate at {where}")
+        eff_ax.set_xticks([])
+        eff_ax.set_yticks([])
+    eff_ax.set_title(f"BN: effective learning rate at {where}")
     legend_below(fig, [h for h in sweep_ax.get_legend_handles_labels()[0]], ncol=4)
     fig.suptitle("dots: seeds; line: seed mean (x: a diverged seed, counted at chance 0.1)", fontsize=10)
     return fig
@@ -143,9 +174,11 @@ def plot_effective_lr(by_lr: Mapping[float, SeedRuns], shown: Sequence[float] | 
                       title: str = "BN net: each unit's weight norm sets its step size") -> Figure:
     """For the BN runs of a learning-rate sweep ``{lr: runs}``. Left: the median unit's weight norm over
     training at the rates ``shown`` (default: at most five spread over the sweep), one shade per rate, a line
-    per seed, layer 1 dashed and layers 2..L solid. Middle: the effective learning rate lr/||w||^2 they imply
-    (log). Right: the effective rate at the end against lr for every rate of the sweep (log-log; seed mean,
-    the seeds as dots), with lr/2, the effective rate if ||w|| stayed at He init's sqrt(2)."""
+    per seed, layer 1 dashed and the mean of layers 2..L solid. Middle: the effective learning rate
+    lr/||w||^2 of each layer's median unit (log; layer 1, and the mean of layers 2..L). Right: the same at the
+    end against lr for every rate of the sweep (log-log; seed mean, the seeds as dots; the values
+    :func:`bnlab.lessons.learning_rate.effective_lr_at_end` returns), with lr/2, the effective rate if ||w||
+    stayed at He init's sqrt(2)."""
     rates = sorted(by_lr)
     if shown is None:
         shown = [rates[i] for i in np.unique(np.linspace(0, len(rates) - 1, min(5, len(rates))).round().astype(int))]
@@ -155,12 +188,12 @@ def plot_effective_lr(by_lr: Mapping[float, SeedRuns], shown: Sequence[float] | 
     shades = _rate_shades(shown)
     for lr, shade in shades.items():
         runs = by_lr[lr]
-        first, deeper = _median_norms(runs)
-        for steps, one, rest in zip(runs.values("steps"), first, deeper):
+        for steps, one, rest, eff_one, eff_rest in zip(runs.values("steps"), *_median_norms(runs),
+                                                       *_effective_rates(runs, lr)):
             norm_ax.plot(steps, one, color=shade, lw=1.3, ls="--")
             norm_ax.plot(steps, rest, color=shade, lw=1.3)
-            eff_ax.plot(steps, lr / one ** 2, color=shade, lw=1.3, ls="--")
-            eff_ax.plot(steps, lr / rest ** 2, color=shade, lw=1.3)
+            eff_ax.plot(steps, eff_one, color=shade, lw=1.3, ls="--")
+            eff_ax.plot(steps, eff_rest, color=shade, lw=1.3)
         handles.append(Line2D([], [], color=shade, lw=2, label=f"lr {lr:.3g}"))
     norm_ax.set_yscale("log")
     norm_ax.set(xlabel="training step (SGD updates)", ylabel="||w|| of the median unit (log)",
@@ -169,7 +202,7 @@ def plot_effective_lr(by_lr: Mapping[float, SeedRuns], shown: Sequence[float] | 
     eff_ax.set(xlabel="training step (SGD updates)", ylabel="lr / ||w||^2 (log)", title="Effective learning rate")
     xs = np.array(rates)
     for ls, marker, which in (("--", "s", 0), ("-", "o", 1)):
-        per_seed = np.array([[lr / n[-1] ** 2 for n in _median_norms(by_lr[lr])[which]] for lr in rates])  # (R, S)
+        per_seed = np.array([_effective_rates(by_lr[lr], lr)[which][:, -1] for lr in rates])  # (R, S)
         end_ax.plot(xs, per_seed.mean(axis=1), color=NET_COLORS["BN"], ls=ls, lw=1.5)
         for seed in range(per_seed.shape[1]):
             end_ax.plot(xs, per_seed[:, seed], marker, color=NET_COLORS["BN"], ms=3, alpha=0.7,
@@ -185,7 +218,7 @@ def plot_effective_lr(by_lr: Mapping[float, SeedRuns], shown: Sequence[float] | 
     end_ax.set_yscale("log")
     end_ax.set(xlabel="learning rate lr (log)", ylabel="lr / ||w||^2 after 600 updates (log)",
                title="Effective rate at the end (dotted: lr / 2, no growth)")
-    legend_below(fig, handles + _layer_handles(), ncol=len(handles) + 2)
+    legend_below(fig, handles + _layer_handles(_depth(by_lr[rates[0]])), ncol=len(handles) + 2)
     fig.suptitle(title, fontsize=11)
     return fig
 

@@ -8,7 +8,8 @@
 #    predicts it for a plain and a batch-normalized net;
 # 3. derive from batch norm's scale invariance that a unit's gradient is orthogonal to its weights, that plain
 #    SGD can only grow a unit's weight norm, and that the unit's effective learning rate is
-#    $\eta/\lVert w\rVert^2$; and read all three off measured runs;
+#    $\eta/\lVert w\rVert^2$; read all three off measured runs, and say what a control with the norms held
+#    fixed shows about the claim that this growth is what lets BN train at large rates;
 # 4. tell the two ways training fails when the step is too large (the plain net's loss blows up within a few
 #    updates; the BN net's last hidden layer dies and the loss stalls at $\ln 10$), and explain the second;
 # 5. say what weight decay does to the weight norms and effective learning rates of a BN net, and what these
@@ -25,8 +26,9 @@
 # grid $10^{k/4}$, thirteen rates from 0.01 to 10 (four per decade, so each rate is $1.78\times$ the one before),
 # and BN or not. **Held fixed:** everything else. A run *trains* when it does not diverge (its training loss
 # stays finite and below 1,000) and ends above 0.5 test accuracy; a rate is *stable* when every seed trains.
-# Every run ships with the course, so nothing below trains for more than a second. In every figure the plain
-# net is red and the BN net blue.
+# Every run of the sweeps ships with the course. The notebook computes only short things itself (the one-step
+# probe below, about 3 s; twenty updates of twelve runs replayed, about 1 s) and trains one control of 600
+# updates (three seeds, about 6 s). In every figure the plain net is red and the BN net blue.
 
 # %%
 import numpy as np
@@ -41,15 +43,20 @@ from bnlab.experiments import (
 )
 from bnlab.lessons.learning_rate import (
     border_ratio,
+    dead_below_last,
     divergence_updates,
     effective_lr_at_end,
     first_updates,
+    fixed_norm_runs,
+    gradient_scale_ratios,
     gradient_weight_cosines,
     largest_normalized,
     last_layer_dead,
+    layer_effective_lr,
     layer_norms,
     learning_rate_border,
     median_unit_norm,
+    norm_drift,
     norm_growth,
     one_step_crossing,
     one_step_separation,
@@ -116,7 +123,8 @@ print(f"  BN    {each_within(bn[tiny].final_accuracies(), high=0.88, digits=3)}"
 print(f"  no BN {each_within(plain[tiny].final_accuracies(), low=0.88, digits=3)}")
 
 # %% [markdown]
-# One mechanism explains both ends; we first look at a cheaper signal of the border.
+# Why BN is slower here, and what lets it survive rates ten to thirty times larger, are the next sections' subject;
+# we first look at a cheaper signal of the border.
 #
 # ## One step from initialization
 #
@@ -164,7 +172,8 @@ for label in ("no BN", "BN"):
 #   the loss worse (by up to 2.0x at 3.16) and every seed trains anyway.
 # - **For both nets**, the smallest ratio at a rate that fails is above the largest at a rate that trains, but
 #   for BN the gap is narrow. The probe at initialization cannot see what happens in the next updates, and the
-#   BN net changes fast: its weights grow and its steps shrink. That is the mechanism of the next section.
+#   BN net changes fast: its weights grow and its hidden units' steps shrink (next section; a control there
+#   shows that this is not what keeps it training at 3.16).
 #
 # ## Why: scale invariance and the effective learning rate
 #
@@ -180,9 +189,16 @@ for label in ("no BN", "BN"):
 #
 # $$ \nabla L(a w) = \frac{1}{a}\,\nabla L(w), \qquad \langle w, \nabla L(w)\rangle = 0 . $$
 #
-# Lecture 4 (section "The Jacobian") showed the second from the backward: it is its invariant
-# $\sum_n \hat x_n\,\partial L/\partial x_n = 0$, up to a term of order $\epsilon$. Three consequences for a
-# plain SGD step $w' = w - \eta g$, $g = \nabla L(w)$:
+# Lecture 4 (section "The Jacobian") showed the second from the backward, and it takes both of that lecture's
+# invariants. The gradient is $\nabla L(w) = \sum_n (\partial L/\partial z_n)\,u_n$, so
+# $\langle w, \nabla L(w)\rangle = \sum_n z_n\,\partial L/\partial z_n$; writing $z_n = s\hat x_n + \mu$ ($\mu$ and
+# $s$ the minibatch mean and standard deviation of $z$),
+#
+# $$ \langle w, \nabla L(w)\rangle = \mu\sum_n \frac{\partial L}{\partial z_n}
+#    + s\sum_n \hat x_n\,\frac{\partial L}{\partial z_n} , $$
+#
+# where the first sum is exactly 0 (the first invariant) and the second is 0 up to a term of order $\epsilon$
+# (the second). Three consequences for a plain SGD step $w' = w - \eta g$, $g = \nabla L(w)$:
 #
 # 1. **The weight norm can only grow.** By Pythagoras, $\lVert w'\rVert^2 = \lVert w\rVert^2 + \eta^2\lVert g\rVert^2$.
 # 2. **What the step changes is the direction**, by an angle of about $\eta\lVert g\rVert/\lVert w\rVert$. Write
@@ -197,14 +213,18 @@ for label in ("no BN", "BN"):
 #       \le \frac{\eta}{\sqrt{\lVert w_0\rVert^4 + 2\eta^2\sum_{t<T}\lVert\tilde g_t\rVert^2}}
 #       \le \frac{1}{\sqrt{2\sum_{t<T}\lVert\tilde g_t\rVert^2}} , $$
 #
-#    a bound that does not depend on $\eta$. A step too large for the current norm makes the norm grow until
-#    the steps are small again; a tiny $\eta$ barely moves the norm, and the effective rate stays
-#    $\eta/\lVert w_0\rVert^2$. This is Arora, Li & Lyu's (2019) "auto rate-tuning". It protects only the
-#    scale-invariant weights: BN's $\gamma$ and $\beta$ and the output layer take steps of the full $\eta$.
+#    a bound in which $\eta$ no longer appears explicitly; it still depends on $\eta$ through the gradients
+#    $\tilde g_t$, which are taken along a trajectory that $\eta$ chose. A step too large for the current norm
+#    makes the norm grow, which shrinks the next steps; a tiny $\eta$ barely moves the norm, and the effective
+#    rate stays $\eta/\lVert w_0\rVert^2$. This is Arora, Li & Lyu's (2019) "auto rate-tuning". It protects
+#    only the scale-invariant weights: BN's $\gamma$ and $\beta$ and the output layer take steps of the full
+#    $\eta$.
 #
-# None of this holds without BN. The first claim, measured on one minibatch at initialization (the cosine of
-# the angle between each hidden unit's weights and its gradient, 1,000 hidden units, three seeds; units with a
-# zero gradient left out), with the plain net as the control:
+# None of this holds without BN. The two identities, measured on one minibatch at initialization (1,000 hidden
+# units, three seeds; units with a zero gradient left out), with the plain net as the control: the cosine of
+# the angle between each unit's weights and its gradient, and how much each unit's gradient changes when its
+# layer's weights are doubled (one layer at a time, computed in float64; $1/2$ if the gradient shrinks as
+# $1/\lVert w\rVert$):
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -213,9 +233,21 @@ cosines = {label: [gradient_weight_cosines(norm, seed) for seed in (0, 1, 2)]
 print(f"BN:    largest |cos(w, grad)| over all units and seeds {within(max(c.max() for c in cosines['BN']), 1e-4)}")
 medians = [np.median(c) for c in cosines["no BN"]]
 print(f"no BN: median |cos(w, grad)| per seed {each_within(medians, low=0.01, digits=3)}")
+ratios_2w = {label: [gradient_scale_ratios(norm, seed) for seed in (0, 1, 2)]
+             for label, norm in (("BN", "batch"), ("no BN", "none"))}
+print("||grad|| with the layer's weights doubled / before, median per seed:")
+print(f"  BN:    {each_within([np.median(r) for r in ratios_2w['BN']], 0.49, 0.51, digits=4)}; units within "
+      f"1e-4 of 1/2: {each_within([np.sum(np.abs(r - 0.5) < 1e-4) for r in ratios_2w['BN']], low=850, digits=0)} "
+      f"of 1000")
+print(f"  no BN: {each_within([np.median(r) for r in ratios_2w['no BN']], 1.0, 1.5)}")
 
 # %% [markdown]
-# The BN cosines are $\epsilon$-sized, as lecture 4's formula says; the plain net's are not small.
+# The BN cosines are $\epsilon$-sized, as lecture 4's formula says; the plain net's are not small. Doubling a
+# layer halves its units' gradients with BN; without BN it changes what the net computes, and the gradients
+# mostly grow. In one layer of one BN seed most units are off, by up to 1%: doubling the layer changes
+# $\epsilon$'s small share in the normalization, and that pushes one ReLU input, which sat about $10^{-7}$ from
+# zero, across the kink. The identity holds up to $\epsilon$, and a ReLU can turn a tiny change into a
+# visible one.
 #
 # **What to look for.** The BN runs at five rates, one shade per rate; layer 1 (784 inputs) dashed, the mean of
 # layers 2–10 solid. Left and middle: how far each unit's weight norm grows from He init's $\sqrt 2$, and the
@@ -231,6 +263,10 @@ print(f"median unit norm at init (He: sqrt 2 = 1.414): {bracketed(median_unit_no
 print(f"lr {tiny}, after 600 updates, layers 1-10: {each_within(layer_norms(bn[tiny]), 1.38, 1.45)}")
 print(f"lr {tiny}, layer 1's effective rate after 600 updates: "
       f"{bracketed(effective_lr_at_end({tiny: bn[tiny]})[tiny], 0.004, 0.006)}")
+double = 0.01778                                 # the grid rate closest to twice 0.01
+deeper = effective_lr_at_end({double: bn[double]}, layers=slice(1, None))[double]
+print(f"BN at lr {double:.3g}: effective rate of layers 2-10 after 600 updates {bracketed(deeper, 0.008, 0.0095, 2)}; "
+      f"test accuracy {each_within(bn[double].final_accuracies(), low=0.88, digits=3)}")
 border = borders["BN"][0]
 early, late = layer_norms(bn[border], record=1), layer_norms(bn[border])
 print(f"lr {border:.3g}, after  50 updates: layer 1 {bracketed(early[0], 4, 6)}; layers 2-10 "
@@ -239,35 +275,74 @@ print(f"lr {border:.3g}, after 600 updates: layer 1 {bracketed(late[0], 4, 6)}; 
       f"{each_within(late[1:], 1.5, 3)}")
 print(f"lr {border:.3g}: layer 1's effective rate fell in the first 50 updates by a factor "
       f"{bracketed(norm_growth(bn[border]), 8, 16)}")
+print(f"lr {border:.3g}, effective rate after 50 updates, layers 2-10: "
+      f"{each_within(layer_effective_lr(bn[border], border, record=1)[1:], 0.5, 1.3)}")
+start = layer_effective_lr(bn[1.778], 1.778, record=0)
+print(f"lr 1.78, effective rate at init, layers 1-10: {each_within(start, 0.85, 0.95)}")
 print(f"lr 10, layer 1 after 50 updates: {bracketed(layer_norms(bn[10.0], record=1)[0], 12, 17)}")
 large = {lr: runs for lr, runs in bn.items() if 0.5 < lr < 4}
 ends = effective_lr_at_end(large)
-spread = max(ends.values()) / min(ends.values())
-print(f"layer 1's effective rate after 600 updates, lr {min(ends):.3g} to {max(ends):.3g} (a factor "
-      f"{max(ends) / min(ends):.3g} apart): {min(ends.values()):.2f} to {max(ends.values()):.2f}, a factor "
-      f"{bracketed(spread, high=2, digits=2)} apart")
+print(f"layer 1's effective rate after 600 updates, lr {min(ends):.3g} to {max(ends):.3g}: "
+      + ", ".join(f"{ends[lr]:.2f}" for lr in sorted(ends))
+      + f"; largest over smallest {bracketed(max(ends.values()) / min(ends.values()), high=2, digits=2)}")
 
 # %% [markdown]
 # What to notice:
 #
-# - **$\eta = 0.01$ is slow because nothing grows.** Each update adds
+# - **$\eta = 0.01$: BN is slow, and its norms are the likely reason.** Each update adds
 #   $\eta^2\lVert g\rVert^2 \approx 10^{-4}\lVert g\rVert^2$ to $\lVert w\rVert^2$, so every layer's norm stays
-#   within 1.40–1.43 and the effective rate at about $0.01/2 = 0.005$ for all 600 updates. The plain net at the
-#   same $\eta$ has no such division by $\lVert w\rVert^2 = 2$; it ends at 0.89–0.91 where BN ends at 0.86.
-# - **$\eta = 3.16$ is survivable because layer 1 grows at once**: from 1.41 to 4.81 within 50 updates, so its
-#   effective rate falls about twelvefold; the deeper layers grow less (2.27 falling to 1.60 from layer 2 to
-#   10). After that the norms creep up slowly.
+#   within 1.40–1.43, and a hidden unit turns as if its rate were about $0.01/2 = 0.005$ for all 600 updates.
+#   If that halving is what holds BN back, BN at about twice the rate should catch up with the plain net at
+#   0.01. The grid's nearest rate, 0.0178 (effective about 0.009), does: BN ends at 0.89–0.91 there, the plain
+#   net's range at 0.01 (printed in the first section). This is consistent with the halving but does not
+#   isolate it: raising $\eta$ also enlarges the steps of $\gamma$, $\beta$ and the output layer, which are not
+#   scale-invariant (question 2 asks for the control that would isolate it). The plain net serves here only as
+#   an accuracy to catch up with: its units are not scale-invariant, so "effective rate" means nothing for it.
+# - **$\eta = 3.16$: the norms grow, but that does not explain why it trains.** Layer 1 grows from 1.41 to 4.81
+#   within 50 updates, so its effective rate falls about twelvefold. The deeper layers grow less (2.27 falling
+#   to 1.60 from layer 2 to 10), and their effective rates after 50 updates are 0.6–1.2: all above what
+#   $\eta = 1$ starts with (0.5), six of the nine above the 0.89 with which $\eta = 1.78$ starts, where one
+#   step already makes the loss worse. The control below tests the growth directly.
 # - **Auto rate-tuning, measured.** Right panel: at small $\eta$ the effective rates lie on $\eta/2$. From about
 #   $\eta = 0.3$ on, layer 1's (dashed) bends away and then stays between 0.11 and 0.17 while $\eta$ grows
-#   5.6-fold from 0.56 to 3.16, as the bound above predicts for a layer whose norm has grown. Layers 2–10 grow
-#   less, and their effective rates still rise with $\eta$ up to BN's border. (At 5.62 and 10, shaded, the net
-#   has stopped learning: next section. At 10 layer 1's norm jumps to about 15 within 50 updates and then stays.)
+#   5.6-fold from 0.56 to 3.16: consistent with the bound above, which caps the effective rate by a quantity in
+#   which $\eta$ does not appear explicitly. Between $\eta = 1$ and 3.16 it even falls, from 0.17 to 0.11; the
+#   bound allows that but does not predict it. Layers 2–10 grow less, and their effective rates still rise
+#   with $\eta$ up to BN's border. (At 5.62 and 10, shaded, the net has stopped learning: next section. At 10
+#   layer 1's norm jumps to about 15 within 50 updates and then stays.)
+#
+# **The control: norms held fixed.** Train the BN net at $\eta = 3.16$ again, same seeds, weights and
+# minibatches, but before every forward rescale each hidden unit's weight vector to its norm at initialization.
+# For a BN unit this changes nothing the net computes; it only keeps every hidden unit's effective rate at
+# $3.16/\lVert w_0\rVert^2 \approx 1.6$ for all 600 updates, where the shipped runs let it fall. If the growth
+# is what lets BN train at 3.16, this run should fail.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+held = fixed_norm_runs(border)   # three seeds of 600 updates, trained now (about 6 s)
+print(f"lr {border:.3g}, norms held fixed:  test accuracy {each_within(held.final_accuracies(), low=0.5, digits=3)}; "
+      f"last hidden layer dead {each_within(last_layer_dead(held), 0.4, 0.85)}")
+print(f"lr {border:.3g}, shipped (norms grow): test accuracy "
+      f"{each_within(bn[border].final_accuracies(), low=0.5, digits=3)}")
+print(f"control: largest relative change of a layer's median unit norm from init, any record: "
+      f"{within(norm_drift(held), 1e-5)}")
+
+# %% [markdown]
+# Every seed still trains with the norms held fixed, less well: each seed's accuracy is lower, by 0.07 to 0.19,
+# and more of its last hidden layer dies (the shipped runs' dead fractions are printed in the next section).
+# So at this depth and in 600 updates the growth of the norms helps, but it is not what lets BN train at a rate
+# where the plain net diverges. What these runs suggest instead: with BN a step changes what the net computes
+# only through the *directions* of the hidden units' weight vectors and through $\gamma$, $\beta$ and the
+# output layer, and each layer's normalized output has mean 0 and variance 1 over the minibatch whatever the
+# step did. A bad step makes the loss worse (the one-step ratio of up to 2.0 at 3.16), but it cannot make the
+# activations grow from layer to layer, one way a plain net's loss can blow up (as it did from 0.316 on). BN's
+# border is then set by what normalization does not protect, $\gamma$ and $\beta$.
 #
 # ## How BN fails past its border: a dead last layer
 #
 # At $\eta = 5.62$ and 10 the BN net does not diverge; its training loss settles near $\ln 10 = 2.30$, the loss
-# of a net that predicts every class with probability $1/10$. The scale-invariant weights are protected by the
-# mechanism above; BN's shift $\beta$ and scale $\gamma$ are not: each takes steps of the full $\eta$.
+# of a net that predicts every class with probability $1/10$. A step on the scale-invariant weights can
+# only turn them; BN's shift $\beta$ and scale $\gamma$ take steps of the full $\eta$ on what the layer outputs.
 #
 # A unit of the last hidden layer outputs $\mathrm{relu}(\gamma\hat x_n + \beta)$, where the normalized input
 # $\hat x_n$ has mean 0 and variance 1 over the minibatch, whatever the layers below do. Normalized values of
@@ -313,6 +388,7 @@ print(f"training loss over the last 50 updates (ln 10 = {np.log(10):.3f}): lr 5.
       f"{each_within(bn[5.623].values('train_loss')[:, -1], 1.5, 2.5)}; lr 10 "
       f"{each_within(bn[10.0].values('train_loss')[:, -1], 2.2, 2.5)}")
 print(f"test accuracy at lr 10: {each_within(bn[10.0].final_accuracies(), high=0.15, digits=3)}")
+print(f"lr 10, the most-dead layer below the last, per seed: {each_within(dead_below_last(bn[10.0]), 0.2, 0.6)}")
 
 # %% [markdown]
 # What to notice:
@@ -328,8 +404,9 @@ print(f"test accuracy at lr 10: {each_within(bn[10.0].final_accuracies(), high=0
 # - With (nearly) nothing passed on, the loss stays at 1.8–2.4: at 10 a little above $\ln 10$ in every seed, at
 #   5.62 lower in the two seeds that kept 2% of the layer alive.
 #
-# The other layers lose units too at these rates (up to 57% in one layer at $\eta = 10$), but once the last
-# layer is dead, nothing below it matters. Why the last layer goes first these runs do not say (question 5).
+# The other layers lose units too at these rates (at $\eta = 10$ the worst of them, per seed, a quarter to 57%
+# of its units), but once the last layer is dead, nothing below it matters. Why the last layer goes first
+# these runs do not say (question 5).
 #
 # ## Weight decay under batch norm
 #
@@ -384,20 +461,30 @@ print(f"               decay 0.005 {each_within(decay[0.005].final_accuracies(),
 #
 # The learning-rate dashboard has four controls. **learning rate** is a log slider with eight positions per
 # decade: every other one is a grid rate (cached, instant); the ones between are "not precomputed" and
-# **Train live** trains them (three seeds, about 5–15 s per net at depth 10). **nets** shows both, or one.
-# **depth** and **init** (He or torch's default) change the net; only depth 10 with He init is cached. **Pin**
-# keeps a setting drawn in black under the next; **Reset** returns to the lecture's default.
+# **Train live** trains them (three seeds, about 5–15 s per net at depth 10); a rate you have trained joins the
+# sweep's points. **nets** shows both, or one. **depth** and **init** (He or torch's default) change the net;
+# only depth 10 with He init is cached, so at any other setting every rate is a live run. **Pin** keeps the
+# current setting's accuracy curves drawn in black under the next (the pinned plain net dashed with squares,
+# the pinned BN net dotted with circles); **Reset** returns to the lecture's default. The status line gives,
+# for each net shown, each seed's outcome at the selected rate, for BN also the fraction of its last hidden
+# layer that is dead in each seed, and, once at least three rates are shown, the largest stable one among them.
 #
 # Things to try:
 # - Narrow the plain net's border: train the position between 0.178 and 0.316 (0.237). Before you run it,
 #   read the one-step figure at that rate: will all three seeds train?
-# - Do the same for BN between 3.16 and 5.62 (4.22): how much of the last layer dies (the status line gives
-#   each seed's accuracy)?
-# - Depth 3, both nets: does the plain net's border move, and BN's? Pin depth 10 first to compare.
-# - torch's default init at depth 10: lecture 7 found the plain ReLU net stuck near chance from depth 8 at
-#   $\eta = 0.1$. Is there any rate at which it trains? For BN the init's scale does not change the function,
-#   but it changes the norms: a unit starts at $\lVert w\rVert = 0.577$ instead of 1.41. Predict from
-#   $\eta/\lVert w\rVert^2$ which way BN's border moves, and by about how much; then look.
+# - Do the same for BN between 3.16 and 5.62 (4.22): does every seed train, and how much of the last hidden
+#   layer dies in each (the status line)? Compare with 3.16 and 5.62 in the section on the dead last layer.
+# - Depth 3, both nets: does the plain net's border move, and BN's? Pin depth 10 first to compare. Nothing is
+#   cached at depth 3, so each rate you try trains live (a few seconds for both nets). Bisect rather than
+#   scan: start at 0.1 and 3.16, then halve the interval in log scale. Bracketing both borders to one slider
+#   step still takes about a dozen runs.
+# - torch's default init at depth 10 (live too, 5–15 s per rate and net): lecture 7 found the plain ReLU net
+#   stuck near chance from depth 8 at $\eta = 0.1$. Is there any rate at which it trains? For BN the init's
+#   scale does not change the function, but it changes the norms: a unit starts at $\lVert w\rVert = 0.577$
+#   instead of 1.41, so every effective rate starts six times larger. If the effective rate set BN's border, the
+#   border would move down about sixfold; if $\gamma$ and $\beta$ set it (the control above and the next
+#   section), it would move much less, since their gradients do not depend on the weights' scale. Predict,
+#   then look.
 
 # %%
 lr_dashboard = LearningRateDashboard()
@@ -420,8 +507,9 @@ wd_dashboard
 # | BN allows much higher learning rates (Inception: BN-x5, BN-x30) | Ioffe & Szegedy 2015, Sec. 3.3, 4.2 | **reproduced**: the ratio of largest stable rates printed above, with its grid bracket. The paper's ImageNet speed-ups came with other recipe changes (no dropout, less L2, faster decay): never attribute them to BN alone |
 # | without BN, one large step from initialization makes the loss explode; with BN it does not | Bjorck et al. 2018, Sec. 3 | **reproduced**: at 0.316 one step multiplies the plain net's loss by 2.9–6.2 and every seed diverges; BN's ratio stays below 1 up to $\eta = 1$. The one-step ratio passes 1 one grid step below the plain net's border, two below BN's |
 # | BN makes the loss change less along a gradient step (smoother landscape) | Santurkar et al. 2018, Sec. 3.1 | **partly**: consistent with the one-step ratios; their smoothness measures were not computed |
-# | BN makes each unit scale-invariant; its gradient is orthogonal to its weights and shrinks as $1/\lVert w\rVert$ | Ioffe & Szegedy 2015, Sec. 3.3; van Laarhoven 2017 | **reproduced**: $\lvert\cos(w, g)\rvert$ below $10^{-5}$ with BN, median 0.04–0.05 without |
-# | scale-invariant weights tune their own effective rate $\eta/\lVert w\rVert^2$ | Arora, Li & Lyu 2019 | **reproduced for layer 1** (effective rate 0.11–0.17 while $\eta$ spans 0.56–3.16); **partly** for layers 2–10 (still rising with $\eta$). The same mechanism makes BN slow at $\eta = 0.01$ |
+# | BN makes each unit scale-invariant; its gradient is orthogonal to its weights and shrinks as $1/\lVert w\rVert$ | Ioffe & Szegedy 2015, Sec. 3.3; van Laarhoven 2017 | **reproduced**: $\lvert\cos(w, g)\rvert$ below $10^{-5}$ with BN, median 0.04–0.05 without; doubling a layer's weights halves its units' gradients with BN (median ratio 0.5000 in every seed), not without (median 1.09–1.37) |
+# | scale-invariant weights tune their own effective rate $\eta/\lVert w\rVert^2$ | Arora, Li & Lyu 2019 | **reproduced for layer 1** (effective rate 0.11–0.17 while $\eta$ spans 0.56–3.16, consistent with the bound); **partly** for layers 2–10 (still rising with $\eta$). **Not** what lets BN train at $\eta = 3.16$ here: with the norms held fixed every seed still trains, less well |
+# | a BN unit's effective rate $\eta/\lVert w\rVert^2 = \eta/2$ makes BN slower than the plain net at small $\eta$ | this lecture, from van Laarhoven 2017 | **partly**: at about twice the rate (0.0178) BN matches the plain net at 0.01; that control also enlarges the steps of $\gamma$, $\beta$ and the output layer, so it does not isolate the effective rate |
 # | weight decay under BN raises the effective learning rate | van Laarhoven 2017; Zhang et al. 2019 | **reproduced**: twelvefold at the end with decay 0.005 |
 # | under BN, weight decay acts as a learning-rate schedule rather than a regularizer | Li & Arora 2020; Zhang et al. 2019 | **not tested**: no control separates the two, and test accuracy is flat across decays |
 #
@@ -437,9 +525,13 @@ wd_dashboard
 #   already signals it (above 1 from 0.178, 2.9 or more from 0.316).
 # - BN makes each hidden unit's output independent of its weight scale. Then the gradient is orthogonal to
 #   $w$, SGD can only grow $\lVert w\rVert$, and the unit's effective learning rate is $\eta/\lVert w\rVert^2$.
-#   A large $\eta$ grows the norms (layer 1: from 1.41 to 4.81 in 50 updates at 3.16) until the steps are small
-#   again; a tiny $\eta$ leaves them at 1.41 and BN trains more slowly than the plain net.
-# - What the self-tuning does not protect, BN's $\gamma$ and $\beta$, sets BN's own border: past it the last
+#   A large $\eta$ grows the norms (layer 1: from 1.41 to 4.81 in 50 updates at 3.16), which shrinks the steps;
+#   a tiny $\eta$ leaves them at 1.41, and BN trains more slowly than the plain net until its rate is about
+#   doubled.
+# - The growth is not what lets BN train at 3.16: with every unit's norm held at its initial value, every seed
+#   still trains there, less well. What normalization protects, these runs suggest, is the forward: a step can
+#   turn the weight vectors but cannot make the layers' outputs grow from layer to layer.
+# - What normalization does not protect, BN's $\gamma$ and $\beta$, sets BN's own border: past it the last
 #   hidden layer dies and the loss stalls at about $\ln 10$.
 # - Weight decay under BN shrinks the hidden weights and raises their effective rate; in these runs it did not
 #   change test accuracy, and they cannot say whether it helps as a schedule or as a regularizer.
@@ -449,7 +541,11 @@ wd_dashboard
 # 1. Derive $\nabla L(aw) = \nabla L(w)/a$ and $\langle w, \nabla L(w)\rangle = 0$ from $L(aw) = L(w)$. Where
 #    does $\epsilon$ spoil them, and by how much (lecture 4)?
 # 2. With $\langle w, g\rangle = 0$, how much does one SGD step grow $\lVert w\rVert^2$? At $\eta = 0.01$ and
-#    $\lVert g\rVert \approx 1$, how many updates would it take to double $\lVert w\rVert^2$ from 2?
+#    $\lVert g\rVert \approx 1$, how many updates would it take to double $\lVert w\rVert^2$ from 2? Design the
+#    control that isolates the effective rate at $\eta = 0.01$: what happens to the net's function, to the
+#    steps of $\gamma$, $\beta$ and the output layer, and to the hidden units' effective rate if every hidden
+#    unit's initial weights are divided by $\sqrt 2$? (`fixed_norm_runs` in `bnlab/lessons/learning_rate.py`
+#    shows how to change a run's weights before and during training.)
 # 3. The output layer has no BN after it. Is it scale-invariant? What limits its step at $\eta = 10$, and what
 #    does weight decay do to it?
 # 4. At $\eta = 10$ the BN net's training loss ends at 2.37–2.39, slightly above $\ln 10$, although the output
