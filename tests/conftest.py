@@ -20,3 +20,13 @@ def user_cache(tmp_path, monkeypatch):
     _cache._memory.clear()
     yield tmp_path / "cache"
     _cache._memory.clear()
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """Close every pyplot figure a test opened: figure tests would otherwise pile up past matplotlib's
+    20-open-figures warning, which the suite treats as an error."""
+    yield
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
