@@ -31,7 +31,7 @@ __all__ = ["CHANCE", "COLORS", "at_least_range", "chance_line", "experiment_styl
 
 # one colour per method, in every figure of lectures 7-9
 COLORS = {
-    "no norm": "#4d4d4d",
+    "no norm": "#8c8c8c",
     "BN": "tab:blue",
     "LayerNorm": "tab:green",
     "GroupNorm": "tab:purple",

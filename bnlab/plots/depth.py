@@ -8,6 +8,7 @@ from collections.abc import Mapping
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from bnlab.experiments import CHANCE, SeedRuns
 from bnlab.plots._seed_runs import (
@@ -68,13 +69,12 @@ def plot_depth_runs(runs: SeedRuns, title: str, compare: Mapping[str, SeedRuns] 
                     label: str = "this setting", pinned: tuple[str, SeedRuns] | None = None) -> Figure:
     """One depth setting (and ``compare`` settings beside it), in six panels.
 
-    Top: test accuracy (each seed a line, x where one diverged), each weight layer's gradient norm at
-    initialization (solid) and after training (dashed), and the mean cosine similarity between test examples
-    of each hidden layer's output (near 1: every image looks alike to the next layer). Bottom: training loss
-    (below the accuracy, same steps), then the pre-activation percentiles of this setting and of the first
-    compared one, at initialization (filled, batch statistics, as the first updates see them) and after
-    training (dashed outlines, eval mode). ``pinned`` = (label, runs) is drawn in black in the accuracy, gradient and similarity
-    panels.
+    Top: test accuracy (each seed a line, x where one diverged), each weight layer's gradient norm, and the
+    mean cosine similarity between test examples of each hidden layer's output (near 1: every image looks
+    alike to the next layer). Bottom: training loss (below the accuracy, same steps), then the pre-activation
+    15/50/85th percentiles of this setting and of the first compared one. Solid lines and filled bands are at
+    initialization (batch statistics, as the first updates see them), dashed ones after training (eval mode);
+    the legend says so once. ``pinned`` = (label, runs) is drawn in black in the top row.
     """
     settings = {label: runs, **dict(compare or {})}
     colors = {name: setting_color(name, i) for i, name in enumerate(settings)}
@@ -91,7 +91,7 @@ def plot_depth_runs(runs: SeedRuns, title: str, compare: Mapping[str, SeedRuns] 
         seed_curves(acc, each, "test_accuracy", colors[name], name, diverged_at=CHANCE,
                     ls="--" if name.startswith("pinned") else "-")
     chance_line(acc)
-    acc.set(ylabel="test accuracy (fraction)", title="Test accuracy (a line per seed; x: diverged)")
+    acc.set(ylabel="test accuracy", title="Test accuracy (per seed)")
 
     all_grads, zero_marks = [], []
     for name, each in overlays.items():
@@ -112,8 +112,7 @@ def plot_depth_runs(runs: SeedRuns, title: str, compare: Mapping[str, SeedRuns] 
             grad.plot(zero_layers, np.full(zero_layers.size, bottom), "v", color=color, ms=6, clip_on=False)
         if any(zero_layers.size for zero_layers, _ in zero_marks):
             grad.text(0.02, 0.93, "v: gradient exactly 0", transform=grad.transAxes, fontsize=8)
-    grad.set(xlabel="weight layer (last = output layer)", ylabel="gradient norm (Frobenius)",
-             title="Gradient norm: init (solid), trained (dashed)")
+    grad.set(xlabel="weight layer (last: output)", ylabel="gradient norm", title="Gradient per layer")
 
     for name, each in overlays.items():
         layers = np.arange(1, each.values("similarity_init").shape[1] + 1)
@@ -122,19 +121,18 @@ def plot_depth_runs(runs: SeedRuns, title: str, compare: Mapping[str, SeedRuns] 
     sim.axhline(1 / np.pi, color="gray", lw=0.8, ls=":")
     sim.text(0.01, 1 / np.pi + 0.02, "1/π", transform=sim.get_yaxis_transform(), va="bottom", fontsize=8, color="gray")
     sim.set_ylim(-0.05, 1.05)
-    sim.set(ylabel="mean cosine similarity", title="Similarity of examples: init (solid), trained (dashed)")
+    sim.set(ylabel="mean cosine", title="Similarity of examples")
 
     panels = [(pre_main, label, runs)] + [(pre_other, name, each) for name, each in list(settings.items())[1:2]]
     for ax, name, each in panels:
         _percentile_band(ax, each, "percentiles_init", colors[name], None, filled=True)
         _percentile_band(ax, each, "percentiles_final", colors[name], None, filled=False)
-        ax.set(xlabel="hidden layer (input side = 1)", ylabel="pre-activation value",
-               title=f"{name}: 15/50/85th pct, init (filled), trained (--)")
+        ax.set(xlabel="hidden layer", ylabel="pre-activation", title=f"{name}: 15/50/85th pct")
     if len(settings) > 1:  # the similarity panel sits above the compared setting's percentiles
         sim.sharex(pre_other)
         sim.tick_params(labelbottom=False)
     else:
-        sim.set_xlabel("hidden layer (input side = 1)")
+        sim.set_xlabel("hidden layer")
     if len(settings) < 2:
         pre_other.set_axis_off()
         pre_other.text(0.5, 0.5, "no compared setting is cached", ha="center", va="center",
@@ -146,9 +144,13 @@ def plot_depth_runs(runs: SeedRuns, title: str, compare: Mapping[str, SeedRuns] 
     log_or_note(loss, np.concatenate([each.values("train_loss").ravel() for each in settings.values()]),
                 "no training loss recorded:\nthe run diverged at its first minibatch")
     at_least_range(loss, 0.5)
-    loss.set(xlabel="training step (SGD updates)", ylabel="training loss (cross-entropy)",
-             title="Training loss (dotted: ln 10, a constant guess)")
+    loss.set(xlabel="SGD update", ylabel="training loss", title="Training loss (dotted: ln 10)")
 
-    legend_below(fig, ncol=4)
+    # the line styles, said once for every panel instead of in each title
+    styles = [Line2D([], [], color="gray", ls="-", label="at init (filled band)"),
+              Line2D([], [], color="gray", ls="--", label="after training"),
+              Line2D([], [], color="gray", ls="none", marker="x", mew=2, label="diverged")]
+    handles = [Line2D([], [], color=colors[name], label=name) for name in overlays] + styles
+    legend_below(fig, handles, ncol=len(handles))
     fig.suptitle("\n".join(textwrap.wrap(title, 150)), fontsize=11)
     return fig
