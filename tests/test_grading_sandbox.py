@@ -54,6 +54,25 @@ EX1 = {
     "imports_answers_sneakily": dict(replace={"ex1_forward": "import importlib\n"
                                               "batchnorm_forward = importlib.import_module('bnlab.functional')"
                                               ".batchnorm_forward"}),
+    # correct work written with IPython syntax: continuation lines that start with != or %, magics, help
+    "ipython_syntax": dict(replace={"ex1_forward": (
+        "%matplotlib inline\n"
+        "np.var?\n"
+        "!echo graded\n"
+        "def batchnorm_forward(x, gamma, beta, eps=1e-5):\n"
+        "    axes = tuple(a for a in range(x.ndim) if a != 1)\n"
+        "    per_channel = (1, -1) + (1,) * (x.ndim\n"
+        "                                 - 2)\n"
+        "    assert (x.ndim\n"
+        "            != 1), 'needs a batch'\n"
+        "    channels = (x.shape[1]\n"
+        "                % (x.shape[1] + 1))\n"
+        "    mu = x.mean(axis=axes, keepdims=True)\n"
+        "    var = ((x - mu) ** 2).mean(axis=axes, keepdims=True)\n"
+        "    xhat = (x - mu) / np.sqrt(var + eps)\n"
+        "    out = np.reshape(gamma, per_channel) * xhat + np.reshape(beta, per_channel)\n"
+        "    return out, {'xhat': xhat, 'channels': channels}\n")},
+        append=["%time timed = 2 + 2\nassert timed == 4", "%%time\ncell_magic_ran = True\nassert cell_magic_ran"]),
     "calls_torch_batch_norm": dict(replace={"ex1_forward": "import torch\n"
                                             "def batchnorm_forward(x, gamma, beta, eps=1e-5):\n"
                                             "    t = torch.nn.functional.batch_norm(torch.from_numpy(x), None, None,"
@@ -72,6 +91,9 @@ def ex1(tmp_path_factory):
     (directory / "corrupt.ipynb").write_text('{"cells": [ this is not json')
     paths["corrupt"] = str(directory / "corrupt.ipynb")
     paths["twice"] = paths["partial"]
+    master = Path(__file__).resolve().parents[1] / "solutions" / "ex1_forward.ipynb"
+    (directory / "symlink_to_master.ipynb").symlink_to(master)
+    paths["symlink"] = str(directory / "symlink_to_master.ipynb")
     before = {p: hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths.values()}
     results = grade_many(list(paths.values()), find_masters(), LIMITS, jobs=2)
     after = {p: hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths.values()}
@@ -212,3 +234,37 @@ def test_torch_exercise_cannot_delegate_to_torch_batch_norm(ex4):
     assert "torch's own batch norm" in feedback(module, "ex4_module_tests")
     assert function.score <= 1.0  # the module built on it fails too; only the multiple-choice answer remains
     assert any("torch.nn.functional.batch_norm" in note for note in function.notes)
+
+
+def test_correct_work_in_ipython_syntax_gets_full_marks(ex1):
+    results, *_ = ex1
+    result = results["ipython_syntax"]
+    assert result.score == result.max_score, [t.feedback for t in result.tests if t.status != "passed"]
+    assert not [n for n in result.notes if "raised" in n], result.notes
+
+
+def test_a_symlink_is_refused_not_followed(ex1):
+    results, *_ = ex1
+    assert results["symlink"].status == "error" and results["symlink"].score == 0
+    assert "symbolic link" in results["symlink"].notes[0]
+
+
+def test_a_failure_while_grading_one_submission_is_its_error_row(tmp_path, monkeypatch):
+    """Whatever breaks for one submission (here: building its plan) leaves the others graded."""
+    from bnlab.grading import grade as grade_module
+
+    good = write(solved("ex1_forward"), tmp_path, "good.ipynb")
+    bad = write(solved("ex1_forward"), tmp_path, "bad.ipynb")
+    real = grade_module.build_plan
+
+    def fails_for_bad(master, nb, limits):
+        if any("bad" in str(cell.get("source", "")) for cell in nb.cells):
+            raise RuntimeError("planning broke")
+        return real(master, nb, limits)
+
+    monkeypatch.setattr(grade_module, "build_plan", fails_for_bad)
+    Path(bad).write_text(Path(bad).read_text().replace('"cells": [', '"cells": [{"cell_type": "markdown", '
+                                                      '"id": "marker", "metadata": {}, "source": "bad"}, ', 1))
+    results = grade_many([good, bad], find_masters(), LIMITS, jobs=2)
+    assert results[0].status == "graded" and results[0].score == results[0].max_score
+    assert results[1].status == "error" and "could not be graded: RuntimeError: planning broke" in results[1].notes[0]

@@ -20,6 +20,8 @@ import signal
 import sys
 from typing import Any
 
+from IPython.core.inputtransformer2 import TransformerManager
+
 from bnlab.grading import checks as _checks  # noqa: F401 -- registers every check before modules are hidden
 from bnlab.grading import wire
 from bnlab.grading.core import CHECKS, Blocked, TimeLimit, describe_exception
@@ -99,14 +101,40 @@ def _redirect_output(workdir: str, file_limit: int) -> None:
     os.close(devnull)
 
 
+_TRANSFORMER = TransformerManager()
+_RUN_CELL_MAGICS = ("time", "timeit", "capture", "prun")  # cell magics whose body runs, as in Jupyter
+
+
+class _Shell:
+    """What ``get_ipython()`` returns while grading: IPython syntax that IPython's own transformer turned into
+    calls (``%time x = f()`` -> ``run_line_magic('time', 'x = f()')``) behaves as in Jupyter where it matters
+    for the result -- the timed statement or cell body runs in the notebook's namespace -- and does nothing
+    otherwise (help ``np.var?``, ``%matplotlib``, shell commands: there is no shell and no network here)."""
+
+    def __init__(self, namespace: dict[str, Any]) -> None:
+        self.namespace = namespace
+
+    def run_line_magic(self, name: str, line: str, *args: Any) -> None:
+        if name in _RUN_CELL_MAGICS and line.strip():
+            exec(compile(_prepare_source(line), "<magic>", "exec"), self.namespace)  # noqa: S102
+
+    def run_cell_magic(self, name: str, line: str, cell: str) -> None:
+        if name in _RUN_CELL_MAGICS:
+            exec(compile(_prepare_source(cell), "<cell magic>", "exec"), self.namespace)  # noqa: S102
+
+    def system(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    getoutput = system
+
+    def __getattr__(self, name: str) -> Any:  # anything else IPython syntax may call: a no-op
+        return lambda *args, **kwargs: None
+
+
 def _prepare_source(source: str) -> str:
-    """IPython syntax out: ``%magic`` and ``!shell`` lines become ``pass``; a ``%%cell`` magic line is dropped."""
-    lines = source.splitlines()
-    if lines and lines[0].lstrip().startswith("%%"):
-        lines = lines[1:]
-    return "\n".join(
-        line[: len(line) - len(line.lstrip())] + "pass  # IPython magic or shell command removed for grading"
-        if line.lstrip().startswith(("%", "!")) else line for line in lines)
+    """IPython syntax (magics, ``!shell``, ``obj?``) turned into Python by IPython's own input transformer, so
+    a continuation line that merely starts with ``!=`` or ``%`` stays what it is."""
+    return _TRANSFORMER.transform_cell(source)
 
 
 def _alarm(seconds: float) -> None:
@@ -145,6 +173,8 @@ def main(plan: dict[str, Any], conn: Any, workdir: str) -> None:
     _limit_memory(plan["memory_mb"])
 
     namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
+    shell = _Shell(namespace)
+    namespace["get_ipython"] = lambda: shell
     reported = 0
     timed_out: set[str] = set()  # learner objects that hit a check's time limit: their later checks are skipped
     for item in plan["items"]:

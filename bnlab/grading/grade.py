@@ -10,7 +10,9 @@ the others from being graded, and the submitted files are only ever read.
 
 from __future__ import annotations
 
+import os
 import shutil
+import stat
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -152,11 +154,37 @@ def _notes(run: RunResult, limits: Limits) -> list[str]:
 
 def grade_submission(path: str, masters: dict[str, Master] | None = None,
                      limits: Limits = Limits()) -> SubmissionResult:
-    """Grade one notebook file; ``path`` is reported exactly as given. Never raises for a bad submission."""
+    """Grade one notebook file; ``path`` is reported exactly as given.
+
+    Never raises: whatever goes wrong with one submission -- an unreadable file, a plan that cannot be built,
+    a child that cannot start, a result that cannot be judged -- becomes that submission's error row with the
+    reason, so a class run always finishes.
+    """
     masters = masters if masters is not None else find_masters()
+    try:
+        return _grade_submission(path, masters, limits)
+    except Exception as exc:  # noqa: BLE001 -- one submission never stops the class
+        return _error(path, f"could not be graded: {type(exc).__name__}: {str(exc)[:300]}")
+
+
+def _regular_file_problem(source: Path) -> str | None:
+    """Why ``source`` is not a plain regular file a submission may be (a symlink could point at a master)."""
+    try:
+        mode = os.lstat(source).st_mode
+    except OSError:
+        return f"no such file: {source}"
+    if stat.S_ISLNK(mode):
+        return "a symbolic link, not a notebook file: submit the notebook itself"
+    if not stat.S_ISREG(mode):
+        return "not a regular file: submit the notebook itself"
+    return None
+
+
+def _grade_submission(path: str, masters: dict[str, Master], limits: Limits) -> SubmissionResult:
     source = Path(path)
-    if not source.is_file():
-        return _error(path, f"no such file: {path}")
+    problem = _regular_file_problem(source)
+    if problem:
+        return _error(path, problem)
     with tempfile.TemporaryDirectory(prefix="bnlab-grade-") as scratch:
         copy = Path(scratch) / "submission.ipynb"
         shutil.copyfile(source, copy)
@@ -187,6 +215,6 @@ def grade_many(paths: list[str], masters: dict[str, Master] | None = None, limit
     """Grade every path, ``jobs`` submissions at a time; results in the order of ``paths``."""
     masters = masters if masters is not None else find_masters()
     if jobs <= 1 or len(paths) <= 1:
-        return [grade_submission(p, masters, limits) for p in paths]
+        return [grade_submission(p, masters, limits) for p in paths]  # grade_submission never raises
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         return list(pool.map(lambda p: grade_submission(p, masters, limits), paths))
