@@ -81,6 +81,10 @@ def _cmd_grade(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     limits = Limits(timeout=args.timeout, memory_mb=args.memory,
                     cell_seconds=min(args.timeout, Limits.cell_seconds),
                     check_seconds=min(args.timeout, Limits.check_seconds))
+    from bnlab.grading.grade import isolation_problem
+
+    if isolation_problem():
+        print(isolation_problem(), file=sys.stderr)
     start = time.perf_counter()
     results = grade_many(paths, masters, limits, jobs=args.jobs)
     write_results(results, Path(args.out))

@@ -5,6 +5,7 @@ below reads its row; likewise for ex4. Limits are small so that the time-outs co
 """
 
 import hashlib
+import time
 import sys
 from pathlib import Path
 
@@ -268,3 +269,100 @@ def test_a_failure_while_grading_one_submission_is_its_error_row(tmp_path, monke
     results = grade_many([good, bad], find_masters(), LIMITS, jobs=2)
     assert results[0].status == "graded" and results[0].score == results[0].max_score
     assert results[1].status == "error" and "could not be graded: RuntimeError: planning broke" in results[1].notes[0]
+
+
+# ------------------------------------------------------------------------------------------------ isolation
+
+from bnlab.grading.grade import sandboxed  # noqa: E402
+
+needs_sandbox = pytest.mark.skipif(not sandboxed(), reason="bubblewrap is not usable here; to run these tests: "
+                                   "sudo apt-get install bubblewrap (CI's .ci/run installs it)")
+MASTERS_DIR = Path(__file__).resolve().parents[1] / "solutions"
+
+
+@pytest.fixture(scope="module")
+def attacks(tmp_path_factory):
+    """Hostile submissions graded in one class run beside innocent ones, two at a time."""
+    import bnlab
+
+    directory = tmp_path_factory.mktemp("attacks")
+    outside = tmp_path_factory.mktemp("outside")
+    package_file = Path(bnlab.__file__).resolve()
+    attacks = {
+        # read the master (hidden tests and answers) next to the grader
+        "reads_master": [f"print(open({str(MASTERS_DIR / 'ex1_forward.ipynb')!r}).read()[:10])"],
+        # make the grader judge with a rigged package: write into the installed bnlab
+        "writes_package": [f"open({str(package_file)!r}, 'a').write('\\n# rigged\\n')"],
+        # find every other process and kill it (the grader, the other submissions)
+        "kills_everything": ["import os, signal\n"
+                             "for p in os.listdir('/proc'):\n"
+                             "    if p.isdigit() and int(p) != os.getpid():\n"
+                             "        try:\n            os.kill(int(p), signal.SIGKILL)\n"
+                             "        except OSError:\n            pass"],
+        # leave a detached process behind that writes outside its folder once grading is over
+        "detached_writer": ["import os, time\n"
+                            "if os.fork() == 0:\n    os.setsid()\n    time.sleep(1.5)\n"
+                            f"    open({str(outside / 'planted.txt')!r}, 'w').write('x')\n    os._exit(0)"],
+        # reach the network
+        "network": ["import socket\nsocket.create_connection(('1.1.1.1', 53), timeout=2)"],
+    }
+    paths = {name: write(solved("ex1_forward", append=cells), directory, f"{name}.ipynb")
+             for name, cells in attacks.items()}
+    for index in range(4):
+        paths[f"innocent{index}"] = write(solved("ex1_forward"), directory, f"innocent{index}.ipynb")
+    before = package_file.read_bytes()
+    results = dict(zip(paths, grade_many(list(paths.values()), find_masters(), LIMITS, jobs=2)))
+    time.sleep(2.5)  # longer than the detached writer waits
+    return results, outside, before, package_file
+
+
+def _cell_errors(result):
+    return " | ".join(note for note in result.notes if "raised" in note)
+
+
+@needs_sandbox
+def test_a_submission_cannot_read_the_masters(attacks):
+    results, *_ = attacks
+    assert "FileNotFoundError" in _cell_errors(results["reads_master"])
+
+
+@needs_sandbox
+def test_a_submission_cannot_write_to_the_grader_or_its_package(attacks):
+    results, _, before, package_file = attacks
+    assert package_file.read_bytes() == before
+    assert "OSError" in _cell_errors(results["writes_package"])
+
+
+@needs_sandbox
+def test_killing_every_visible_process_touches_no_other_submission(attacks):
+    results, *_ = attacks
+    for index in range(4):
+        innocent = results[f"innocent{index}"]
+        assert innocent.status == "graded" and innocent.score == innocent.max_score, innocent.notes
+
+
+@needs_sandbox
+def test_nothing_a_submission_starts_outlives_its_grading(attacks):
+    results, outside, *_ = attacks
+    assert not (outside / "planted.txt").exists()
+
+
+@needs_sandbox
+def test_a_submission_has_no_network(attacks):
+    results, *_ = attacks
+    assert "OSError" in _cell_errors(results["network"]) or "gaierror" in _cell_errors(results["network"])
+
+
+def test_without_bubblewrap_the_grader_says_what_isolation_is_lost(monkeypatch):
+    from bnlab.grading import grade as grade_module
+
+    grade_module.isolation_problem.cache_clear()
+    monkeypatch.setattr(grade_module, "bubblewrap_problem",
+                        lambda: "bubblewrap (bwrap) is not installed: install Debian's bubblewrap")
+    try:
+        text = grade_module.isolation_problem()
+        assert text.startswith("WARNING: bubblewrap (bwrap) is not installed")
+        assert "can read the masters and the other submissions" in text and "network" in text
+        assert not grade_module.sandboxed()
+    finally:
+        grade_module.isolation_problem.cache_clear()

@@ -15,8 +15,14 @@ from typing import Any
 
 import nbformat
 
-from bnlab.grading.notebooks import (BEGIN_HIDDEN, BEGIN_SOLUTION, END_HIDDEN, END_SOLUTION, cell_role,
-                                     validate_nbgrader_metadata)
+from bnlab.grading.notebooks import (
+    BEGIN_HIDDEN,
+    BEGIN_SOLUTION,
+    END_HIDDEN,
+    END_SOLUTION,
+    cell_role,
+    validate_nbgrader_metadata,
+)
 
 __all__ = ["strip_solution", "strip_hidden_tests", "student_version", "assign"]
 

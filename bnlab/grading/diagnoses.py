@@ -5,8 +5,16 @@ This module re-exports what the checks use from it, and adds hints for exception
 
 from __future__ import annotations
 
-from bnlab.mistakes import (EXPLANATIONS, LAYER_MISTAKES, LayerModel, backward_dx_candidates,
-                            backward_param_candidates, explain, forward_candidates, inference_candidates)
+from bnlab.mistakes import (
+    EXPLANATIONS,
+    LAYER_MISTAKES,
+    LayerModel,
+    backward_dx_candidates,
+    backward_param_candidates,
+    explain,
+    forward_candidates,
+    inference_candidates,
+)
 
 __all__ = ["EXPLANATIONS", "explain", "forward_candidates", "inference_candidates", "backward_dx_candidates",
            "backward_param_candidates", "LayerModel", "LAYER_MISTAKES", "hint_for_error"]

@@ -10,10 +10,13 @@ the others from being graded, and the submitted files are only ever read.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import stat
+import sys
 import tempfile
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,9 +28,17 @@ from bnlab.grading import wire
 from bnlab.grading.core import CheckFailed
 from bnlab.grading.diagnoses import hint_for_error
 from bnlab.grading.notebooks import Master, exercise_of, find_masters, grade_id_of
-from bnlab.grading.sandbox import Limits, RunResult, build_plan, run_plan
+from bnlab.grading.sandbox import (
+    Limits,
+    RunResult,
+    bubblewrap_problem,
+    build_plan,
+    run_plan,
+    sandbox_for_this_thread,
+)
 
-__all__ = ["TestResult", "SubmissionResult", "grade_submission", "grade_many", "identify_exercise"]
+__all__ = ["TestResult", "SubmissionResult", "grade_submission", "grade_many", "hidden_paths", "identify_exercise",
+           "isolation_problem", "sandboxed"]
 
 
 @dataclass
@@ -152,8 +163,8 @@ def _notes(run: RunResult, limits: Limits) -> list[str]:
     return notes
 
 
-def grade_submission(path: str, masters: dict[str, Master] | None = None,
-                     limits: Limits = Limits()) -> SubmissionResult:
+def grade_submission(path: str, masters: dict[str, Master] | None = None, limits: Limits = Limits(),
+                     hidden: tuple[str, ...] | None = None) -> SubmissionResult:
     """Grade one notebook file; ``path`` is reported exactly as given.
 
     Never raises: whatever goes wrong with one submission -- an unreadable file, a plan that cannot be built,
@@ -162,7 +173,7 @@ def grade_submission(path: str, masters: dict[str, Master] | None = None,
     """
     masters = masters if masters is not None else find_masters()
     try:
-        return _grade_submission(path, masters, limits)
+        return _grade_submission(path, masters, limits, hidden)
     except Exception as exc:  # noqa: BLE001 -- one submission never stops the class
         return _error(path, f"could not be graded: {type(exc).__name__}: {str(exc)[:300]}")
 
@@ -180,7 +191,8 @@ def _regular_file_problem(source: Path) -> str | None:
     return None
 
 
-def _grade_submission(path: str, masters: dict[str, Master], limits: Limits) -> SubmissionResult:
+def _grade_submission(path: str, masters: dict[str, Master], limits: Limits,
+                      hidden: tuple[str, ...] | None) -> SubmissionResult:
     source = Path(path)
     problem = _regular_file_problem(source)
     if problem:
@@ -199,10 +211,14 @@ def _grade_submission(path: str, masters: dict[str, Master], limits: Limits) -> 
             return _error(path, f"this notebook {what} the known exercises ({', '.join(sorted(masters))})",
                           named or "")
         master = masters[exercise]
-        workdir = Path(scratch) / "work"
-        workdir.mkdir()
         plan, checks = build_plan(master, nb, limits)
-        run = run_plan(plan, str(workdir), limits)
+        if sandboxed():
+            hidden = hidden if hidden is not None else hidden_paths([path], masters)
+            run = sandbox_for_this_thread(hidden).run(plan, f"work-{uuid.uuid4().hex}", limits)
+        else:
+            workdir = Path(scratch) / "work"
+            workdir.mkdir()
+            run = run_plan(plan, str(workdir), limits)
     tests = _judge(master, checks, run, limits)
     status = "graded" if run.finished else ("timed out" if run.timed_out else "crashed")
     notes = ([note] if note else []) + _notes(run, limits)
@@ -214,7 +230,41 @@ def grade_many(paths: list[str], masters: dict[str, Master] | None = None, limit
                jobs: int = 1) -> list[SubmissionResult]:
     """Grade every path, ``jobs`` submissions at a time; results in the order of ``paths``."""
     masters = masters if masters is not None else find_masters()
+    hidden = hidden_paths(paths, masters)
     if jobs <= 1 or len(paths) <= 1:
-        return [grade_submission(p, masters, limits) for p in paths]  # grade_submission never raises
+        return [grade_submission(p, masters, limits, hidden) for p in paths]  # grade_submission never raises
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        return list(pool.map(lambda p: grade_submission(p, masters, limits), paths))
+        return list(pool.map(lambda p: grade_submission(p, masters, limits, hidden), paths))
+
+
+@functools.lru_cache(maxsize=1)
+def isolation_problem() -> str | None:
+    """None when submissions run in a bubblewrap sandbox; otherwise the isolation that is lost and how to get
+    it back (what ``bnlab grade`` prints before it starts)."""
+    problem = bubblewrap_problem()
+    if problem is None:
+        return None
+    return (f"WARNING: {problem}. Without it each submission still runs in its own process with time and memory "
+            f"limits, but it can read the masters and the other submissions, see and signal other processes, "
+            f"write wherever this user can, and reach the network.")
+
+
+def sandboxed() -> bool:
+    return isolation_problem() is None
+
+
+def hidden_paths(paths: list[str], masters: dict[str, Master]) -> tuple[str, ...]:
+    """The folders a submission must not see: every master's, and every graded submission's. A folder that
+    holds the Python installation or bnlab itself cannot be hidden (the sandbox runs from it), nor need
+    folders under /tmp be (the sandbox has its own empty /tmp)."""
+    needed = [Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(), Path(__file__).resolve().parents[2]]
+    folders = {Path(m.path).resolve().parent for m in masters.values()}
+    folders |= {Path(p).resolve().parent for p in paths if Path(p).exists()}
+    keep = []
+    for folder in sorted(folders):
+        if any(folder == need or folder in need.parents for need in needed):
+            continue
+        if folder == Path("/tmp") or Path("/tmp") in folder.parents:
+            continue
+        keep.append(str(folder))
+    return tuple(keep)

@@ -223,8 +223,8 @@ def load_master(path: Path) -> Master:
     problems = validate_nbgrader_metadata(nb)
     if problems:
         raise ValueError(f"{path}: " + "; ".join(problems))
-    from bnlab.grading.core import CHECKS
     from bnlab.grading import checks as _register_all  # noqa: F401 -- fills CHECKS
+    from bnlab.grading.core import CHECKS
 
     tests, locked, solutions = [], {}, []
     for cell in nb.cells:

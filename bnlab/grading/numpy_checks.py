@@ -13,10 +13,26 @@ from typing import Any
 
 import numpy as np
 
-from bnlab.grading.core import (CaseCheck, Check, CheckFailed, array_problem, as_array, call, closest_mistake,
-                                describe, register, relative_error)
-from bnlab.grading.diagnoses import (backward_dx_candidates, backward_param_candidates, explain, forward_candidates,
-                                     hint_for_error, inference_candidates)
+from bnlab.grading.core import (
+    CaseCheck,
+    Check,
+    CheckFailed,
+    array_problem,
+    as_array,
+    call,
+    closest_mistake,
+    describe,
+    register,
+    relative_error,
+)
+from bnlab.grading.diagnoses import (
+    backward_dx_candidates,
+    backward_param_candidates,
+    explain,
+    forward_candidates,
+    hint_for_error,
+    inference_candidates,
+)
 from bnlab.grading.wire import to_plain
 
 __all__ = ["ForwardCheck", "ForwardConvCheck", "ForwardOptionsCheck", "InferenceCheck", "InferenceConvCheck",

@@ -8,12 +8,16 @@ until it reports ``done``, dies, or runs out of time, and then kills its whole p
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import multiprocessing
 import os
+import shutil
 import signal
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 import types
@@ -25,7 +29,8 @@ from bnlab.grading import wire
 from bnlab.grading.core import CHECKS, Check
 from bnlab.grading.notebooks import Master, cell_role, grade_id_of, strip_cell_source
 
-__all__ = ["Limits", "RunResult", "build_plan", "run_plan", "make_check"]
+__all__ = ["Limits", "RunResult", "Sandbox", "bubblewrap_problem", "build_plan", "make_check", "run_plan",
+           "sandbox_for_this_thread"]
 
 _MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 _MAX_TOTAL_BYTES = 256 * 1024 * 1024
@@ -142,8 +147,148 @@ def _start_forkserver() -> Any:
     return _context
 
 
+BWRAP = shutil.which("bwrap")
+ISOLATION_HELP = ("install Debian's bubblewrap (sudo apt-get install bubblewrap) so that each submission runs "
+                  "in its own sandbox")
+
+
+def bubblewrap_problem() -> str | None:
+    """None when bubblewrap can sandbox here; otherwise what is missing and how to get it."""
+    if BWRAP is None:
+        return f"bubblewrap (bwrap) is not installed: {ISOLATION_HELP}"
+    probe = subprocess.run([BWRAP, "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "true"],
+                           capture_output=True, text=True, timeout=30)
+    if probe.returncode != 0:
+        return (f"bubblewrap cannot create a sandbox here ({probe.stderr.strip()[:200]}); unprivileged user "
+                f"namespaces may be disabled")
+    return None
+
+
+def _read_result(fd: int, result: RunResult, deadline: float) -> None:
+    """Collect a sandboxed run's relayed messages until its end frame (or the grader's own deadline)."""
+    from bnlab.grading.zygote import read_frame
+
+    total = 0
+    while True:
+        frame = read_frame(fd, deadline)
+        if frame is None:
+            raise EOFError("the sandbox closed its channel")
+        kind, payload = frame
+        if kind == b"E":
+            end = json.loads(payload.decode())
+            result.exitcode, result.timed_out = end.get("exitcode"), bool(end.get("timed_out"))
+            return
+        total += len(payload)
+        if total > _MAX_TOTAL_BYTES:
+            continue
+        _accept(result, payload)
+
+
+def _accept(result: RunResult, raw: bytes) -> bool:
+    """Keep one JSON message of a child; True when it is the ``done`` message."""
+    try:
+        message = json.loads(raw.decode())
+    except (UnicodeDecodeError, ValueError):
+        return False
+    if not isinstance(message, dict):
+        return False
+    result.messages.append(message)
+    if message.get("type") == "at":
+        result.last_where = str(message.get("where", ""))
+    return message.get("type") == "done"
+
+
+class Sandbox:
+    """One bubblewrap sandbox with a zygote inside (:mod:`bnlab.grading.zygote`), grading one submission at a
+    time.
+
+    What a submission sees: the file system read-only, except its own scratch folder; the directories in
+    ``hidden`` (masters with their hidden tests, the folders of the class's submissions) replaced by empty
+    ones; its own pid namespace (no other process of the machine, not the grader); no network; a new
+    session (no terminal to inject into). Everything it starts is killed when its grading ends, and the whole
+    sandbox dies with the grader.
+    """
+
+    def __init__(self, hidden: tuple[str, ...] = ()) -> None:
+        self.scratch = tempfile.mkdtemp(prefix="bnlab-sandbox-")
+        args = [BWRAP, "--unshare-all", "--die-with-parent", "--new-session", "--ro-bind", "/", "/",
+                "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+        for path in sorted(set(hidden)):
+            if os.path.isdir(path):
+                args += ["--tmpfs", path]
+        args += ["--bind", self.scratch, self.scratch, "--chdir", self.scratch,
+                 sys.executable, "-m", "bnlab.grading.zygote"]
+        env = {**os.environ, **{key: "1" for key in _THREAD_ENV}}
+        self.process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+        from bnlab.grading.zygote import read_frame
+
+        ready = read_frame(self.process.stdout.fileno(), time.monotonic() + 120)
+        if ready is None or ready[0] != b"R":
+            self.close()
+            raise RuntimeError("the grading sandbox did not start")
+
+    def run(self, plan: dict[str, Any], workdir_name: str, limits: Limits) -> RunResult:
+        """Run ``plan`` in a fresh scratch folder; never raises for anything the submission does."""
+        from bnlab.grading.zygote import write_frame
+
+        workdir = os.path.join(self.scratch, workdir_name)
+        os.mkdir(workdir)
+        result = RunResult()
+        start = time.monotonic()
+        request = {"plan": plan, "workdir": workdir, "timeout": limits.timeout}
+        try:
+            write_frame(self.process.stdin.fileno(), b"Q", json.dumps(request).encode())
+            _read_result(self.process.stdout.fileno(), result, start + limits.timeout + 15)
+        except (TimeoutError, EOFError, OSError, ValueError):
+            result.timed_out = result.timed_out or time.monotonic() - start >= limits.timeout
+            self.close()  # a sandbox that stopped answering is not reused
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        result.seconds = time.monotonic() - start
+        return result
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def close(self) -> None:
+        _kill_group(self.process.pid)
+        with contextlib.suppress(Exception):
+            self.process.wait(5)
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+_sandboxes = threading.local()
+
+
+def sandbox_for_this_thread(hidden: tuple[str, ...]) -> Sandbox:
+    """This grading thread's sandbox (started on first use, restarted when it died or hides other paths)."""
+    current = getattr(_sandboxes, "sandbox", None)
+    if current is None or not current.alive or current.hidden != hidden:
+        if current is not None:
+            current.close()
+        current = Sandbox(hidden)
+        current.hidden = hidden
+        _sandboxes.sandbox = current
+        _opened.append(current)
+    return current
+
+
+_opened: list[Sandbox] = []
+
+
+@atexit.register
+def close_sandboxes() -> None:
+    """Stop every sandbox this process started."""
+    while _opened:
+        _opened.pop().close()
+
+
 def run_plan(plan: dict[str, Any], workdir: str, limits: Limits) -> RunResult:
-    """Run ``plan`` in a fresh child in ``workdir``; never raises for anything the submission does."""
+    """Run ``plan`` in a fresh child in ``workdir``, without bubblewrap (each child still gets its own
+    process group, limits and scratch folder; see :class:`Sandbox` for what the sandbox adds); never raises
+    for anything the submission does."""
     from bnlab.grading import child
 
     ctx = _forkserver()
@@ -172,16 +317,7 @@ def run_plan(plan: dict[str, Any], workdir: str, limits: Limits) -> RunResult:
             total += len(raw)
             if total > _MAX_TOTAL_BYTES:
                 break
-            try:
-                message = json.loads(raw.decode())
-            except (UnicodeDecodeError, ValueError):
-                continue
-            if not isinstance(message, dict):
-                continue
-            result.messages.append(message)
-            if message.get("type") == "at":
-                result.last_where = str(message.get("where", ""))
-            if message.get("type") == "done":
+            if _accept(result, raw):
                 break
     finally:
         _kill_group(process.pid)

@@ -11,10 +11,24 @@ from typing import Any
 
 import numpy as np
 
-from bnlab.grading.core import (CaseCheck, CheckFailed, ScriptCheck, array_problem, as_array, call,
-                                closest_mistake, register)
-from bnlab.grading.diagnoses import (LayerModel, backward_dx_candidates, explain, forward_candidates,
-                                     hint_for_error, inference_candidates)
+from bnlab.grading.core import (
+    CaseCheck,
+    CheckFailed,
+    ScriptCheck,
+    array_problem,
+    as_array,
+    call,
+    closest_mistake,
+    register,
+)
+from bnlab.grading.diagnoses import (
+    LayerModel,
+    backward_dx_candidates,
+    explain,
+    forward_candidates,
+    hint_for_error,
+    inference_candidates,
+)
 from bnlab.grading.layer_checks import independent_rows
 from bnlab.grading.layer_script import compare_scripts, model_records, play_torch
 from bnlab.grading.numpy_checks import batch
