@@ -55,6 +55,14 @@ EX1 = {
     "imports_answers_sneakily": dict(replace={"ex1_forward": "import importlib\n"
                                               "batchnorm_forward = importlib.import_module('bnlab.functional')"
                                               ".batchnorm_forward"}),
+    # reach into the grading process and make the probe send nothing back ("passes on 0 batches")
+    "empties_the_probe": dict(replace={"ex1_forward": BAD_FORWARD + "\nimport sys\n"
+                                       "frame = sys._getframe()\n"
+                                       "while frame is not None and 'CHECKS' not in frame.f_globals:\n"
+                                       "    frame = frame.f_back\n"
+                                       "if frame is not None:\n"
+                                       "    for check in frame.f_globals['CHECKS'].values():\n"
+                                       "        check.probe = staticmethod(lambda objects, inputs: [])\n"}),
     # correct work written with IPython syntax: continuation lines that start with != or %, magics, help
     "ipython_syntax": dict(replace={"ex1_forward": (
         "%matplotlib inline\n"
@@ -366,3 +374,10 @@ def test_without_bubblewrap_the_grader_says_what_isolation_is_lost(monkeypatch):
         assert not grade_module.sandboxed()
     finally:
         grade_module.isolation_problem.cache_clear()
+
+
+def test_a_probe_that_sends_back_nothing_earns_nothing(ex1):
+    results, *_ = ex1
+    result = results["empties_the_probe"]
+    assert score(result, *FORWARD_TESTS) == 0, [t.feedback for t in result.tests]
+    assert "results for" in feedback(result, "ex1_forward_tests")

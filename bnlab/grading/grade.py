@@ -103,6 +103,18 @@ def _explain_missing(run: RunResult, limits: Limits) -> str:
             f"ran out of memory")
 
 
+def _check_structure(inputs: dict[str, Any], data: Any) -> None:
+    """The judges trust nothing the learner's process sends: one record (a dict) per case or per scripted
+    step, exactly. (Without this, a probe patched to return [] would pass "on 0 batches".)"""
+    for key in ("cases", "steps"):
+        if key in inputs:
+            expected = len(inputs[key])
+            if not isinstance(data, list) or len(data) != expected or not all(isinstance(r, dict) for r in data):
+                count = len(data) if isinstance(data, list) else type(data).__name__
+                raise CheckFailed(f"the grading probe sent back {count} results for {expected} {key}: the run was "
+                                  f"tampered with or broke, so this check cannot pass")
+
+
 def _judge(master: Master, checks: dict[tuple[str, int], Any], run: RunResult, limits: Limits) -> list[TestResult]:
     probes = {(m.get("grade_id"), m.get("index")): m for m in run.messages if m.get("type") == "probe"}
     results = []
@@ -122,7 +134,10 @@ def _judge(master: Master, checks: dict[tuple[str, int], Any], run: RunResult, l
                 if "error" in message:
                     error = str(message["error"])
                     raise CheckFailed(f"the check could not finish: {error}{hint_for_error(error)}")
-                passed.append(check.judge(check.inputs(), wire.decode(message["data"])))
+                inputs = check.inputs()
+                data = wire.decode(message["data"])
+                _check_structure(inputs, data)
+                passed.append(check.judge(inputs, data))
             except CheckFailed as failure:
                 failures.append(str(failure))
             except Exception as exc:  # noqa: BLE001 -- malformed results never crash the grader
