@@ -142,8 +142,25 @@ def test_partial_credit_per_test_cell(ex1):
 
 
 def test_same_submission_same_score_and_feedback(ex1):
+    """Visible checks are the same every run; hidden ones draw new inputs each run (so the numbers quoted in
+    their feedback differ) but reach the same verdict and name the same mistake."""
     first, again = ex1[0]["partial"], ex1[0]["twice"]
-    assert [(t.name, t.score, t.feedback) for t in first.tests] == [(t.name, t.score, t.feedback) for t in again.tests]
+    assert [(t.name, t.score) for t in first.tests] == [(t.name, t.score) for t in again.tests]
+    for one, two in zip(first.tests, again.tests):
+        if one.hidden:
+            assert one.feedback.split("Likely mistake")[1:] == two.feedback.split("Likely mistake")[1:]
+        else:
+            assert one.feedback == two.feedback
+
+
+def test_hidden_inputs_change_every_grading_run_and_visible_ones_do_not():
+    from bnlab.grading.sandbox import Limits, build_plan
+
+    master = find_masters()["ex1_forward"]
+    plans = [build_plan(master, solved("ex1_forward"), Limits())[0] for _ in range(2)]
+    tests = [{item["grade_id"]: item["calls"] for item in plan["items"] if item["kind"] == "test"} for plan in plans]
+    assert tests[0]["ex1_forward_tests"] == tests[1]["ex1_forward_tests"]
+    assert tests[0]["ex1_forward_hidden"] != tests[1]["ex1_forward_hidden"]
 
 
 def test_submitted_files_are_never_modified(ex1):
@@ -381,3 +398,34 @@ def test_a_probe_that_sends_back_nothing_earns_nothing(ex1):
     result = results["empties_the_probe"]
     assert score(result, *FORWARD_TESTS) == 0, [t.feedback for t in result.tests]
     assert "results for" in feedback(result, "ex1_forward_tests")
+
+
+def test_a_table_of_answers_for_the_published_inputs_earns_no_hidden_marks(tmp_path):
+    """The checks' code is public, so a student can compute every input they draw with the fixed seeds and
+    answer only those; hidden checks draw fresh inputs each grading run, so such a table misses them."""
+    import hashlib
+
+    import numpy as np
+
+    from bnlab.grading.sandbox import make_check
+
+    master = find_masters()["ex1_forward"]
+    known = set()
+    for test in master.tests:
+        for call in test.calls:
+            for case in make_check(call.check, call.names, call.options).inputs().get("cases", []):
+                known.add(hashlib.sha256(np.ascontiguousarray(case["x"]).tobytes()).hexdigest())
+    source = (
+        "import hashlib\nimport numpy as np\n"
+        f"KNOWN = {sorted(known)!r}\n"
+        "def batchnorm_forward(x, gamma, beta, eps=1e-5):\n"
+        "    if hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest() not in KNOWN:\n"
+        "        return np.zeros_like(x), None\n"
+        "    axes = tuple(a for a in range(x.ndim) if a != 1)\n"
+        "    shape = (1, -1) + (1,) * (x.ndim - 2)\n"
+        "    mu, var = x.mean(axis=axes, keepdims=True), x.var(axis=axes, keepdims=True)\n"
+        "    return np.reshape(gamma, shape) * (x - mu) / np.sqrt(var + eps) + np.reshape(beta, shape), None\n")
+    path = write(solved("ex1_forward", replace={"ex1_forward": source}), tmp_path, "table.ipynb")
+    (result,) = grade_many([path], find_masters(), LIMITS)
+    assert score(result, "ex1_forward_tests") == FORWARD_TESTS["ex1_forward_tests"]
+    assert score(result, "ex1_forward_hidden") == 0

@@ -14,6 +14,7 @@ submission does to numpy or torch in its own process can change a verdict.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import traceback
 import warnings
 from collections.abc import Iterator, Sequence
@@ -25,11 +26,34 @@ import numpy as np
 from bnlab.grading import wire
 from bnlab.grading.wire import Opaque
 
-__all__ = ["Check", "CaseCheck", "ScriptCheck", "CheckFailed", "TimeLimit", "Blocked", "CHECKS", "register", "call",
+__all__ = ["case_rng", "salted",
+           "Check", "CaseCheck", "ScriptCheck", "CheckFailed", "TimeLimit", "Blocked", "CHECKS", "register", "call",
            "Call",
            "run_in_process", "as_array", "array_problem", "closest_mistake", "describe_exception"]
 
 CHECKS: dict[str, type[Check]] = {}
+
+
+_salt: contextvars.ContextVar[int] = contextvars.ContextVar("bnlab_grading_salt", default=0)
+
+
+def case_rng(seed: int) -> np.random.Generator:
+    """The generator a check draws its inputs from. Salt 0 (a learner's notebook, the visible checks): the same
+    inputs every time, so the notebook and the grader agree. Under :func:`salted` (hidden checks while
+    grading): mixed with a secret drawn per grading run, so no submission can know the inputs in advance (a
+    table of precomputed outputs keyed by input earns nothing)."""
+    salt = _salt.get()
+    return np.random.default_rng(seed if salt == 0 else [seed, salt])
+
+
+@contextlib.contextmanager
+def salted(salt: int) -> Iterator[None]:
+    """Draw check inputs with ``salt`` inside the block (0: the fixed inputs)."""
+    token = _salt.set(int(salt))
+    try:
+        yield
+    finally:
+        _salt.reset(token)
 
 
 class CheckFailed(AssertionError):
@@ -72,8 +96,18 @@ class Check:
         self.names: tuple[str, ...] = self.subjects
 
     def inputs(self) -> dict[str, Any]:
-        """Data for the probe (numpy arrays, numbers, lists, dicts), the same on every call."""
+        """Data for the probe (numpy arrays, numbers, lists, dicts), the same on every call with one salt."""
         return {}
+
+    #: mixed into every input a check draws (see :func:`case_rng`); set by the grader for hidden checks
+    salt: int = 0
+
+    def frozen_inputs(self) -> dict[str, Any]:
+        """:meth:`inputs` drawn once with this check's :attr:`salt`, then kept (probe and judge see the same)."""
+        if not hasattr(self, "_frozen"):
+            with salted(self.salt):
+                self._frozen = self.inputs()
+        return self._frozen
 
     @staticmethod
     def probe(objects: Sequence[Any], inputs: dict[str, Any]) -> Any:

@@ -134,7 +134,7 @@ def _judge(master: Master, checks: dict[tuple[str, int], Any], run: RunResult, l
                 if "error" in message:
                     error = str(message["error"])
                     raise CheckFailed(f"the check could not finish: {error}{hint_for_error(error)}")
-                inputs = check.inputs()
+                inputs = check.frozen_inputs()
                 data = wire.decode(message["data"])
                 _check_structure(inputs, data)
                 passed.append(check.judge(inputs, data))

@@ -10,9 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
-from bnlab.grading.core import CheckFailed, ScriptCheck, as_array, register, relative_error
+from bnlab.grading.core import CheckFailed, ScriptCheck, as_array, case_rng, register, relative_error
 from bnlab.grading.diagnoses import explain
 from bnlab.grading.layer_script import compare_scripts, model_records, play_numpy
 from bnlab.grading.numpy_checks import batch
@@ -65,7 +63,7 @@ class LayerTrainCheck(_LayerBase):
     summary = "initial state, training forwards, running statistics, backward"
 
     def steps(self) -> list[tuple[Any, ...]]:
-        rng = np.random.default_rng(51)
+        rng = case_rng(51)
         return [
             ("new", {"num_features": 3}), ("state",),
             ("forward", batch((4, 3), 52)), ("state",),
@@ -122,7 +120,7 @@ class LayerConvCheck(_LayerBase):
     summary = "(N, C, H, W) input in training and eval mode"
 
     def steps(self) -> list[tuple[Any, ...]]:
-        rng = np.random.default_rng(71)
+        rng = case_rng(71)
         return [
             ("new", {"num_features": 2, "momentum": 0.2}),
             ("forward", batch((3, 2, 2, 3), 72)), ("state",),

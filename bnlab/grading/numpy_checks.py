@@ -20,6 +20,7 @@ from bnlab.grading.core import (
     array_problem,
     as_array,
     call,
+    case_rng,
     closest_mistake,
     describe,
     register,
@@ -44,7 +45,7 @@ STEP = 1e-5  # finite-difference step for the learner's own forward
 
 def batch(shape: tuple[int, ...], seed: int, dtype: type = np.float64) -> np.ndarray:
     """A batch whose channels have clearly different means (-3 ... 4) and scales (0.5 ... 3)."""
-    rng = np.random.default_rng(seed)
+    rng = case_rng(seed)
     channel = (1, shape[1]) + (1,) * (len(shape) - 2)
     scale = np.linspace(0.5, 3.0, shape[1]).reshape(channel)
     mean = np.linspace(-3.0, 4.0, shape[1]).reshape(channel)
@@ -53,7 +54,7 @@ def batch(shape: tuple[int, ...], seed: int, dtype: type = np.float64) -> np.nda
 
 def _params(num_channels: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """gamma with a zero and a negative entry, non-zero beta."""
-    rng = np.random.default_rng(seed + 1000)
+    rng = case_rng(seed + 1000)
     gamma = rng.uniform(0.5, 2.0, num_channels) * np.where(np.arange(num_channels) % 2, -1.0, 1.0)
     gamma[0] = 0.0 if num_channels > 2 else gamma[0]
     return gamma, rng.normal(0.0, 1.0, num_channels)
@@ -241,7 +242,7 @@ class _InferenceBase(CaseCheck):
 
 
 def _running_stats(num_channels: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed + 2000)
+    rng = case_rng(seed + 2000)
     return rng.uniform(-2.0, 2.0, num_channels), rng.uniform(0.3, 4.0, num_channels)
 
 
@@ -300,7 +301,7 @@ class _BackwardBase(Check):
         cases = []
         for index, shape in enumerate(self.shapes):
             gamma, beta = _params(shape[1], 20 + index)
-            dout = np.random.default_rng(40 + index).standard_normal(shape)
+            dout = case_rng(40 + index).standard_normal(shape)
             cases.append({"label": f"a {shape} batch with a random upstream gradient", "x": batch(shape, 30 + index),
                           "gamma": gamma, "beta": beta, "dout": dout})
         return {"cases": cases, "step": STEP}

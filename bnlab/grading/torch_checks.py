@@ -18,6 +18,7 @@ from bnlab.grading.core import (
     array_problem,
     as_array,
     call,
+    case_rng,
     closest_mistake,
     register,
 )
@@ -46,7 +47,7 @@ _STAT_MISTAKES = ("momentum_swapped", "running_var_biased", "running_var_batch_s
 
 def _function_case(label: str, shape: tuple[int, ...], seed: int, training: bool, momentum: float = 0.1,
                    eps: float = 1e-5) -> dict[str, Any]:
-    rng = np.random.default_rng(seed)
+    rng = case_rng(seed)
     c = shape[1]
     gamma = rng.uniform(0.5, 2.0, c) * np.where(np.arange(c) % 2, -1.0, 1.0)
     gamma[0] = 0.0
@@ -222,7 +223,7 @@ class ModuleCheck(_ModuleBase):
     summary = "parameters and buffers, training and eval forwards with and without gradients, backward"
 
     def steps(self) -> list[tuple[Any, ...]]:
-        rng = np.random.default_rng(91)
+        rng = case_rng(91)
         evaluated = batch((3, 3, 2, 2), 94, np.float32)
         changed = evaluated.copy()
         changed[1:] = batch((2, 3, 2, 2), 95, np.float32) * 3.0
@@ -249,7 +250,7 @@ class ModuleConvCheck(_ModuleBase):
     summary = "custom eps and momentum, m = N*H*W values per channel"
 
     def steps(self) -> list[tuple[Any, ...]]:
-        rng = np.random.default_rng(97)
+        rng = case_rng(97)
         return [
             ("new", {"num_features": 2, "eps": 1e-3, "momentum": 0.5}),
             ("forward", batch((2, 2, 3, 3), 98, np.float32), True), ("state",),
