@@ -238,6 +238,18 @@ EX4 = {
                                        "    @staticmethod\n    def forward(ctx, *args):\n"
                                        "        return torch.nn.functional.batch_norm(*args)\n"}),
     "mode_from_grad": dict(replace={"ex4_module": wrong.WRONG_TORCH_MODULE["mode_from_grad"]}),
+    # other routes to torch's own kernels: the aten op itself, and instance norm with the batch folded in
+    "aten_batch_norm": dict(replace={"ex4_function": "class BatchNormFunction(torch.autograd.Function):\n"
+                                     "    @staticmethod\n    def forward(ctx, x, rm, rv, w, b, training, m, eps):\n"
+                                     "        return torch.ops.aten.batch_norm(x, w, b, rm, rv, training, m, eps,"
+                                     " False)\n"}),
+    "instance_norm_folded": dict(replace={"ex4_function": (
+        "class BatchNormFunction(torch.autograd.Function):\n"
+        "    @staticmethod\n    def forward(ctx, x, rm, rv, w, b, training, m, eps):\n"
+        "        folded = x.transpose(0, 1).reshape(1, x.shape[1], -1)\n"
+        "        y = torch.nn.functional.instance_norm(folded, eps=eps)\n"
+        "        return y.reshape(x.transpose(0, 1).shape).transpose(0, 1) * w.view(1, -1, *[1] * (x.dim() - 2))"
+        " + b.view(1, -1, *[1] * (x.dim() - 2))\n")}),
 }
 
 
@@ -260,6 +272,13 @@ def test_torch_exercise_cannot_delegate_to_torch_batch_norm(ex4):
     assert "torch's own batch norm" in feedback(module, "ex4_module_tests")
     assert function.score <= 1.0  # the module built on it fails too; only the multiple-choice answer remains
     assert any("torch.nn.functional.batch_norm" in note for note in function.notes)
+
+
+@pytest.mark.parametrize("route", ["aten_batch_norm", "instance_norm_folded"])
+def test_no_route_to_torch_batch_norm_earns_marks(ex4, route):
+    result = ex4[route]
+    assert score(result, "ex4_function_tests", "ex4_function_hidden") == 0, [t.feedback for t in result.tests]
+    assert any("native_batch_norm" in note for note in result.notes), result.notes
 
 
 def test_correct_work_in_ipython_syntax_gets_full_marks(ex1):

@@ -245,11 +245,24 @@ def grade_many(paths: list[str], masters: dict[str, Master] | None = None, limit
                jobs: int = 1) -> list[SubmissionResult]:
     """Grade every path, ``jobs`` submissions at a time; results in the order of ``paths``."""
     masters = masters if masters is not None else find_masters()
+    _import_judges()
     hidden = hidden_paths(paths, masters)
     if jobs <= 1 or len(paths) <= 1:
         return [grade_submission(p, masters, limits, hidden) for p in paths]  # grade_submission never raises
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         return list(pool.map(lambda p: grade_submission(p, masters, limits, hidden), paths))
+
+
+def _import_judges() -> None:
+    """Import everything the judges compare against before any submission runs: without the sandbox a
+    submission could otherwise rewrite a module the grader has not imported yet, and be judged by it."""
+    import torch  # noqa: F401
+
+    import bnlab.functional  # noqa: F401
+    import bnlab.grading.checks  # noqa: F401
+    import bnlab.layers  # noqa: F401
+    import bnlab.mistakes  # noqa: F401
+    import bnlab.nn  # noqa: F401
 
 
 @functools.lru_cache(maxsize=1)
