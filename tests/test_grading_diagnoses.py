@@ -231,6 +231,8 @@ def test_choice_checks_form_visibly_and_correctness_hidden():
     checks.choice("b")
     assert "one of the letters" in failure(checks.choice, "e")
     assert "one of the letters" in failure(checks.choice, None)
+    for not_one_letter in ("", "abcd", "ab", " "):  # a substring of the options is not a choice
+        assert "one of the letters" in failure(checks.choice, not_one_letter), repr(not_one_letter)
     assert "not the right answer" in failure(lambda answer: checks.choice(answer, correct="b"), "a")
 
 
@@ -264,3 +266,17 @@ def _equal(a, b) -> bool:
     if isinstance(a, np.ndarray):
         return a.shape == np.shape(b) and np.allclose(a, b)
     return a == b
+
+
+def test_a_failing_check_shows_the_message_without_grading_internals():
+    """IPython renders CheckFailed through _render_traceback_: the message only, no bnlab frames."""
+    from IPython.testing.globalipapp import start_ipython
+
+    shell = start_ipython()
+    shell.run_cell("from bnlab.grading import checks\n"
+                   "def batchnorm_forward(x, gamma, beta, eps=1e-5):\n    return x * 0, None")
+    result = shell.run_cell("checks.forward(batchnorm_forward)")
+    rendered = result.error_in_exec._render_traceback_()
+    assert rendered[0].endswith("batchnorm_forward on a (4, 3) batch: out differs from the reference (relative "
+                                "error 1.0e+00); e.g. at index (0, 0) you have -0, expected 2.64028.")
+    assert "check failed" in rendered[0] and not any("bnlab/grading" in line for line in rendered)

@@ -155,9 +155,12 @@ class ChoiceCheck(_ValueCheck):
 
     def judge(self, inputs: dict[str, Any], data: Any) -> str:
         options = str(self.options.get("options", "abcd"))
+        if not isinstance(data, list) or len(data) != 1:
+            raise CheckFailed("the grading probe sent back something other than one answer")
         value = data[0]
         name = self.names[0]
-        if not isinstance(value, str) or value.strip().lower() not in options:
+        letter = value.strip().lower() if isinstance(value, str) else None
+        if letter is None or len(letter) != 1 or letter not in options:  # one letter: "" and "abcd" are not
             listed = ", ".join(repr(o) for o in options)
             raise CheckFailed(f"{name} should be one of the letters {listed} (a string), got {describe(value)}.")
         correct = self.options.get("correct")

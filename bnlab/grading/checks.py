@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from bnlab.grading import answer_checks, layer_checks, numpy_checks, torch_checks
-from bnlab.grading.core import Check, run_in_process
+from bnlab.grading.core import Check, CheckFailed, run_in_process
 
 __all__ = ["forward", "forward_conv", "forward_options", "inference", "inference_conv", "backward",
            "backward_conv", "checkpoint", "jacobian", "choice", "layer_train", "layer_eval", "layer_conv",
@@ -22,89 +22,114 @@ __all__ = ["forward", "forward_conv", "forward_options", "inference", "inference
 
 
 def _run(check: Check, *objects: Any) -> None:
-    print("\u2714 " + run_in_process(check, *objects))
+    """Run ``check`` here and print its one-line verdict. A failure is raised afresh from here, without the
+    grading internals' frames (IPython also hides the frames that set ``__tracebackhide__``): the learner sees
+    the test cell's line and the message -- what was expected, what came, the likely mistake -- nothing else."""
+    __tracebackhide__ = True
+    try:
+        message = run_in_process(check, *objects)
+    except CheckFailed as failure:
+        raise CheckFailed(str(failure)) from None
+    print("\u2714 " + message)
 
 
 def forward(batchnorm_forward: Any) -> None:
     """Training forward on (N, C) batches: values, small batches, nearly constant features, no in-place edits."""
+    __tracebackhide__ = True
     _run(numpy_checks.ForwardCheck(), batchnorm_forward)
 
 
 def forward_conv(batchnorm_forward: Any) -> None:
     """Training forward on (N, C, H, W) and (N, C, L): one statistic per channel over batch and positions."""
+    __tracebackhide__ = True
     _run(numpy_checks.ForwardConvCheck(), batchnorm_forward)
 
 
 def forward_options(batchnorm_forward: Any) -> None:
     """The eps argument is used and float32 input gives float32 output."""
+    __tracebackhide__ = True
     _run(numpy_checks.ForwardOptionsCheck(), batchnorm_forward)
 
 
 def inference(batchnorm_inference: Any) -> None:
     """Inference with running statistics on (N, C); one example's output must not depend on the others."""
+    __tracebackhide__ = True
     _run(numpy_checks.InferenceCheck(), batchnorm_inference)
 
 
 def inference_conv(batchnorm_inference: Any) -> None:
     """Inference on (N, C, H, W) and with a non-default eps."""
+    __tracebackhide__ = True
     _run(numpy_checks.InferenceConvCheck(), batchnorm_inference)
 
 
 def backward(batchnorm_forward: Any, batchnorm_backward: Any) -> None:
     """A backward (staged or fused) with the learner's own forward, against reference gradients on (N, C)."""
+    __tracebackhide__ = True
     _run(numpy_checks.BackwardCheck(), batchnorm_forward, batchnorm_backward)
 
 
 def backward_conv(batchnorm_forward: Any, batchnorm_backward: Any) -> None:
     """A backward on (N, C, H, W), (N, C, L) and a batch of 2."""
+    __tracebackhide__ = True
     _run(numpy_checks.BackwardConvCheck(), batchnorm_forward, batchnorm_backward)
 
 
 def checkpoint(dL_dvar: Any, dL_dmu: Any) -> None:
     """Exercise 2's hand-computed dL/dvar and dL/dmu for the tiny example."""
+    __tracebackhide__ = True
     _run(answer_checks.CheckpointCheck(), dL_dvar, dL_dmu)
 
 
 def jacobian(J: Any) -> None:
     """Exercise 2's hand-computed 3 x 3 Jacobian of feature 0 of the tiny example."""
+    __tracebackhide__ = True
     _run(answer_checks.JacobianCheck(), J)
 
 
 def choice(answer: Any, options: str = "abcd", correct: str | None = None, why: str = "") -> None:
     """A multiple-choice letter: valid when ``correct`` is None (visible test), right otherwise (hidden test)."""
+    __tracebackhide__ = True
     _run(answer_checks.ChoiceCheck(options=options, correct=correct, why=why), answer)
 
 
 def layer_train(BatchNorm: Any) -> None:
     """Exercise 3's layer in training mode: initial state, running statistics, eps and momentum, backward."""
+    __tracebackhide__ = True
     _run(layer_checks.LayerTrainCheck(), BatchNorm)
 
 
 def layer_eval(BatchNorm: Any) -> None:
     """Exercise 3's layer in eval mode: running statistics used and kept, per-example independence."""
+    __tracebackhide__ = True
     _run(layer_checks.LayerEvalCheck(), BatchNorm)
 
 
 def layer_conv(BatchNorm: Any) -> None:
     """Exercise 3's layer on (N, C, H, W) input."""
+    __tracebackhide__ = True
     _run(layer_checks.LayerConvCheck(), BatchNorm)
 
 
 def torch_function(BatchNormFunction: Any) -> None:
     """Exercise 4's autograd.Function against torch.nn.functional.batch_norm on (N, C)."""
+    __tracebackhide__ = True
     _run(torch_checks.FunctionCheck(), BatchNormFunction)
 
 
 def torch_function_conv(BatchNormFunction: Any) -> None:
     """Exercise 4's autograd.Function on (N, C, H, W), other momentum and eps."""
+    __tracebackhide__ = True
     _run(torch_checks.FunctionConvCheck(), BatchNormFunction)
 
 
 def torch_module(BatchNorm2d: Any) -> None:
     """Exercise 4's module against torch.nn.BatchNorm2d: parameters, buffers, modes, gradients."""
+    __tracebackhide__ = True
     _run(torch_checks.ModuleCheck(), BatchNorm2d)
 
 
 def torch_module_conv(BatchNorm2d: Any) -> None:
     """Exercise 4's module with custom eps and momentum."""
+    __tracebackhide__ = True
     _run(torch_checks.ModuleConvCheck(), BatchNorm2d)

@@ -57,7 +57,15 @@ def salted(salt: int) -> Iterator[None]:
 
 
 class CheckFailed(AssertionError):
-    """A check found a mistake; the message says which one and what to do about it."""
+    """A check found a mistake; the message says which one and what to do about it.
+
+    In a notebook, IPython shows only the message (its ``_render_traceback_`` hook), in red, without the
+    grading internals' frames: what was expected, what came, the likely mistake and a hint.
+    """
+
+    def _render_traceback_(self) -> list[str]:
+        lines = str(self).splitlines() or [""]
+        return [f"\x1b[1;31m\u2718 check failed:\x1b[0m {lines[0]}", *lines[1:]]
 
 
 class TimeLimit(BaseException):
