@@ -448,3 +448,22 @@ def test_a_table_of_answers_for_the_published_inputs_earns_no_hidden_marks(tmp_p
     (result,) = grade_many([path], find_masters(), LIMITS)
     assert score(result, "ex1_forward_tests") == FORWARD_TESTS["ex1_forward_tests"]
     assert score(result, "ex1_forward_hidden") == 0
+
+
+def test_a_notebook_not_run_top_to_bottom_gets_a_note(tmp_path):
+    from bnlab.grading.grade import _run_order_notes
+
+    nb = solved("ex1_forward")
+    code = [cell for cell in nb.cells if cell.cell_type == "code" and cell.source.strip()]
+    assert _run_order_notes(nb) == []                                   # never run: nothing to say
+    for count, cell in enumerate(code, start=1):
+        cell.execution_count = count
+    assert _run_order_notes(nb) == []                                   # top to bottom
+    code[0].execution_count, code[1].execution_count = 5, 2
+    assert "run out of order" in _run_order_notes(nb)[0]
+    code[2].execution_count = None
+    assert any("never run" in note for note in _run_order_notes(nb))
+    code[0].execution_count, code[1].execution_count = 1, 2
+    path = write(nb, tmp_path, "skipped.ipynb")
+    (result,) = grade_many([path], find_masters(), LIMITS)
+    assert any("1 code cell was never run" in note for note in result.notes) and result.score == result.max_score

@@ -154,6 +154,26 @@ def _judge(master: Master, checks: dict[tuple[str, int], Any], run: RunResult, l
     return results
 
 
+def _run_order_notes(nb: Any) -> list[str]:
+    """A note when the submitted notebook was not run top to bottom: code cells never run, or run out of order
+    (the grader runs it top to bottom, so what the learner last saw may differ from what was graded)."""
+    counts = [cell.get("execution_count") for cell in nb.get("cells", [])
+              if cell.get("cell_type") == "code" and str(cell.get("source", "")).strip()]
+    if not counts or all(count is None for count in counts):
+        return []  # never run at all: nothing the learner saw to differ from
+    notes = []
+    missing = sum(count is None for count in counts)
+    if missing:
+        notes.append(f"{missing} code cell{'s were' if missing > 1 else ' was'} never run in the submitted "
+                     f"notebook; it was graded top to bottom, so results may differ from what you last saw.")
+    ran = [count for count in counts if count is not None]
+    if any(later <= earlier for earlier, later in zip(ran, ran[1:])):
+        notes.append("The submitted notebook's cells were run out of order (their execution counts do not "
+                     "increase top to bottom); it was graded top to bottom. Restart the kernel and run all "
+                     "before you submit.")
+    return notes
+
+
 def _notes(run: RunResult, limits: Limits) -> list[str]:
     notes = []
     blocked = sorted({str(n) for m in run.messages if m.get("type") == "blocked" for n in m.get("names", [])})
@@ -236,7 +256,7 @@ def _grade_submission(path: str, masters: dict[str, Master], limits: Limits,
             run = run_plan(plan, str(workdir), limits)
     tests = _judge(master, checks, run, limits)
     status = "graded" if run.finished else ("timed out" if run.timed_out else "crashed")
-    notes = ([note] if note else []) + _notes(run, limits)
+    notes = ([note] if note else []) + _notes(run, limits) + _run_order_notes(nb)
     score = float(sum(t.score for t in tests))
     return SubmissionResult(path, exercise, score, master.max_score, status, tests, notes, round(run.seconds, 3))
 
