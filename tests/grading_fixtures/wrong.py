@@ -121,6 +121,8 @@ WRONG_BACKWARD = {
     "gamma_missing": backward_with("dxhat = dout * g", "dxhat = dout"),
     "zeros": backward_with("    return dx, dgamma, dbeta", "    return np.zeros_like(dout), dgamma, dbeta"),
     "dgamma_dbeta_swapped": backward_with("    return dx, dgamma, dbeta", "    return dx, dbeta, dgamma"),
+    # invisible on ordinary channels (relative error ~ eps / var): caught on a nearly constant one
+    "eps_missing_in_backward": backward_with("    std = np.sqrt(var + eps)\n", "    std = np.sqrt(var)\n"),
 }
 BACKWARD_DGAMMA_NOT_SUMMED = backward_with("dgamma = (dout * xhat).sum(axis=axes)", "dgamma = dout * xhat")
 BACKWARD_DGAMMA_KEEPDIMS = backward_with("dgamma = (dout * xhat).sum(axis=axes)",
