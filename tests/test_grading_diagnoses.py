@@ -280,3 +280,11 @@ def test_a_failing_check_shows_the_message_without_grading_internals():
     assert rendered[0].endswith("batchnorm_forward on a (4, 3) batch: out differs from the reference (relative "
                                 "error 1.0e+00); e.g. at index (0, 0) you have -0, expected 2.64028.")
     assert "check failed" in rendered[0] and not any("bnlab/grading" in line for line in rendered)
+
+
+def test_a_one_pass_variance_passes_in_float64_but_not_on_a_float32_batch_with_a_large_mean():
+    one_pass = wrong.load(wrong.FORWARD_ONE_PASS, "batchnorm_forward")
+    checks.forward(one_pass)                                           # float64: no cancellation, it passes
+    message = failure(checks.forward_options, one_pass)
+    assert "float32 batch with a large mean" in message and EXPLANATIONS["one_pass_variance"] in message
+    checks.forward_options(wrong.load(wrong.FORWARD, "batchnorm_forward"))  # two passes in float32: passes

@@ -38,6 +38,9 @@ WRONG_FORWARD = {
     "gamma_beta_swapped": forward_with("out = gamma.reshape(shape) * xhat + beta.reshape(shape)",
                                        "out = beta.reshape(shape) * xhat + gamma.reshape(shape)"),
 }
+# the variance in one pass, E[x^2] - E[x]^2: right in float64, lost to cancellation in float32 at a large mean
+FORWARD_ONE_PASS = forward_with("var = x.var(axis=axes, keepdims=True)",
+                                "var = (x * x).mean(axis=axes, keepdims=True) - mu * mu")
 # (N, C, H, W) mistakes, seen only by the hidden forward_conv check
 WRONG_FORWARD_CONV = {
     "batch_axis_only": forward_with("axes = (0,) + tuple(range(2, x.ndim))", "axes = (0,)"),
