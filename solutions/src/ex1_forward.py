@@ -73,7 +73,7 @@ checks.forward(batchnorm_forward)
 # %% tests id=ex1_forward_hidden points=2
 from bnlab.grading import checks
 print("Hidden tests of batchnorm_forward run when your work is graded: (N, C, H, W) and (N, C, L) input, "
-      "the eps argument, float32 input.")
+      "the eps argument, float32 input (one batch with a large mean).")
 ### BEGIN HIDDEN TESTS
 checks.forward_conv(batchnorm_forward)
 checks.forward_options(batchnorm_forward)
