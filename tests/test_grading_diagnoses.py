@@ -194,6 +194,13 @@ def test_torch_module_weight_must_be_a_parameter():
     assert "not a registered parameter" in failure(checks.torch_module, module)
 
 
+def test_torch_module_statistics_are_buffers_and_its_state_dict_matches_torch():
+    as_parameters = wrong.load(wrong.TORCH_MODULE_STATISTICS_AS_PARAMETERS, "BatchNorm2d")
+    assert "running_mean is a parameter" in failure(checks.torch_module, as_parameters)
+    extra = wrong.load(wrong.TORCH_MODULE_EXTRA_STATE, "BatchNorm2d")
+    assert "keys torch.nn.BatchNorm2d does not (['saved_mean'])" in failure(checks.torch_module, extra)
+
+
 def test_correct_torch_code_passes(capsys):
     function = wrong.load(wrong.TORCH_FUNCTION, "BatchNormFunction")
     checks.torch_function(function)

@@ -209,10 +209,20 @@ class _ModuleBase(ScriptCheck):
                     raise CheckFailed(f"{self.names[0]}.{param} is not a registered parameter (named_parameters() "
                                       f"lists {params}): wrap it in nn.Parameter, or an optimizer never trains it.")
             for buffer in ("running_mean", "running_var", "num_batches_tracked"):
+                if buffer in params:
+                    raise CheckFailed(f"{self.names[0]}.{buffer} is a parameter (named_parameters() lists {params}): "
+                                      f"an optimizer would train it. Statistics are buffers: "
+                                      f"self.register_buffer('{buffer}', ...).")
                 if buffer not in keys:
                     raise CheckFailed(f"{self.names[0]}.{buffer} is not in state_dict() (keys {keys}): register it "
                                       f"with self.register_buffer('{buffer}', ...) so that it is saved and moved "
                                       f"with the module.")
+            expected = {"weight", "bias", "running_mean", "running_var", "num_batches_tracked"}
+            extra = sorted(set(map(str, keys)) - expected)
+            if extra:
+                raise CheckFailed(f"{self.names[0]}.state_dict() has keys torch.nn.BatchNorm2d does not ({extra}): a "
+                                  f"checkpoint saved from one would not load into the other. Keep exactly "
+                                  f"{sorted(expected)} (plain attributes for anything else).")
 
 
 @register

@@ -283,6 +283,13 @@ WRONG_TORCH_MODULE = {
 }
 TORCH_MODULE_NOT_A_PARAMETER = TORCH_MODULE.replace("nn.Parameter(torch.ones(num_features))",
                                                     "torch.ones(num_features, requires_grad=True)")
+TORCH_MODULE_STATISTICS_AS_PARAMETERS = TORCH_MODULE.replace(
+    'self.register_buffer("running_mean", torch.zeros(num_features))',
+    "self.running_mean = nn.Parameter(torch.zeros(num_features), requires_grad=False)")
+TORCH_MODULE_EXTRA_STATE = TORCH_MODULE.replace(
+    'self.register_buffer("num_batches_tracked", torch.tensor(0))',
+    'self.register_buffer("num_batches_tracked", torch.tensor(0))\n'
+    '        self.register_buffer("saved_mean", torch.zeros(num_features))')
 TORCH_MODULE_CALLS_TORCH = '''
 class BatchNorm2d(nn.BatchNorm2d):
     pass
