@@ -166,6 +166,17 @@ def test_layer_mistakes_are_named(label):
     assert EXPLANATIONS[label] in messages[0] or EXPLANATIONS[label] in messages[-1]
 
 
+@pytest.mark.parametrize("source, what", [("LAYER_X_IN_PLACE", "changed its input x in place"),
+                                          ("LAYER_DOUT_IN_PLACE", "changed the upstream gradient dout in place")])
+def test_a_layer_that_edits_its_callers_arrays_fails(source, what):
+    assert LAYER_SOURCE_OK in wrong.LAYER
+    layer = wrong.load(getattr(wrong, source), "BatchNorm")
+    assert what in failure(checks.layer_train, layer)
+
+
+LAYER_SOURCE_OK = "self.xhat = (x - mean.reshape(shape)) * self.inv"
+
+
 def test_layer_conv_mistake_m_is_n_h_w():
     layer = wrong.load(wrong.WRONG_LAYER_CONV["running_var_batch_size_only"], "BatchNorm")
     checks.layer_train(layer)

@@ -45,6 +45,12 @@ class _LayerBase(ScriptCheck):
         from bnlab.grading import wire
 
         steps = inputs["steps"]
+        for step, record in zip(steps, data):
+            if isinstance(record, dict) and record.get("changed") in ("x", "dout"):
+                what = "its input x" if record["changed"] == "x" else "the upstream gradient dout"
+                raise CheckFailed(f"{self.names[0]}.{step[0]} changed {what} in place (e.g. `x -= self.mu` or "
+                                  f"`dout *= self.gamma`): the caller's array must not change. Compute new "
+                                  f"arrays instead.")
         reference = wire.loads(wire.dumps(play_numpy(layers.BatchNorm, steps)))
         models = model_records(steps, NUMPY_MISTAKES)
         compare_scripts(steps, data, reference, class_name=self.names[0], tol=1e-6, models=models)

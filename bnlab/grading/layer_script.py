@@ -76,14 +76,25 @@ class _Player:
 
 
 class _NumpyPlayer(_Player):
+    """Gives the layer its own copy of each array and notes (``"changed": name``) when the layer edited it in
+    place: a caller's x or upstream gradient must not change."""
+
     def forward(self, x: np.ndarray, grad: bool = True) -> dict[str, Any]:
-        return call(lambda v: self.layer.forward(v), x.copy()).record
+        given = x.copy()
+        return _noting_changes(call(lambda v: self.layer.forward(v), given).record, "x", given, x)
 
     def backward(self, dout: np.ndarray) -> dict[str, Any]:
         def run(d: np.ndarray) -> list[Any]:
             dx = self.layer.backward(d)
             return [dx, self.layer.grad["weight"], self.layer.grad["bias"]]
-        return call(run, dout.copy()).record
+        given = dout.copy()
+        return _noting_changes(call(run, given).record, "dout", given, dout)
+
+
+def _noting_changes(record: dict[str, Any], name: str, given: np.ndarray, original: np.ndarray) -> dict[str, Any]:
+    if not np.array_equal(given, original, equal_nan=True):
+        record = {**record, "changed": name}
+    return record
 
 
 class _TorchPlayer(_Player):

@@ -283,6 +283,12 @@ WRONG_TORCH_MODULE = {
 }
 TORCH_MODULE_NOT_A_PARAMETER = TORCH_MODULE.replace("nn.Parameter(torch.ones(num_features))",
                                                     "torch.ones(num_features, requires_grad=True)")
+# a layer whose forward centres x in place, and one whose backward scales dout in place
+LAYER_X_IN_PLACE = LAYER.replace("        self.xhat = (x - mean.reshape(shape)) * self.inv\n",
+                                 "        x -= mean.reshape(shape)\n        self.xhat = x * self.inv\n")
+LAYER_DOUT_IN_PLACE = LAYER.replace("        dbeta, dgamma = dout.sum(axis=axes), (dout * xhat).sum(axis=axes)\n",
+                                    "        dbeta, dgamma = dout.sum(axis=axes), (dout * xhat).sum(axis=axes)\n"
+                                    "        dout *= self.weight.reshape(shape)  # dxhat, in the caller's array\n")
 TORCH_MODULE_STATISTICS_AS_PARAMETERS = TORCH_MODULE.replace(
     'self.register_buffer("running_mean", torch.zeros(num_features))',
     "self.running_mean = nn.Parameter(torch.zeros(num_features), requires_grad=False)")
