@@ -286,9 +286,10 @@ TORCH_MODULE_NOT_A_PARAMETER = TORCH_MODULE.replace("nn.Parameter(torch.ones(num
 # a layer whose forward centres x in place, and one whose backward scales dout in place
 LAYER_X_IN_PLACE = LAYER.replace("        self.xhat = (x - mean.reshape(shape)) * self.inv\n",
                                  "        x -= mean.reshape(shape)\n        self.xhat = x * self.inv\n")
-LAYER_DOUT_IN_PLACE = LAYER.replace("        dbeta, dgamma = dout.sum(axis=axes), (dout * xhat).sum(axis=axes)\n",
-                                    "        dbeta, dgamma = dout.sum(axis=axes), (dout * xhat).sum(axis=axes)\n"
-                                    "        dout *= self.weight.reshape(shape)  # dxhat, in the caller's array\n")
+LAYER_DOUT_IN_PLACE = LAYER.replace(  # right gradients, but dout is centred in the caller's array
+    "        return a / m * (m * dout - dbeta.reshape(shape) - xhat * dgamma.reshape(shape))\n",
+    "        dout -= dout.mean(axis=axes, keepdims=True)\n"
+    "        return a * (dout - xhat * dgamma.reshape(shape) / m)\n")
 TORCH_MODULE_STATISTICS_AS_PARAMETERS = TORCH_MODULE.replace(
     'self.register_buffer("running_mean", torch.zeros(num_features))',
     "self.running_mean = nn.Parameter(torch.zeros(num_features), requires_grad=False)")
