@@ -212,6 +212,13 @@ def test_torch_module_statistics_are_buffers_and_its_state_dict_matches_torch():
     assert "keys torch.nn.BatchNorm2d does not (['saved_mean'])" in failure(checks.torch_module, extra)
 
 
+def test_torch_function_must_accept_no_running_statistics():
+    function = wrong.load(wrong.TORCH_FUNCTION_NEEDS_RUNNING, "BatchNormFunction")
+    assert wrong.TORCH_FUNCTION_NEEDS_RUNNING != wrong.TORCH_FUNCTION
+    message = failure(checks.torch_function, function)
+    assert "without running statistics (None)" in message and "AttributeError" in message
+
+
 def test_correct_torch_code_passes(capsys):
     function = wrong.load(wrong.TORCH_FUNCTION, "BatchNormFunction")
     checks.torch_function(function)

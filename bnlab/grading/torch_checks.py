@@ -46,14 +46,23 @@ _STAT_MISTAKES = ("momentum_swapped", "running_var_biased", "running_var_batch_s
 
 
 def _function_case(label: str, shape: tuple[int, ...], seed: int, training: bool, momentum: float = 0.1,
-                   eps: float = 1e-5) -> dict[str, Any]:
+                   eps: float = 1e-5, running: bool = True) -> dict[str, Any]:
+    """One call of the function; ``running=False``: no running statistics (None, as the task allows in
+    training mode)."""
     rng = case_rng(seed)
     c = shape[1]
     gamma = rng.uniform(0.5, 2.0, c) * np.where(np.arange(c) % 2, -1.0, 1.0)
     gamma[0] = 0.0
-    return {"label": label, "x": batch(shape, seed + 1), "running_mean": rng.uniform(-1, 1, c),
-            "running_var": rng.uniform(0.5, 2.0, c), "weight": gamma, "bias": rng.normal(0, 1, c),
+    running_mean, running_var = rng.uniform(-1, 1, c), rng.uniform(0.5, 2.0, c)
+    return {"label": label, "x": batch(shape, seed + 1), "running_mean": running_mean if running else None,
+            "running_var": running_var if running else None, "weight": gamma, "bias": rng.normal(0, 1, c),
             "training": training, "momentum": momentum, "eps": eps, "dout": rng.standard_normal(shape)}
+
+
+def _tensor_or_none(value: Any) -> Any:
+    import torch
+
+    return None if value is None else torch.tensor(value)
 
 
 class _FunctionBase(CaseCheck):
@@ -69,7 +78,7 @@ class _FunctionBase(CaseCheck):
             x = torch.tensor(case["x"], requires_grad=True)
             weight = torch.tensor(case["weight"], requires_grad=True)
             bias = torch.tensor(case["bias"], requires_grad=True)
-            mean, var = torch.tensor(case["running_mean"]), torch.tensor(case["running_var"])
+            mean, var = _tensor_or_none(case["running_mean"]), _tensor_or_none(case["running_var"])
 
             def run() -> list[Any]:
                 out = function.apply(x, mean, var, weight, bias, case["training"], case["momentum"], case["eps"])
@@ -100,7 +109,7 @@ class _FunctionBase(CaseCheck):
                               inference_candidates(*args, case["running_mean"], case["running_var"], case["eps"]))
                 mistake = closest_mistake(out, candidates)
                 raise CheckFailed(f"{name} on {label}: {problem}." + (f"\n{explain(mistake)}" if mistake else ""))
-            for stat in ("running_mean", "running_var"):
+            for stat in ("running_mean", "running_var") if case["running_mean"] is not None else ():
                 problem = array_problem(stat, after[stat], expected[stat], TOL64)
                 if problem:
                     mistake = closest_mistake(after[stat], _stat_candidates(case, stat))
@@ -129,11 +138,11 @@ def _torch_reference(case: dict[str, Any]) -> dict[str, np.ndarray]:
     x = torch.tensor(case["x"], requires_grad=True)
     weight = torch.tensor(case["weight"], requires_grad=True)
     bias = torch.tensor(case["bias"], requires_grad=True)
-    mean, var = torch.tensor(case["running_mean"]), torch.tensor(case["running_var"])
+    mean, var = _tensor_or_none(case["running_mean"]), _tensor_or_none(case["running_var"])
     out = F.batch_norm(x, mean, var, weight, bias, case["training"], case["momentum"], case["eps"])
     dx, dweight, dbias = torch.autograd.grad(out, (x, weight, bias), torch.tensor(case["dout"]))
     return {"out": out.detach().numpy(), "dx": dx.numpy(), "dweight": dweight.numpy(), "dbias": dbias.numpy(),
-            "running_mean": mean.numpy(), "running_var": var.numpy()}
+            "running_mean": None if mean is None else mean.numpy(), "running_var": None if var is None else var.numpy()}
 
 
 def _stat_candidates(case: dict[str, Any], stat: str) -> dict[str, np.ndarray]:
@@ -156,7 +165,9 @@ class FunctionCheck(_FunctionBase):
 
     def cases(self) -> list[dict[str, Any]]:
         return [_function_case("a (6, 3) float64 batch in training mode", (6, 3), 81, True),
-                _function_case("a (4, 3) float64 batch in eval mode", (4, 3), 82, False)]
+                _function_case("a (4, 3) float64 batch in eval mode", (4, 3), 82, False),
+                _function_case("a (5, 3) float64 batch in training mode without running statistics (None)",
+                               (5, 3), 86, True, running=False)]
 
 
 @register
