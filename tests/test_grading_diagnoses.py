@@ -219,6 +219,13 @@ def test_torch_function_must_accept_no_running_statistics():
     assert "without running statistics (None)" in message and "AttributeError" in message
 
 
+def test_torch_module_counts_batches_as_torch_does():
+    module = wrong.load(wrong.TORCH_MODULE_TRACKED_FLOAT, "BatchNorm2d")
+    assert wrong.TORCH_MODULE_TRACKED_FLOAT != wrong.TORCH_MODULE
+    message = failure(checks.torch_module, module)
+    assert "num_batches_tracked is 0 (torch.float32), torch's is 0 (torch.int64)" in message
+
+
 def test_correct_torch_code_passes(capsys):
     function = wrong.load(wrong.TORCH_FUNCTION, "BatchNormFunction")
     checks.torch_function(function)

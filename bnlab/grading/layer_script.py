@@ -58,7 +58,8 @@ class _Player:
             elif kind in ("train", "eval"):
                 records.append(_mode_record(call(lambda: getattr(self.layer, kind)())))
             elif kind == "state":
-                records.append(call(lambda: {k: getattr(self.layer, k, None) for k in _STATE_KEYS}).record)
+                records.append({**call(lambda: {k: getattr(self.layer, k, None) for k in _STATE_KEYS}).record,
+                                **self.state_extra()})
             elif kind in ("forward", "backward", "names"):
                 records.append(getattr(self, kind)(*step[1:]))
             else:
@@ -73,6 +74,10 @@ class _Player:
 
     def names(self) -> dict[str, Any]:
         raise ValueError("a names step needs a torch module")
+
+    def state_extra(self) -> dict[str, Any]:
+        """More of the state than the compared fields (torch: num_batches_tracked, value and dtype)."""
+        return {}
 
 
 class _NumpyPlayer(_Player):
@@ -99,6 +104,13 @@ def _noting_changes(record: dict[str, Any], name: str, given: np.ndarray, origin
 
 class _TorchPlayer(_Player):
     last: tuple[Any, Any] | None = None
+
+    def state_extra(self) -> dict[str, Any]:
+        tracked = getattr(self.layer, "num_batches_tracked", None)
+        try:
+            return {"tracked": [int(tracked), str(getattr(tracked, "dtype", type(tracked).__name__))]}
+        except (TypeError, ValueError, RuntimeError):
+            return {"tracked": [None, type(tracked).__name__]}
 
     def forward(self, x: np.ndarray, grad: bool = True) -> dict[str, Any]:
         import torch

@@ -31,7 +31,7 @@ from bnlab.grading.diagnoses import (
     inference_candidates,
 )
 from bnlab.grading.layer_checks import independent_rows
-from bnlab.grading.layer_script import compare_scripts, model_records, play_torch
+from bnlab.grading.layer_script import compare_scripts, describe_steps, model_records, play_torch
 from bnlab.grading.numpy_checks import batch
 from bnlab.grading.wire import to_plain
 
@@ -200,6 +200,7 @@ class _ModuleBase(ScriptCheck):
         reference = wire.loads(wire.dumps(play_torch(torch.nn.BatchNorm2d, steps)))
         models = model_records(steps, TORCH_MISTAKES)
         compare_scripts(steps, data, reference, class_name=name, tol=TOL32, models=models)
+        self._judge_tracked(steps, data, reference)
         forwards = [i for i, s in enumerate(steps) if s[0] == "forward"]
         for a, b in self.independence_pairs(forwards):
             independent_rows(steps, data, a, b, name)
@@ -207,6 +208,20 @@ class _ModuleBase(ScriptCheck):
 
     def independence_pairs(self, forwards: list[int]) -> list[tuple[int, int]]:
         return []
+
+    def _judge_tracked(self, steps: Sequence[tuple[Any, ...]], data: Sequence[dict[str, Any]],
+                       reference: Sequence[dict[str, Any]]) -> None:
+        """num_batches_tracked counts training-mode forwards (torch.long), like torch's."""
+        names = describe_steps(steps, self.names[0])
+        for index, (step, mine, ref) in enumerate(zip(steps, data, reference)):
+            if step[0] != "state" or "tracked" not in ref:
+                continue
+            value, dtype = (mine.get("tracked") or [None, "missing"])[:2]
+            want, want_dtype = ref["tracked"][:2]
+            if value != want or dtype != want_dtype:
+                raise CheckFailed(f"in {names[index]}: num_batches_tracked is {value} ({dtype}), torch's is "
+                                  f"{want} ({want_dtype}). It counts the forwards in training mode (with or "
+                                  f"without gradients), as a long tensor: self.num_batches_tracked += 1.")
 
     def _judge_names(self, steps: Sequence[tuple[Any, ...]], data: Sequence[dict[str, Any]]) -> None:
         for step, record in zip(steps, data):

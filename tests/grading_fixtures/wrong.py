@@ -293,6 +293,8 @@ LAYER_DOUT_IN_PLACE = LAYER.replace(  # right gradients, but dout is centred in 
 # a function that assumes running statistics are always given (the task allows None in training mode)
 TORCH_FUNCTION_NEEDS_RUNNING = TORCH_FUNCTION.replace("            if running_mean is not None:\n",
                                                       "            if True:\n")
+# num_batches_tracked as a float, and counted on every forward (eval ones too)
+TORCH_MODULE_TRACKED_FLOAT = TORCH_MODULE.replace('torch.tensor(0))', 'torch.tensor(0.0))')
 TORCH_MODULE_STATISTICS_AS_PARAMETERS = TORCH_MODULE.replace(
     'self.register_buffer("running_mean", torch.zeros(num_features))',
     "self.running_mean = nn.Parameter(torch.zeros(num_features), requires_grad=False)")
