@@ -226,6 +226,12 @@ def test_torch_module_counts_batches_as_torch_does():
     assert "num_batches_tracked is 0 (torch.float32), torch's is 0 (torch.int64)" in message
 
 
+def test_torch_module_returns_the_inputs_dtype():
+    module = wrong.load(wrong.TORCH_MODULE_DOUBLE_OUTPUT, "BatchNorm2d")
+    assert wrong.TORCH_MODULE_DOUBLE_OUTPUT != wrong.TORCH_MODULE
+    assert "returned float64, torch returns float32 for float32 input" in failure(checks.torch_module, module)
+
+
 def test_correct_torch_code_passes(capsys):
     function = wrong.load(wrong.TORCH_FUNCTION, "BatchNormFunction")
     checks.torch_function(function)

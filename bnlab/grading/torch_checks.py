@@ -201,6 +201,7 @@ class _ModuleBase(ScriptCheck):
         models = model_records(steps, TORCH_MISTAKES)
         compare_scripts(steps, data, reference, class_name=name, tol=TOL32, models=models)
         self._judge_tracked(steps, data, reference)
+        self._judge_dtypes(steps, data, reference)
         forwards = [i for i, s in enumerate(steps) if s[0] == "forward"]
         for a, b in self.independence_pairs(forwards):
             independent_rows(steps, data, a, b, name)
@@ -208,6 +209,19 @@ class _ModuleBase(ScriptCheck):
 
     def independence_pairs(self, forwards: list[int]) -> list[tuple[int, int]]:
         return []
+
+    def _judge_dtypes(self, steps: Sequence[tuple[Any, ...]], data: Sequence[dict[str, Any]],
+                      reference: Sequence[dict[str, Any]]) -> None:
+        """A forward returns the input's dtype, as torch's does (float32 in, float32 out)."""
+        names = describe_steps(steps, self.names[0])
+        for index, (step, mine, ref) in enumerate(zip(steps, data, reference)):
+            if step[0] != "forward" or not isinstance(ref.get("value"), np.ndarray):
+                continue
+            value = mine.get("value")
+            if isinstance(value, np.ndarray) and value.dtype != ref["value"].dtype:
+                raise CheckFailed(f"{names[index]} returned {value.dtype}, torch returns {ref['value'].dtype} for "
+                                  f"{ref['value'].dtype} input: compute in the input's dtype, or convert back "
+                                  f"(.to(x.dtype)).")
 
     def _judge_tracked(self, steps: Sequence[tuple[Any, ...]], data: Sequence[dict[str, Any]],
                        reference: Sequence[dict[str, Any]]) -> None:

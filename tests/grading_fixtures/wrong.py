@@ -295,6 +295,12 @@ TORCH_FUNCTION_NEEDS_RUNNING = TORCH_FUNCTION.replace("            if running_me
                                                       "            if True:\n")
 # num_batches_tracked as a float, and counted on every forward (eval ones too)
 TORCH_MODULE_TRACKED_FLOAT = TORCH_MODULE.replace('torch.tensor(0))', 'torch.tensor(0.0))')
+# the right values, returned in float64 for float32 input
+TORCH_MODULE_DOUBLE_OUTPUT = TORCH_MODULE.replace(
+    "        return BatchNormFunction.apply(x, self.running_mean, self.running_var, self.weight, self.bias,\n"
+    "                                       training, self.momentum, self.eps)\n",
+    "        return BatchNormFunction.apply(x, self.running_mean, self.running_var, self.weight, self.bias,\n"
+    "                                       training, self.momentum, self.eps).double()\n")
 TORCH_MODULE_STATISTICS_AS_PARAMETERS = TORCH_MODULE.replace(
     'self.register_buffer("running_mean", torch.zeros(num_features))',
     "self.running_mean = nn.Parameter(torch.zeros(num_features), requires_grad=False)")
