@@ -86,6 +86,9 @@ EXPLANATIONS: dict[str, str] = {
         "off by a relative error of about eps / var: invisible for ordinary channels, large for a nearly "
         "constant one.",
     "gamma_missing": "gamma is missing from dx: the gradient reaching xhat is dxhat = dout * gamma.",
+    "m_is_batch_size_in_backward": "m in the backward is the batch size N, but for (N, C, H, W) each channel's "
+        "statistics average over m = N * H * W values (x.size // x.shape[1]); the forward's count and the "
+        "backward's must be the same.",
     "sign_flipped": "dx has the opposite sign of the right gradient: check the signs of dstd = -dinv / std**2 "
         "and dmu = -sum(dxc).",
     "zeros": "dx is zero everywhere. A gradient check with an all-ones upstream gradient would let this pass "
@@ -227,7 +230,7 @@ def backward_dx_candidates(x: np.ndarray, gamma: np.ndarray, dout: np.ndarray, e
 
     right = staged(gamma)
     std = np.sqrt(x.var(axis=axes, keepdims=True) + eps)
-    return {
+    candidates = {
         "constant_statistics": dout * as_channel(gamma, x.ndim) / std,
         "variance_branch_missing": staged(gamma, var_branch=None),
         "mean_branch_missing": staged(gamma, mean_branch=None),
@@ -240,6 +243,12 @@ def backward_dx_candidates(x: np.ndarray, gamma: np.ndarray, dout: np.ndarray, e
         "sign_flipped": -right,
         "zeros": np.zeros_like(x),
     }
+    if x.ndim > 2:  # only there can the count of averaged values differ from the batch size
+        n = x.shape[0]
+        xhat = (x - x.mean(axis=axes, keepdims=True)) / std
+        candidates["m_is_batch_size_in_backward"] = (as_channel(gamma, x.ndim) / std / n
+                                                     * (n * dout - csum(dout) - xhat * csum(dout * xhat)))
+    return candidates
 
 
 def backward_param_candidates(x: np.ndarray, dout: np.ndarray, eps: float) -> dict[str, dict[str, Any]]:

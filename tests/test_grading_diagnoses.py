@@ -177,6 +177,13 @@ def test_a_layer_that_edits_its_callers_arrays_fails(source, what):
 LAYER_SOURCE_OK = "self.xhat = (x - mean.reshape(shape)) * self.inv"
 
 
+def test_a_backward_counting_only_the_batch_is_named_on_4d_input():
+    forward = wrong.load(wrong.FORWARD, "batchnorm_forward")
+    backward = wrong.load(wrong.BACKWARD_M_IS_N, "batchnorm_backward")
+    checks.backward(forward, backward)                          # (N, C): m = N is right
+    assert EXPLANATIONS["m_is_batch_size_in_backward"] in failure(checks.backward_conv, forward, backward)
+
+
 def test_layer_conv_mistake_m_is_n_h_w():
     layer = wrong.load(wrong.WRONG_LAYER_CONV["running_var_batch_size_only"], "BatchNorm")
     checks.layer_train(layer)

@@ -301,6 +301,8 @@ TORCH_MODULE_DOUBLE_OUTPUT = TORCH_MODULE.replace(
     "                                       training, self.momentum, self.eps)\n",
     "        return BatchNormFunction.apply(x, self.running_mean, self.running_var, self.weight, self.bias,\n"
     "                                       training, self.momentum, self.eps).double()\n")
+# the fused backward with m = N: right for (N, C), wrong for (N, C, H, W)
+BACKWARD_M_IS_N = backward_with("    m = x.size // x.shape[1]\n", "    m = x.shape[0]\n")
 TORCH_MODULE_STATISTICS_AS_PARAMETERS = TORCH_MODULE.replace(
     'self.register_buffer("running_mean", torch.zeros(num_features))',
     "self.running_mean = nn.Parameter(torch.zeros(num_features), requires_grad=False)")
