@@ -467,3 +467,17 @@ def test_a_notebook_not_run_top_to_bottom_gets_a_note(tmp_path):
     path = write(nb, tmp_path, "skipped.ipynb")
     (result,) = grade_many([path], find_masters(), LIMITS)
     assert any("1 code cell was never run" in note for note in result.notes) and result.score == result.max_score
+
+
+def test_a_sandbox_that_will_not_start_falls_back_and_says_so(tmp_path, monkeypatch):
+    from bnlab.grading import grade as grade_module
+
+    def broken(hidden):
+        raise RuntimeError("the grading sandbox did not start")
+
+    monkeypatch.setattr(grade_module, "sandbox_for_this_thread", broken)
+    monkeypatch.setattr(grade_module, "sandboxed", lambda: True)
+    path = write(solved("ex1_forward"), tmp_path, "fallback.ipynb")
+    (result,) = grade_many([path], find_masters(), LIMITS)
+    assert result.status == "graded" and result.score == result.max_score
+    assert any("graded without the sandbox" in note for note in result.notes)

@@ -247,16 +247,21 @@ def _grade_submission(path: str, masters: dict[str, Master], limits: Limits,
                           named or "")
         master = masters[exercise]
         plan, checks = build_plan(master, nb, limits)
+        run, sandbox_note = None, None
         if sandboxed():
             hidden = hidden if hidden is not None else hidden_paths([path], masters)
-            run = sandbox_for_this_thread(hidden).run(plan, f"work-{uuid.uuid4().hex}", limits)
-        else:
+            try:
+                run = sandbox_for_this_thread(hidden).run(plan, f"work-{uuid.uuid4().hex}", limits)
+            except (RuntimeError, OSError) as exc:  # the sandbox itself would not start: grade without it
+                sandbox_note = f"graded without the sandbox, which did not start ({exc})"
+        if run is None:
             workdir = Path(scratch) / "work"
             workdir.mkdir()
             run = run_plan(plan, str(workdir), limits)
     tests = _judge(master, checks, run, limits)
     status = "graded" if run.finished else ("timed out" if run.timed_out else "crashed")
-    notes = ([note] if note else []) + _notes(run, limits) + _run_order_notes(nb)
+    notes = ([note] if note else []) + ([sandbox_note] if sandbox_note else []) + _notes(run, limits)
+    notes += _run_order_notes(nb)
     score = float(sum(t.score for t in tests))
     return SubmissionResult(path, exercise, score, master.max_score, status, tests, notes, round(run.seconds, 3))
 
