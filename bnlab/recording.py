@@ -20,6 +20,7 @@ __all__ = [
     "gradient_norms",
     "unit_weight_norms",
     "hidden_activations",
+    "hidden_layer_outputs",
     "named_weight_layers",
     "weight_norms",
 ]
@@ -31,6 +32,25 @@ _MAX_VALUES_PER_EXAMPLE = 256  # wider layers (conv feature maps) are subsampled
 def hidden_activations(model: nn.Module) -> list[nn.Module]:
     """The nonlinearity module of each hidden layer of a :class:`~bnlab.models.Network` ([] for other models)."""
     return [block.activation for block in model.hidden_layers] if isinstance(model, Network) else []
+
+
+def hidden_layer_outputs(model: Network, x: torch.Tensor, train_mode: bool) -> list[torch.Tensor]:
+    """Each hidden layer's output (after its nonlinearity), (N, width) per layer, input side first, when ``x``
+    passes through a copy of ``model`` in training or eval mode (the model's running statistics and mode stay
+    untouched)."""
+    import copy
+
+    probe = copy.deepcopy(model).train(train_mode)
+    outputs: list[torch.Tensor] = []
+    hooks = [block.register_forward_hook(lambda module, args, out: outputs.append(out.detach()))
+             for block in probe.hidden_layers]
+    try:
+        with torch.no_grad():
+            probe(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return outputs
 
 
 def named_weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:

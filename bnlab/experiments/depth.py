@@ -10,7 +10,6 @@ default grid covers every depth from 2 to 8 (where the plain nets' borders lie),
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -19,6 +18,7 @@ import torch
 from bnlab._validation import check_choice, check_float
 from bnlab.experiments._runs import SeedRuns, mnist, percentiles_in_training_mode
 from bnlab.experiments.base import ACTIVATIONS, Experiment, sweep
+from bnlab.recording import hidden_layer_outputs
 from bnlab.train import TrainResult
 
 __all__ = ["DEPTH_INITS", "DEPTH_NORMS", "DEPTH_SETTINGS", "GRID_DEPTHS", "LR_CONTROLS", "DepthConfig", "depth_sweep",
@@ -110,16 +110,7 @@ def layer_similarities(model, train_mode: bool) -> np.ndarray:
     Near 1: the layer maps every image to nearly the same direction (rank collapse, Daneshmand et al. 2020),
     so the layers above cannot tell the images apart. Independent ReLU features give about 1/pi = 0.32.
     """
-    probe = copy.deepcopy(model).train(train_mode)
-    outputs: list[torch.Tensor] = []
-    hooks = [block.register_forward_hook(lambda module, args, out: outputs.append(out.detach()))
-             for block in probe.hidden_layers]
-    try:
-        with torch.no_grad():
-            probe(mnist().x_test)
-    finally:
-        for hook in hooks:
-            hook.remove()
+    outputs = hidden_layer_outputs(model, mnist().x_test, train_mode)
     return np.array([mean_cosine_similarity(out) for out in outputs])
 
 

@@ -20,6 +20,7 @@ from bnlab._validation import check_choice, check_float, check_int
 from bnlab.experiments._runs import SeedRuns, check_seeds, mnist
 from bnlab.experiments.base import ACTIVATIONS, Experiment, sweep
 from bnlab.models import build_mlp
+from bnlab.recording import hidden_layer_outputs
 from bnlab.train import TrainResult
 
 __all__ = [
@@ -87,18 +88,7 @@ def dead_unit_fractions(model) -> np.ndarray:
     """(L,) for each hidden layer, the fraction of its units whose output (after the nonlinearity) is exactly
     0 for every test example, the model in eval mode. A layer with every unit dead passes nothing on: the
     output layer then sees the same input for every image and can do no better than the class frequencies."""
-    outputs: list[torch.Tensor] = []
-    hooks = [block.register_forward_hook(lambda module, args, out: outputs.append(out.detach()))
-             for block in model.hidden_layers]
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(mnist().x_test)
-    finally:
-        model.train(was_training)
-        for hook in hooks:
-            hook.remove()
+    outputs = hidden_layer_outputs(model, mnist().x_test, train_mode=False)
     return np.array([float((out == 0).all(dim=0).double().mean()) for out in outputs])
 
 

@@ -221,8 +221,8 @@ def gradient_at_init(config: BatchSizeConfig, seed: int = 0) -> GradientAtInit:
         pairs = z.reshape(-1, 2, z.shape[1])
         gap = np.repeat(np.abs(pairs[:, 0] - pairs[:, 1]), 2, axis=0)
     return GradientAtInit(norm_batch_size=config.norm_batch_size, weight_grad=gradient_norms(layers),
-                          weight_norm=weight_norms(layers), weight_cosine=np.array(cosines), pre_norm_grad=captured["z"].grad.numpy().astype(np.float64),
-                          pair_gap=gap, lr=config.lr)
+                          weight_norm=weight_norms(layers), weight_cosine=np.array(cosines),
+                          pre_norm_grad=captured["z"].grad.numpy().astype(np.float64), pair_gap=gap, lr=config.lr)
 
 
 def first_update_norm(weight_norm: float, grad_norm: float, lr: float) -> float:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from bnlab.experiments import SeedRuns
 from bnlab.experiments._runs import map_seeds, mnist, train_mlp
-from bnlab.experiments.learning_rate import TRAINS_THRESHOLD, LearningRateConfig
+from bnlab.experiments.learning_rate import TRAINS_THRESHOLD, LearningRateConfig, trains
 from bnlab.models import build_mlp
 
 __all__ = [
@@ -55,16 +55,12 @@ __all__ = [
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _trains(runs: SeedRuns, threshold: float) -> bool:
-    return all(math.isfinite(a) and a > threshold for a in runs.final_accuracies())
-
-
 def learning_rate_border(by_lr: Mapping[float, SeedRuns], threshold: float = TRAINS_THRESHOLD
                          ) -> tuple[float, float]:
     """``(largest grid rate at which every seed trains, next grid rate)``: the border lies between them.
     A run trains when it does not diverge and ends above ``threshold``. NaN where there is none."""
     rates = sorted(by_lr)
-    good = [lr for lr in rates if _trains(by_lr[lr], threshold)]
+    good = [lr for lr in rates if trains(by_lr[lr], threshold)]
     if not good:
         return math.nan, rates[0]
     above = [lr for lr in rates if lr > max(good)]
@@ -354,8 +350,8 @@ def one_step_separation(ratios: Mapping[float, Sequence[float]], by_lr: Mapping[
     some seed fails)``, over the rates both mappings share. The first below the second: the one-step ratio
     at initialization separates the rates that train from those that fail."""
     shared = sorted(set(ratios) & set(by_lr))
-    trained = [r for lr in shared if _trains(by_lr[lr], threshold) for r in ratios[lr]]
-    failed = [r for lr in shared if not _trains(by_lr[lr], threshold) for r in ratios[lr]]
+    trained = [r for lr in shared if trains(by_lr[lr], threshold) for r in ratios[lr]]
+    failed = [r for lr in shared if not trains(by_lr[lr], threshold) for r in ratios[lr]]
     return (max(trained) if trained else math.nan), (min(failed) if failed else math.nan)
 
 
