@@ -29,11 +29,11 @@ from typing import Any
 from bnlab.grading import wire
 from bnlab.grading.core import CHECKS, Check
 from bnlab.grading.notebooks import Master, cell_role, grade_id_of, strip_cell_source
+from bnlab.grading.zygote import MAX_FRAME, read_frame, write_frame
 
 __all__ = ["Limits", "RunResult", "Sandbox", "bubblewrap_problem", "build_plan", "make_check", "run_plan",
            "sandbox_for_this_thread"]
 
-_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 _MAX_TOTAL_BYTES = 256 * 1024 * 1024
 _PRELOAD = ["numpy", "torch", "bnlab.grading.child"]
 _THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -168,8 +168,6 @@ def bubblewrap_problem() -> str | None:
 
 def _read_result(fd: int, result: RunResult, deadline: float) -> None:
     """Collect a sandboxed run's relayed messages until its end frame (or the grader's own deadline)."""
-    from bnlab.grading.zygote import read_frame
-
     total = 0
     while True:
         frame = read_frame(fd, deadline)
@@ -212,6 +210,7 @@ class Sandbox:
     """
 
     def __init__(self, hidden: tuple[str, ...] = ()) -> None:
+        self.hidden = hidden
         self.scratch = tempfile.mkdtemp(prefix="bnlab-sandbox-")
         args = [BWRAP, "--unshare-all", "--die-with-parent", "--new-session", "--ro-bind", "/", "/",
                 "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
@@ -223,8 +222,6 @@ class Sandbox:
         env = {**os.environ, **{key: "1" for key in _THREAD_ENV}}
         self.process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=subprocess.DEVNULL, env=env, start_new_session=True)
-        from bnlab.grading.zygote import read_frame
-
         ready = read_frame(self.process.stdout.fileno(), time.monotonic() + 120)
         if ready is None or ready[0] != b"R":
             self.close()
@@ -232,8 +229,6 @@ class Sandbox:
 
     def run(self, plan: dict[str, Any], workdir_name: str, limits: Limits) -> RunResult:
         """Run ``plan`` in a fresh scratch folder; never raises for anything the submission does."""
-        from bnlab.grading.zygote import write_frame
-
         workdir = os.path.join(self.scratch, workdir_name)
         os.mkdir(workdir)
         result = RunResult()
@@ -271,7 +266,6 @@ def sandbox_for_this_thread(hidden: tuple[str, ...]) -> Sandbox:
         if current is not None:
             current.close()
         current = Sandbox(hidden)
-        current.hidden = hidden
         _sandboxes.sandbox = current
         _opened.append(current)
     return current
@@ -313,7 +307,7 @@ def run_plan(plan: dict[str, Any], workdir: str, limits: Limits) -> RunResult:
                     break
                 continue
             try:
-                raw = reader.recv_bytes(_MAX_MESSAGE_BYTES)
+                raw = reader.recv_bytes(MAX_FRAME)
             except (EOFError, OSError):
                 break
             total += len(raw)

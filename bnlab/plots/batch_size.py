@@ -15,7 +15,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from bnlab.experiments import SeedRuns
-from bnlab.lessons.batch_size import GradientAtInit, with_final_train_loss
+from bnlab.lessons.batch_size import GradientAtInit, final_train_loss, with_final_train_loss
 from bnlab.plots._seed_runs import (
     COLORS,
     chance_line,
@@ -109,13 +109,11 @@ def plot_norm_batch_size(bn: Mapping[int, SeedRuns], others: Mapping[str, SeedRu
     acc.set(xlabel="normalization batch (examples, log2)", ylabel="test accuracy after training",
             title=f"Test accuracy, SGD batch {batch_size}")
 
-    with_loss = _final_loss(bn)
-    seed_points(final_loss, with_loss, COLORS["BN"], None, name="final_train_loss", jitter=0.06, log_x=True)
-    for label, runs in _final_loss(others).items():
-        _flat_seeds(final_loss, xs, runs.values("final_train_loss"), COLORS[label], None)
+    seed_points(final_loss, _final_loss(bn), COLORS["BN"], None, name="final_train_loss", jitter=0.06, log_x=True)
+    for label, runs in others.items():
+        _flat_seeds(final_loss, xs, final_train_loss(runs), COLORS[label], None)
     final_loss.axhline(LN_10, color="gray", lw=0.8, ls=":")
-    log_or_note(final_loss, np.concatenate([each.values("final_train_loss")
-                                            for each in [*with_loss.values(), *_final_loss(others).values()]]),
+    log_or_note(final_loss, np.concatenate([final_train_loss(each) for each in [*bn.values(), *others.values()]]),
                 "no training loss recorded")
     _log2_axis(final_loss, xs)
     final_loss.set(xlabel="normalization batch (examples, log2)", ylabel="training loss (cross-entropy)",
@@ -163,8 +161,8 @@ def plot_nbs_by_sgd_batch(by_batch: Mapping[int, Mapping[int, SeedRuns]]) -> Fig
     chance_line(acc)
     acc.set(ylabel="test accuracy after training", title="Test accuracy (population statistics)")
     loss.axhline(LN_10, color="gray", lw=0.8, ls=":")
-    log_or_note(loss, np.concatenate([_final_loss(bn)[g].values("final_train_loss")
-                                      for bn in by_batch.values() for g in bn]), "no training loss recorded")
+    log_or_note(loss, np.concatenate([final_train_loss(runs) for bn in by_batch.values() for runs in bn.values()]),
+                "no training loss recorded")
     loss.set(ylabel="training loss (cross-entropy)", title="Training loss at the end (training mode)")
     legend_below(fig, ncol=4)
     fig.suptitle("BN at every SGD batch, 600 updates; dots: seeds; dotted: chance (0.1) and ln 10", fontsize=10)
