@@ -26,8 +26,8 @@ from bnlab._channels import as_channel, reduction_axes
 from bnlab.running_stats import moving_average, unbiased_variance
 
 __all__ = ["BACKWARD_DX_MISTAKES", "EXPLANATIONS", "LAYER_MISTAKES", "LayerModel", "backward_dx_candidates",
-           "backward_param_candidates",
-           "backward_with", "explain", "forward_candidates", "forward_with", "inference_candidates"]
+           "backward_param_candidates", "backward_with", "eval_backward_candidates", "explain", "forward_candidates",
+           "forward_with", "inference_candidates"]
 
 EXPLANATIONS: dict[str, str] = {
     # forward (training mode)
@@ -56,6 +56,11 @@ EXPLANATIONS: dict[str, str] = {
         "x.reshape(-1, C) mixes channels in each column. Move the channel axis last first, "
         "x.transpose(0, 2, 3, 1).reshape(-1, C) (and back afterwards), or reduce over axes (0, 2, 3) with "
         "keepdims=True.",
+    "reshape_rows_without_transpose": "reshaped (N, C, H, W) to (C, -1) without moving C first: reshape reads "
+        "the values in memory order, so each of your C rows holds a slice of the whole batch (several channels, "
+        "often several examples), not one channel. Move the channel axis first, "
+        "x.transpose(1, 0, 2, 3).reshape(C, -1) (and transpose back afterwards), or reduce over axes (0, 2, 3) "
+        "with keepdims=True.",
     "missing_keepdims": "per-channel statistics of shape (C,) broadcast against the *last* axis of "
         "(N, C, H, W), not the channel axis. Keep the reduced axes (keepdims=True) so mu has shape (1, C, 1, 1), "
         "and reshape gamma and beta to (1, C, 1, 1) too.",
@@ -96,10 +101,19 @@ EXPLANATIONS: dict[str, str] = {
         "uses a random upstream gradient.",
     "dgamma_dbeta_swapped": "dgamma and dbeta are swapped: dgamma = sum(dout * xhat), dbeta = sum(dout).",
     "dgamma_uses_x": "dgamma uses x instead of xhat: out = gamma * xhat + beta, so dgamma = sum(dout * xhat).",
+    "param_gradient_wrong_axes": "dgamma or dbeta is summed over the wrong axes: gamma and beta hold one number "
+        "per channel, shared by every example and every position, so sum over every axis but the channel axis 1 "
+        "(axes (0, 2, 3) for (N, C, H, W), (0, 2) for (N, C, L), 0 for (N, C)).",
+    "training_backward_in_eval": "the backward after an eval-mode forward uses the training formula. In eval mode "
+        "the running statistics are constants, so the layer is a fixed affine map per channel and "
+        "dx = dout * gamma / sqrt(running_var + eps); the mean and variance branches exist only when the batch's "
+        "own statistics were used (training mode).",
     # layers and running statistics
     "momentum_swapped": "the momentum convention is swapped: PyTorch's is running = (1 - momentum) * running + "
         "momentum * batch_stat (momentum=0.1 weights the newest batch by 0.1). Yours weights the old value by "
         "momentum, which is Keras's convention.",
+    "first_batch_copied": "the first training batch's statistics are copied into the running statistics. PyTorch "
+        "applies the momentum rule from the very first batch, starting from running_mean = 0 and running_var = 1.",
     "running_var_biased": "running_var stores the biased batch variance. PyTorch (and Algorithm 2 of the paper) "
         "stores the unbiased one, var * m / (m - 1), with m = N for (N, C) and N*H*W for (N, C, H, W).",
     "running_var_batch_size_only": "the unbiased correction uses N / (N - 1), but for (N, C, H, W) a channel "
@@ -175,6 +189,9 @@ def forward_candidates(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: 
             flat = x.reshape(-1, num_channels)
             out["reshape_without_moving_channels"] = (
                 _normalized(flat, (0,), eps) * gamma + beta).reshape(x.shape)
+            rows = x.reshape(num_channels, -1)
+            out["reshape_rows_without_transpose"] = (
+                _normalized(rows, (1,), eps) * gamma[:, None] + beta[:, None]).reshape(x.shape)
             if x.shape[-1] == num_channels:  # a (C,) statistic then broadcasts silently over the last axis
                 mu = x.mean(axis=axes)
                 out["missing_keepdims"] = gamma * (x - mu) / np.sqrt(x.var(axis=axes) + eps) + beta
@@ -248,7 +265,25 @@ def backward_dx_candidates(x: np.ndarray, gamma: np.ndarray, dout: np.ndarray, e
         xhat = (x - x.mean(axis=axes, keepdims=True)) / std
         candidates["m_is_batch_size_in_backward"] = (as_channel(gamma, x.ndim) / std / n
                                                      * (n * dout - csum(dout) - xhat * csum(dout * xhat)))
+        # (C, -1) rows of a (N, C, H, W) array mix channels: the whole pair computed on such rows, or a right
+        # forward whose backward reshapes the cached xhat and dout that way
+        c = x.shape[1]
+        rows = x.reshape(c, -1)
+        row_std = np.sqrt(rows.var(axis=1, keepdims=True) + eps)
+        row_xhat = (rows - rows.mean(axis=1, keepdims=True)) / row_std
+        candidates["reshape_rows_without_transpose"] = _closed_form_rows(
+            row_xhat, dout.reshape(c, -1), gamma[:, None] / row_std).reshape(x.shape)
+        candidates["reshape_rows_without_transpose#cached"] = _closed_form_rows(
+            xhat.reshape(c, -1), dout.reshape(c, -1), (gamma / std.reshape(-1))[:, None]).reshape(x.shape)
     return candidates
+
+
+def _closed_form_rows(xhat: np.ndarray, dout: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """The closed-form training dx on (C, M) rows, each row taken as one channel of M values; scale: (C, 1),
+    gamma / std per row."""
+    m = xhat.shape[1]
+    return scale / m * (m * dout - dout.sum(axis=1, keepdims=True)
+                        - xhat * (dout * xhat).sum(axis=1, keepdims=True))
 
 
 def backward_param_candidates(x: np.ndarray, dout: np.ndarray, eps: float) -> dict[str, dict[str, Any]]:
@@ -256,17 +291,47 @@ def backward_param_candidates(x: np.ndarray, dout: np.ndarray, eps: float) -> di
     axes = reduction_axes(x.ndim)
     xhat = _normalized(x, axes, eps)
     dgamma, dbeta = (dout * xhat).sum(axis=axes), dout.sum(axis=axes)
-    return {
+    out = {
         "dgamma_dbeta_swapped": {"dgamma": dbeta, "dbeta": dgamma},
         "dgamma_uses_x": {"dgamma": (dout * x).sum(axis=axes), "dbeta": dbeta},
+    }
+    if x.ndim > 2:
+        c = x.shape[1]
+        rows = x.reshape(c, -1)
+        row_xhat = (rows - rows.mean(axis=1, keepdims=True)) / np.sqrt(rows.var(axis=1, keepdims=True) + eps)
+        row_dout = dout.reshape(c, -1)
+        out["reshape_rows_without_transpose"] = {"dgamma": (row_dout * row_xhat).sum(axis=1),
+                                                 "dbeta": row_dout.sum(axis=1)}
+        out["reshape_rows_without_transpose#cached"] = {"dgamma": (dout * xhat).reshape(c, -1).sum(axis=1),
+                                                        "dbeta": row_dout.sum(axis=1)}
+    return out
+
+
+def eval_backward_candidates(x: np.ndarray, gamma: np.ndarray, dout: np.ndarray, running_mean: np.ndarray,
+                             running_var: np.ndarray, eps: float) -> dict[str, Any]:
+    """dx of an eval-mode backward that uses the training formula: with the running statistics in the closed
+    form (a cache of the eval forward fed to the training backward), or with the batch's own statistics.
+    x, dout: (N, C, ...); the rest (C,)."""
+    from bnlab.functional import batchnorm_backward_fused, batchnorm_forward
+
+    c = x.shape[1]
+    move = np.moveaxis(x, 1, 0).reshape(c, -1), np.moveaxis(dout, 1, 0).reshape(c, -1)
+    inv_std = 1.0 / np.sqrt(running_var + eps)
+    xhat = (move[0] - running_mean[:, None]) * inv_std[:, None]
+    with_running = _closed_form_rows(xhat, move[1], (gamma * inv_std)[:, None])
+    _, cache = batchnorm_forward(x, gamma, np.zeros_like(gamma), eps)
+    return {
+        "training_backward_in_eval": np.moveaxis(with_running.reshape(c, x.shape[0], *x.shape[2:]), 0, 1),
+        "training_backward_in_eval#batch": batchnorm_backward_fused(dout, cache)[0],
     }
 
 
 # ---------------------------------------------------------------------------------------- running statistics
 
 LAYER_MISTAKES = ("momentum_swapped", "running_var_biased", "running_var_batch_size_only",
-                  "running_var_init_zero", "no_update", "update_twice", "update_in_eval",
-                  "batch_statistics_in_eval", "mode_from_grad", "eval_ignored", "momentum_ignored", "eps_ignored")
+                  "running_var_init_zero", "first_batch_copied", "no_update", "update_twice", "update_in_eval",
+                  "batch_statistics_in_eval", "mode_from_grad", "eval_ignored", "momentum_ignored", "eps_ignored",
+                  "training_backward_in_eval")
 
 
 class LayerModel:
@@ -309,6 +374,10 @@ class LayerModel:
             var = biased_var * x.shape[0] / max(x.shape[0] - 1, 1)
         else:
             var = unbiased_variance(biased_var, m)
+        if self.mistake == "first_batch_copied" and self.num_batches_tracked == 0:
+            self.running_mean, self.running_var = mean.copy(), var.copy()
+            self.num_batches_tracked += 1
+            return
         rate = 1.0 - self.momentum if self.mistake == "momentum_swapped" else self.momentum
         for _ in range(2 if self.mistake == "update_twice" else 1):
             self.running_mean = moving_average(self.running_mean, mean, rate)
@@ -345,7 +414,11 @@ class LayerModel:
         x, axes = saved, reduction_axes(saved.ndim)
         inv = 1.0 / np.sqrt(as_channel(self.running_var, x.ndim) + self.eps)
         xhat = (x - as_channel(self.running_mean, x.ndim)) * inv
-        return dout * as_channel(self.weight, x.ndim) * inv, (dout * xhat).sum(axis=axes), dout.sum(axis=axes)
+        dx = dout * as_channel(self.weight, x.ndim) * inv
+        if self.mistake == "training_backward_in_eval":
+            dx = eval_backward_candidates(x, self.weight, dout, self.running_mean, self.running_var,
+                                          self.eps)["training_backward_in_eval"]
+        return dx, (dout * xhat).sum(axis=axes), dout.sum(axis=axes)
 
 
 # ------------------------------------------------------------------------------------ for the lectures

@@ -293,7 +293,8 @@ def test_mistake_models_without_a_mistake_equal_the_references(mistake):
 
 
 def test_every_layer_mistake_model_differs_from_the_reference():
-    steps = checks.layer_checks.LayerTrainCheck().steps()[:8] + [("eval",), ("forward", np.eye(3) * 2.0), ("state",)]
+    steps = checks.layer_checks.LayerTrainCheck().steps()[:8] + [("eval",), ("forward", np.eye(3) * 2.0), ("state",),
+                                                                 ("backward", np.arange(9.0).reshape(3, 3))]
     reference = play_model(LayerModel(3), steps)
     for mistake in LAYER_MISTAKES:
         if mistake in ("mode_from_grad", "eps_ignored", "momentum_ignored", "running_var_batch_size_only"):
@@ -333,3 +334,77 @@ def test_a_one_pass_variance_passes_in_float64_but_not_on_a_float32_batch_with_a
     message = failure(checks.forward_options, one_pass)
     assert "float32 batch with a large mean" in message and EXPLANATIONS["one_pass_variance"] in message
     checks.forward_options(wrong.load(wrong.FORWARD, "batchnorm_forward"))  # two passes in float32: passes
+
+
+# ---------------------------------------------------------------- mistakes named since the adversarial review
+
+
+def test_a_backward_on_reshape_c_rows_is_named():
+    """reshape(C, -1) of (N, C, H, W) mixes channels; right on (N, C) only when the rows happen to be channels."""
+    forward = wrong.load(wrong.FORWARD, "batchnorm_forward")
+    backward = wrong.load(wrong.BACKWARD_RESHAPE_ROWS, "batchnorm_backward")
+    message = failure(checks.backward_conv, forward, backward)
+    assert "(3, 2, 2, 3)" in message and EXPLANATIONS["reshape_rows_without_transpose"] in message
+
+
+def test_dgamma_summed_over_the_wrong_axes_is_named_with_the_axes():
+    forward = wrong.load(wrong.FORWARD, "batchnorm_forward")
+    backward = wrong.load(wrong.BACKWARD_DGAMMA_AXIS_0, "batchnorm_backward")
+    checks.backward(forward, backward)                          # (N, C): axis 0 is right
+    message = failure(checks.backward_conv, forward, backward)
+    assert "summed over axes (0,) only" in message and EXPLANATIONS["param_gradient_wrong_axes"] in message
+
+
+def test_momentum_swapped_after_the_first_batch_is_named():
+    """The whole-script models start from the right state; the update rule is also judged from the learner's
+    own previous state, so a rule that goes wrong only from the second batch on is still named."""
+    layer = wrong.load(wrong.LAYER_MOMENTUM_SWAPPED_AFTER_FIRST, "BatchNorm")
+    message = failure(checks.layer_train, layer)
+    assert "forward #2" in message and EXPLANATIONS["momentum_swapped"] in message
+
+
+def test_first_batch_copied_into_the_running_statistics_is_named():
+    layer = wrong.load(wrong.LAYER_FIRST_BATCH_COPIED, "BatchNorm")
+    message = failure(checks.layer_train, layer)
+    assert "forward #1" in message and EXPLANATIONS["first_batch_copied"] in message
+
+
+def test_an_eval_backward_with_the_training_formula_is_named():
+    function = wrong.load(wrong.TORCH_FUNCTION_TRAINING_BACKWARD_IN_EVAL, "BatchNormFunction")
+    message = failure(checks.torch_function, function)
+    assert "eval mode" in message and EXPLANATIONS["training_backward_in_eval"] in message
+    module = wrong.load(wrong.TORCH_MODULE.replace("class BatchNorm2d", wrong.TORCH_FUNCTION_TRAINING_BACKWARD_IN_EVAL
+                                                   + "\n\nclass BatchNorm2d"), "BatchNorm2d")
+    message = failure(checks.torch_module, module)
+    assert "backward after forward #3" in message and EXPLANATIONS["training_backward_in_eval"] in message
+
+
+@pytest.mark.parametrize("check, source, name", [
+    (checks.inference_conv, "INFERENCE_TAKES_STATISTICS_DTYPE", "batchnorm_inference"),
+    (checks.forward_options, "FORWARD_TAKES_GAMMAS_DTYPE", "batchnorm_forward"),
+], ids=["inference", "forward"])
+def test_float64_input_keeps_its_dtype_with_float32_statistics(check, source, name):
+    function = wrong.load(getattr(wrong, source), name)
+    message = failure(check, function)
+    assert "float64 batch with float32" in message and "the output has dtype float32" in message
+
+
+def test_the_forward_on_reshape_c_rows_is_named():
+    forward = wrong.load(wrong.WRONG_FORWARD_CONV["reshape_rows_without_transpose"], "batchnorm_forward")
+    assert EXPLANATIONS["reshape_rows_without_transpose"] in failure(checks.forward_conv, forward)
+
+
+def test_a_passing_test_cell_says_what_it_ran_and_never_all_passed(capsys):
+    """A visible test cell cannot vouch for the hidden checks: it says so; a hidden check says it is one."""
+    forward = wrong.load(wrong.FORWARD, "batchnorm_forward")
+    checks.forward(forward)
+    visible = capsys.readouterr().out
+    assert "visible checks passed \u2014 hidden checks run when your work is graded" in visible
+    checks.forward_conv(forward)
+    hidden = capsys.readouterr().out
+    assert "(hidden check passed)" in hidden and "visible" not in hidden
+    checks.choice("b", options="abcd")
+    assert "visible checks passed" in capsys.readouterr().out
+    checks.choice("b", options="abcd", correct="b")
+    assert "(hidden check passed)" in capsys.readouterr().out
+    assert "all passed" not in visible + hidden

@@ -21,16 +21,22 @@ __all__ = ["forward", "forward_conv", "forward_options", "inference", "inference
            "torch_function", "torch_function_conv", "torch_module", "torch_module_conv"]
 
 
-def _run(check: Check, *objects: Any) -> None:
-    """Run ``check`` here and print its one-line verdict. A failure is raised afresh from here, without the
-    grading internals' frames (IPython also hides the frames that set ``__tracebackhide__``): the learner sees
-    the test cell's line and the message -- what was expected, what came, the likely mistake -- nothing else."""
+VISIBLE_PASSED = "visible checks passed \u2014 hidden checks run when your work is graded"
+
+
+def _run(check: Check, *objects: Any, hidden: bool = False) -> None:
+    """Run ``check`` here and print its verdict. A failure is raised afresh from here, without the grading
+    internals' frames (IPython also hides the frames that set ``__tracebackhide__``): the learner sees the test
+    cell's line and the message -- what was expected, what came, the likely mistake -- nothing else.
+
+    A pass says which kind of check passed: a visible test cell never claims more than it ran
+    (:data:`VISIBLE_PASSED`); a hidden check (run by nbgrader or an instructor) says it is one."""
     __tracebackhide__ = True
     try:
         message = run_in_process(check, *objects)
     except CheckFailed as failure:
         raise CheckFailed(str(failure)) from None
-    print("\u2714 " + message)
+    print(f"\u2714 {message}\n  (hidden check passed)" if hidden else f"\u2714 {message}\n  ({VISIBLE_PASSED})")
 
 
 def forward(batchnorm_forward: Any) -> None:
@@ -42,13 +48,13 @@ def forward(batchnorm_forward: Any) -> None:
 def forward_conv(batchnorm_forward: Any) -> None:
     """Training forward on (N, C, H, W) and (N, C, L): one statistic per channel over batch and positions."""
     __tracebackhide__ = True
-    _run(numpy_checks.ForwardConvCheck(), batchnorm_forward)
+    _run(numpy_checks.ForwardConvCheck(), batchnorm_forward, hidden=True)
 
 
 def forward_options(batchnorm_forward: Any) -> None:
     """The eps argument is used and float32 input gives float32 output."""
     __tracebackhide__ = True
-    _run(numpy_checks.ForwardOptionsCheck(), batchnorm_forward)
+    _run(numpy_checks.ForwardOptionsCheck(), batchnorm_forward, hidden=True)
 
 
 def inference(batchnorm_inference: Any) -> None:
@@ -60,7 +66,7 @@ def inference(batchnorm_inference: Any) -> None:
 def inference_conv(batchnorm_inference: Any) -> None:
     """Inference on (N, C, H, W) and with a non-default eps."""
     __tracebackhide__ = True
-    _run(numpy_checks.InferenceConvCheck(), batchnorm_inference)
+    _run(numpy_checks.InferenceConvCheck(), batchnorm_inference, hidden=True)
 
 
 def backward(batchnorm_forward: Any, batchnorm_backward: Any) -> None:
@@ -72,7 +78,7 @@ def backward(batchnorm_forward: Any, batchnorm_backward: Any) -> None:
 def backward_conv(batchnorm_forward: Any, batchnorm_backward: Any) -> None:
     """A backward on (N, C, H, W), (N, C, L) and a batch of 2."""
     __tracebackhide__ = True
-    _run(numpy_checks.BackwardConvCheck(), batchnorm_forward, batchnorm_backward)
+    _run(numpy_checks.BackwardConvCheck(), batchnorm_forward, batchnorm_backward, hidden=True)
 
 
 def checkpoint(dL_dvar: Any, dL_dmu: Any) -> None:
@@ -90,7 +96,7 @@ def jacobian(J: Any) -> None:
 def choice(answer: Any, options: str = "abcd", correct: str | None = None, why: str = "") -> None:
     """A multiple-choice letter: valid when ``correct`` is None (visible test), right otherwise (hidden test)."""
     __tracebackhide__ = True
-    _run(answer_checks.ChoiceCheck(options=options, correct=correct, why=why), answer)
+    _run(answer_checks.ChoiceCheck(options=options, correct=correct, why=why), answer, hidden=correct is not None)
 
 
 def layer_train(BatchNorm: Any) -> None:
@@ -108,7 +114,7 @@ def layer_eval(BatchNorm: Any) -> None:
 def layer_conv(BatchNorm: Any) -> None:
     """Exercise 3's layer on (N, C, H, W) input."""
     __tracebackhide__ = True
-    _run(layer_checks.LayerConvCheck(), BatchNorm)
+    _run(layer_checks.LayerConvCheck(), BatchNorm, hidden=True)
 
 
 def torch_function(BatchNormFunction: Any) -> None:
@@ -120,7 +126,7 @@ def torch_function(BatchNormFunction: Any) -> None:
 def torch_function_conv(BatchNormFunction: Any) -> None:
     """Exercise 4's autograd.Function on (N, C, H, W), other momentum and eps."""
     __tracebackhide__ = True
-    _run(torch_checks.FunctionConvCheck(), BatchNormFunction)
+    _run(torch_checks.FunctionConvCheck(), BatchNormFunction, hidden=True)
 
 
 def torch_module(BatchNorm2d: Any) -> None:
@@ -132,4 +138,4 @@ def torch_module(BatchNorm2d: Any) -> None:
 def torch_module_conv(BatchNorm2d: Any) -> None:
     """Exercise 4's module with custom eps and momentum."""
     __tracebackhide__ = True
-    _run(torch_checks.ModuleConvCheck(), BatchNorm2d)
+    _run(torch_checks.ModuleConvCheck(), BatchNorm2d, hidden=True)

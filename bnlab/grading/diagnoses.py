@@ -11,13 +11,14 @@ from bnlab.mistakes import (
     LayerModel,
     backward_dx_candidates,
     backward_param_candidates,
+    eval_backward_candidates,
     explain,
     forward_candidates,
     inference_candidates,
 )
 
 __all__ = ["EXPLANATIONS", "explain", "forward_candidates", "inference_candidates", "backward_dx_candidates",
-           "backward_param_candidates", "LayerModel", "LAYER_MISTAKES", "hint_for_error"]
+           "backward_param_candidates", "eval_backward_candidates", "LayerModel", "LAYER_MISTAKES", "hint_for_error"]
 
 
 def hint_for_error(error: str) -> str:

@@ -18,8 +18,8 @@ from bnlab.grading.numpy_checks import batch
 __all__ = ["LayerTrainCheck", "LayerEvalCheck", "LayerConvCheck", "independent_rows"]
 
 NUMPY_MISTAKES = ("momentum_swapped", "running_var_biased", "running_var_batch_size_only", "running_var_init_zero",
-                  "no_update", "update_twice", "update_in_eval", "batch_statistics_in_eval", "eval_ignored",
-                  "momentum_ignored", "eps_ignored")
+                  "first_batch_copied", "no_update", "update_twice", "update_in_eval", "batch_statistics_in_eval",
+                  "eval_ignored", "momentum_ignored", "eps_ignored")
 
 
 def independent_rows(steps: Sequence[tuple[Any, ...]], records: Sequence[dict[str, Any]], first: int,

@@ -226,6 +226,8 @@ def compare_scripts(steps: Sequence[Step], student: Sequence[dict[str, Any]], re
             if problem is None:
                 continue
             label = _best_model(i, field, steps, student, models, tol)
+            if label is None and kind == "state":
+                label = _local_update_model(i, field, steps, student, tol)
             hint = f"\n{explain(label)}" if label else ""
             raise CheckFailed(f"after {names[i]}: {problem}.{hint}")
 
@@ -255,6 +257,47 @@ def _best_model(index: int, field: str, steps: Sequence[Step], student: Sequence
         return sum(_agrees(step, a, b, tol) for step, a, b in
                    zip(steps[index + 1:], student[index + 1:], models[label][index + 1:]))
     return max(matching, key=support)
+
+
+#: mistakes in the update rule alone, which show from any starting state
+_UPDATE_MISTAKES = ("momentum_swapped", "running_var_biased", "running_var_batch_size_only", "no_update",
+                    "update_twice", "update_in_eval", "momentum_ignored")
+
+
+def _local_update_model(index: int, field: str, steps: Sequence[Step], student: Sequence[dict[str, Any]],
+                        tol: float) -> str | None:
+    """The update-rule mistake that takes the learner's *own* previous state to its state at step ``index``.
+
+    The whole-script models start from the right initial state, so they miss a layer whose first update is
+    right (or specially handled) and whose later updates go wrong, e.g. momentum swapped after the first batch.
+    """
+    before = next((j for j in range(index - 1, -1, -1) if steps[j][0] in ("state", "new")), None)
+    if before is None or steps[before][0] != "state" or not isinstance(student[before].get("value"), dict):
+        return None
+    previous = student[before]["value"]
+    start = as_array(previous.get("running_mean")), as_array(previous.get("running_var"))
+    weight, bias = as_array(previous.get("weight")), as_array(previous.get("bias"))
+    if any(a is None or a.ndim != 1 for a in (*start, weight, bias)):
+        return None
+    kwargs = dict(next(s for s in reversed(steps[:before + 1]) if s[0] == "new")[1])
+    num_features = kwargs.pop("num_features")
+    training = True
+    for step in steps[:before + 1]:
+        training = {"train": True, "eval": False, "new": True}.get(step[0], training)
+    mine = _fields(student[index], "state")[field]
+    for label in _UPDATE_MISTAKES:
+        model = LayerModel(num_features, **kwargs, mistake=label)
+        if any(a.shape != (num_features,) for a in (*start, weight, bias)):
+            return None
+        model.running_mean, model.running_var = start[0].astype(np.float64), start[1].astype(np.float64)
+        model.weight, model.bias = weight.astype(np.float64), bias.astype(np.float64)
+        model.train(training)
+        with np.errstate(all="ignore"):
+            records = wire.loads(wire.dumps(play_model(model, steps[before + 1:index + 1])))
+        expected = as_array(_fields(records[-1], "state")[field])
+        if "error" not in records[-1] and closest_mistake(mine, {label: expected}, tol):
+            return label
+    return None
 
 
 def model_records(steps: Sequence[Step], mistakes: Sequence[str] = LAYER_MISTAKES) -> dict[str, list[dict[str, Any]]]:

@@ -187,7 +187,7 @@ class ForwardOptionsCheck(_ForwardBase):
     """The eps keyword is honoured and float32 input stays float32."""
 
     name = "forward_options"
-    summary = "the eps argument, float32 input, one with a large mean"
+    summary = "the eps argument, float32 input, one with a large mean, float32 gamma and beta"
 
     def cases(self) -> list[dict[str, Any]]:
         small = batch((5, 2), 7) * 0.1
@@ -202,6 +202,9 @@ class ForwardOptionsCheck(_ForwardBase):
              "beta": np.array([0.5, 0.0]), "eps": 0.5},
             {"label": "a (6, 3) float32 batch", "x": batch((6, 3), 8, np.float32),
              "gamma": np.array([1.0, 0.5, 2.0], np.float32), "beta": np.array([0.0, 1.0, -1.0], np.float32),
+             "eps": None},
+            {"label": "a (5, 3) float64 batch with float32 gamma and beta", "x": batch((5, 3), 10),
+             "gamma": np.array([1.5, -0.5, 2.0], np.float32), "beta": np.array([0.25, 1.0, -1.0], np.float32),
              "eps": None},
         ]
 
@@ -235,8 +238,13 @@ class _InferenceBase(CaseCheck):
             _raise_if_mutated("batchnorm_inference", label, case, record["after"])
             eps = 1e-5 if case["eps"] is None else case["eps"]
             stats = [case[k] for k in ("x", "gamma", "beta", "running_mean", "running_var")]
-            expected = batchnorm_inference(*stats, eps=eps)
-            problem = array_problem("out", record["out"], expected, TOL)
+            expected = batchnorm_inference(*(np.asarray(a, np.float64) for a in stats), eps=eps)
+            out = record["out"]
+            if isinstance(out, np.ndarray) and out.dtype != case["x"].dtype and out.shape == expected.shape:
+                raise CheckFailed(f"batchnorm_inference on {label}: the output has dtype {out.dtype}, but the input "
+                                  f"is {case['x'].dtype}; keep the input's dtype (do not convert x to the "
+                                  f"statistics' dtype).")
+            problem = array_problem("out", out, expected, TOL if case["x"].dtype == np.float64 else 1e-4)
             if problem:
                 _raise_mismatch("batchnorm_inference", label, problem, record["out"],
                                 inference_candidates(*stats, eps))
@@ -286,7 +294,7 @@ class InferenceConvCheck(_InferenceBase):
     """Inference on (N, C, H, W) and with a non-default eps."""
 
     name = "inference_conv"
-    summary = "(N, C, H, W) input, the eps argument"
+    summary = "(N, C, H, W) input, the eps argument, float32 statistics with float64 input"
 
     def cases(self) -> list[dict[str, Any]]:
         mean, var = _running_stats(3, 2)
@@ -296,6 +304,9 @@ class InferenceConvCheck(_InferenceBase):
              "running_mean": mean, "running_var": var, "eps": None},
             {"label": "a (3, 3) batch with eps=0.1", "x": batch((3, 3), 14), "gamma": gamma, "beta": beta,
              "running_mean": mean, "running_var": var, "eps": 0.1},
+            {"label": "a (4, 3) float64 batch with float32 running statistics, gamma and beta",
+             "x": batch((4, 3), 15), "gamma": gamma.astype(np.float32), "beta": beta.astype(np.float32),
+             "running_mean": mean.astype(np.float32), "running_var": var.astype(np.float32), "eps": None},
         ]
 
 
@@ -409,8 +420,10 @@ class _BackwardBase(Check):
                 why = (f"{name} has shape {tuple(value.shape)}: drop the kept axes so it has gamma's shape "
                        f"({x.shape[1]},) (sum without keepdims, or .reshape(-1)).")
             else:
-                why = (f"{name} has shape {tuple(value.shape)}, expected ({x.shape[1]},): sum over every axis but "
-                       f"the channel axis 1 (axes (0, 2, 3) for (N, C, H, W)).")
+                summed = _summed_over(value, name, case)
+                why = (f"{name} has shape {tuple(value.shape)}, expected ({x.shape[1]},)"
+                       + (f": it is summed over axes {summed} only" if summed else "")
+                       + f".\n{explain('param_gradient_wrong_axes')}")
             raise CheckFailed(f"{bname} on {label}: {why}")
 
     @staticmethod
@@ -439,6 +452,28 @@ class _BackwardBase(Check):
                               f"{fname} (relative error {error:.1e}): check each step's local derivative, and sum "
                               f"every per-channel gradient over the batch.")
         raise CheckFailed(f"{bname} on {label}: {problem}.")
+
+
+def _summed_over(value: np.ndarray, name: str, case: dict[str, Any]) -> tuple[int, ...] | None:
+    """The axes whose sum of the right summand (dout * xhat for dgamma, dout for dbeta) gives ``value``, if any
+    set of axes does (with or without keepdims)."""
+    import itertools
+
+    x, dout = case["x"], case["dout"]
+    summand = dout * _reference_xhat(case) if name == "dgamma" else dout
+    for count in range(x.ndim + 1):
+        for axes in itertools.combinations(range(x.ndim), count):
+            for keep in (False, True):
+                candidate = summand.sum(axis=axes, keepdims=keep)
+                if candidate.shape == value.shape and relative_error(value, candidate) <= TOL:
+                    return axes
+    return None
+
+
+def _reference_xhat(case: dict[str, Any]) -> np.ndarray:
+    from bnlab.functional import batchnorm_forward
+
+    return batchnorm_forward(case["x"], np.ones(case["x"].shape[1]), np.zeros(case["x"].shape[1]))[0]
 
 
 def _reference_forward(case: dict[str, Any]) -> np.ndarray:

@@ -25,6 +25,7 @@ from bnlab.grading.core import (
 from bnlab.grading.diagnoses import (
     LayerModel,
     backward_dx_candidates,
+    eval_backward_candidates,
     explain,
     forward_candidates,
     hint_for_error,
@@ -39,8 +40,8 @@ __all__ = ["FunctionCheck", "FunctionConvCheck", "ModuleCheck", "ModuleConvCheck
 
 TOL64, TOL32 = 1e-6, 1e-4
 TORCH_MISTAKES = ("momentum_swapped", "running_var_biased", "running_var_batch_size_only", "running_var_init_zero",
-                  "no_update", "update_twice", "update_in_eval", "batch_statistics_in_eval", "mode_from_grad",
-                  "momentum_ignored", "eps_ignored")
+                  "first_batch_copied", "no_update", "update_twice", "update_in_eval", "batch_statistics_in_eval",
+                  "mode_from_grad", "momentum_ignored", "eps_ignored", "training_backward_in_eval")
 _STAT_MISTAKES = ("momentum_swapped", "running_var_biased", "running_var_batch_size_only", "no_update",
                   "update_twice", "update_in_eval")
 
@@ -123,8 +124,12 @@ class _FunctionBase(CaseCheck):
                                       f"running statistics).")
                 problem = array_problem(grad_name, value, expected[key], TOL64)
                 if problem:
-                    candidates = (backward_dx_candidates(case["x"], case["weight"], case["dout"], case["eps"])
-                                  if case["training"] and key == "dx" else {})
+                    candidates = {}
+                    if key == "dx" and case["training"]:
+                        candidates = backward_dx_candidates(case["x"], case["weight"], case["dout"], case["eps"])
+                    elif key == "dx":
+                        candidates = eval_backward_candidates(case["x"], case["weight"], case["dout"],
+                                                              case["running_mean"], case["running_var"], case["eps"])
                     mistake = closest_mistake(value, candidates)
                     raise CheckFailed(f"{name} on {label}: {problem}." + (f"\n{explain(mistake)}" if mistake else ""))
         return f"{name} matches torch.nn.functional.batch_norm (output, running statistics, gradients) on " \

@@ -39,8 +39,8 @@ import numpy as np
 #   will need. Nobody else reads it.
 # * Do not modify `x`, `gamma` or `beta` in place.
 #
-# Hidden tests also try $(N, C, H, W)$ and $(N, C, L)$ input, a non-default `eps`, and float32 input (the
-# output must stay float32).
+# Hidden tests also try $(N, C, H, W)$ and $(N, C, L)$ input, a non-default `eps`, float32 input (the
+# output must stay float32), and float64 input with float32 `gamma` and `beta` (the output stays float64).
 #
 # **Hints.**
 # * Reduce over every axis except axis 1: `axes = (0,) + tuple(range(2, x.ndim))`.
@@ -73,7 +73,7 @@ checks.forward(batchnorm_forward)
 # %% tests id=ex1_forward_hidden points=2
 from bnlab.grading import checks
 print("Hidden tests of batchnorm_forward run when your work is graded: (N, C, H, W) and (N, C, L) input, "
-      "the eps argument, float32 input (one batch with a large mean).")
+      "the eps argument, float32 input (one batch with a large mean), float64 input with float32 gamma and beta.")
 ### BEGIN HIDDEN TESTS
 checks.forward_conv(batchnorm_forward)
 checks.forward_options(batchnorm_forward)
@@ -87,7 +87,8 @@ checks.forward_options(batchnorm_forward)
 # $$ y = \gamma\,\frac{x - \mu_{\text{running}}}{\sqrt{\sigma^2_{\text{running}} + \epsilon}} + \beta . $$
 #
 # Every argument but `x` has shape $(C,)$. One example's output must not depend on the other examples in the
-# batch, so a batch of one example works too. Hidden tests also try $(N, C, H, W)$ input and a non-default `eps`.
+# batch, so a batch of one example works too. Hidden tests also try $(N, C, H, W)$ input, a non-default `eps`,
+# and float64 input with float32 statistics (the output keeps the dtype of `x`).
 #
 # **Hint.** This is one multiply and one add per channel: `scale = gamma / sqrt(running_var + eps)`,
 # `shift = beta - running_mean * scale`.
@@ -108,7 +109,8 @@ checks.inference(batchnorm_inference)
 
 # %% tests id=ex1_inference_hidden points=1
 from bnlab.grading import checks
-print("Hidden tests of batchnorm_inference run when your work is graded: (N, C, H, W) input, the eps argument.")
+print("Hidden tests of batchnorm_inference run when your work is graded: (N, C, H, W) input, the eps argument, "
+      "float64 input with float32 statistics.")
 ### BEGIN HIDDEN TESTS
 checks.inference_conv(batchnorm_inference)
 ### END HIDDEN TESTS

@@ -57,11 +57,20 @@ def batchnorm_forward(x, gamma, beta, eps=1e-5):
     mu, var = x.mean(axis=axes), x.var(axis=axes)     # shape (C,): broadcasts against the last axis
     return gamma * (x - mu) / np.sqrt(var + eps) + beta, None
 ''',
+    "reshape_rows_without_transpose": '''
+def batchnorm_forward(x, gamma, beta, eps=1e-5):
+    rows = x.reshape(x.shape[1], -1)          # wrong for 4-D: each row mixes channels and examples
+    mu, var = rows.mean(axis=1, keepdims=True), rows.var(axis=1, keepdims=True)
+    out = gamma[:, None] * (rows - mu) / np.sqrt(var + eps) + beta[:, None]
+    return out.reshape(x.shape), None
+''',
 }
 FORWARD_IN_PLACE = forward_with("    mu = x.mean(axis=axes, keepdims=True)\n",
                                 "    mu = x.mean(axis=axes, keepdims=True)\n    x -= mu\n    mu = 0.0 * mu\n")
 FORWARD_NOT_A_PAIR = forward_with("    return out, {", "    return out\n    {")
 FORWARD_DROPS_DTYPE = forward_with("    axes = (0,)", "    x = x.astype(np.float64)\n    axes = (0,)")
+# float64 input computed (and returned) in the dtype of float32 gamma and beta
+FORWARD_TAKES_GAMMAS_DTYPE = forward_with("    axes = (0,)", "    x = x.astype(gamma.dtype)\n    axes = (0,)")
 
 INFERENCE = '''
 def batchnorm_inference(x, gamma, beta, running_mean, running_var, eps=1e-5):
@@ -80,6 +89,9 @@ def batchnorm_inference(x, gamma, beta, running_mean, running_var, eps=1e-5):
     "eps_outside_sqrt": INFERENCE.replace("np.sqrt(running_var + eps)", "(np.sqrt(running_var) + eps)"),
     "sqrt_missing": INFERENCE.replace("np.sqrt(running_var + eps)", "(running_var + eps)"),
 }
+# float64 input converted to the dtype of float32 running statistics
+INFERENCE_TAKES_STATISTICS_DTYPE = INFERENCE.replace("    shape = (1, -1)",
+                                                     "    x = x.astype(running_mean.dtype)\n    shape = (1, -1)")
 INFERENCE_IN_PLACE = '''
 def batchnorm_inference(x, gamma, beta, running_mean, running_var, eps=1e-5):
     shape = (1, -1) + (1,) * (x.ndim - 2)
@@ -130,6 +142,20 @@ WRONG_BACKWARD = {
 BACKWARD_DGAMMA_NOT_SUMMED = backward_with("dgamma = (dout * xhat).sum(axis=axes)", "dgamma = dout * xhat")
 BACKWARD_DGAMMA_KEEPDIMS = backward_with("dgamma = (dout * xhat).sum(axis=axes)",
                                          "dgamma = (dout * xhat).sum(axis=axes, keepdims=True)")
+# dgamma summed over the batch axis only: shape (C, H, W) for (N, C, H, W)
+BACKWARD_DGAMMA_AXIS_0 = backward_with("dgamma = (dout * xhat).sum(axis=axes)", "dgamma = (dout * xhat).sum(axis=0)")
+# a right forward, and a fused backward on reshape(C, -1) rows of the cached xhat and dout (no transpose)
+BACKWARD_RESHAPE_ROWS = '''
+def batchnorm_backward(dout, cache):
+    xhat, var, eps, g = cache["xhat"], cache["var"], cache["eps"], cache["gamma"]
+    c = dout.shape[1]
+    d, h = dout.reshape(c, -1), xhat.reshape(c, -1)
+    m = d.shape[1]
+    dbeta, dgamma = d.sum(axis=1), (d * h).sum(axis=1)
+    scale = g.reshape(c, 1) / np.sqrt(var.reshape(c, 1) + eps)
+    dx = scale / m * (m * d - dbeta[:, None] - h * dgamma[:, None])
+    return dx.reshape(dout.shape), dgamma, dbeta
+'''
 BACKWARD_CACHE_IN_PLACE = backward_with("    dgamma = (dout * xhat).sum(axis=axes)\n",
                                         "    dgamma = (dout * xhat).sum(axis=axes)\n    cache['xhat'] *= 2.0\n"
                                         "    xhat = xhat / 2.0\n")
@@ -213,6 +239,16 @@ WRONG_LAYER = {
                                "    def eval(self):\n        self.train = False"),
     "momentum_ignored": layer_with("k = self.momentum", "k = 0.1"),
 }
+# the first update right, every later one with the momentum swapped (Keras's convention from batch 2 on)
+LAYER_MOMENTUM_SWAPPED_AFTER_FIRST = layer_with(
+    "        k = self.momentum\n",
+    "        self.updates = getattr(self, 'updates', 0) + 1\n"
+    "        k = self.momentum if self.updates == 1 else 1 - self.momentum\n")
+# the first batch's statistics copied into the running statistics
+LAYER_FIRST_BATCH_COPIED = layer_with(
+    "        k = self.momentum\n",
+    "        self.updates = getattr(self, 'updates', 0) + 1\n"
+    "        k = 1.0 if self.updates == 1 else self.momentum\n")
 WRONG_LAYER_CONV = {
     "running_var_batch_size_only": layer_with("self.update(mean, var, x.size // x.shape[1])",
                                               "self.update(mean, var, x.shape[0])"),
@@ -278,6 +314,9 @@ WRONG_TORCH_FUNCTION = {
     "momentum_swapped": TORCH_FUNCTION.replace("mul_(1 - momentum).add_(momentum * ",
                                                "mul_(momentum).add_((1 - momentum) * "),
 }
+# the backward ignores the mode: the training formula after an eval forward (with the running statistics)
+TORCH_FUNCTION_TRAINING_BACKWARD_IN_EVAL = TORCH_FUNCTION.replace(
+    "        if not ctx.training:\n            return a * g, None, None, dweight, dbias, None, None, None\n", "")
 WRONG_TORCH_MODULE = {
     "mode_from_grad": TORCH_MODULE.replace("training = self.training", "training = torch.is_grad_enabled()"),
 }
