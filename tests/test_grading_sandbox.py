@@ -231,6 +231,17 @@ def test_reference_answers_and_torch_are_blocked_and_reported(ex1, name):
     assert any(note.startswith("Blocked while grading") for note in result.notes)
 
 
+_ATEN = ("    return torch.ops.aten.batch_norm(x, self.weight, self.bias, self.running_mean, self.running_var, "
+         "self.training, self.momentum, self.eps, False)\n")
+
+
+def _module_via(body: str) -> str:
+    """An ex4 module subclassing torch's, whose forward runs ``body`` (indented as a method body)."""
+    return ("class BatchNorm2d(torch.nn.BatchNorm2d):\n    def forward(self, x):\n"
+            "        if self.training:\n            self.num_batches_tracked += 1\n"
+            + "".join("        " + line + "\n" for line in body.splitlines()))
+
+
 EX4 = {
     "correct": dict(),
     "torch_bn_module": dict(replace={"ex4_module": wrong.TORCH_MODULE_CALLS_TORCH}),
@@ -250,6 +261,20 @@ EX4 = {
         "        y = torch.nn.functional.instance_norm(folded, eps=eps)\n"
         "        return y.reshape(x.transpose(0, 1).shape).transpose(0, 1) * w.view(1, -1, *[1] * (x.dim() - 2))"
         " + b.view(1, -1, *[1] * (x.dim() - 2))\n")}),
+    # a module that steps around the dispatch mode that guards the probes, four ways: each still meets the
+    # blocked kernels in torch's dispatcher, the blocked Python decompositions, or the audit hook
+    **{name: dict(replace={"ex4_module": _module_via(body)}) for name, body in {
+        "pops_the_dispatch_mode": ("from torch.utils._python_dispatch import _pop_mode_temporarily\n"
+                                   "with _pop_mode_temporarily():\n" + _ATEN),
+        "disables_torch_dispatch": "with torch._C._DisableTorchDispatch():\n" + _ATEN,
+        "python_decomposition": ("import torch._decomp.decompositions as d\nif True:\n    return "
+                                 "d.native_batch_norm(x, self.weight, self.bias, self.running_mean, "
+                                 "self.running_var, self.training, self.momentum, self.eps)[0]\n"),
+        "originals_through_gc": ("import gc\nif True:\n    bn = [o for o in gc.get_objects() if getattr(o, "
+                                 "'__name__', '') == 'batch_norm'][0]\n    return bn(x, self.running_mean, "
+                                 "self.running_var, self.weight, self.bias, self.training, self.momentum, "
+                                 "self.eps)\n"),
+    }.items()},
 }
 
 
@@ -269,7 +294,7 @@ def test_torch_exercise_correct_and_partial(ex4):
 def test_torch_exercise_cannot_delegate_to_torch_batch_norm(ex4):
     module, function = ex4["torch_bn_module"], ex4["torch_bn_function"]
     assert score(module, "ex4_module_tests", "ex4_module_hidden") == 0 and module.score == 5.0
-    assert "torch's own batch norm" in feedback(module, "ex4_module_tests")
+    assert "torch's own normalization" in feedback(module, "ex4_module_tests")
     assert function.score <= 1.0  # the module built on it fails too; only the multiple-choice answer remains
     assert any("torch.nn.functional.batch_norm" in note for note in function.notes)
 
@@ -278,7 +303,15 @@ def test_torch_exercise_cannot_delegate_to_torch_batch_norm(ex4):
 def test_no_route_to_torch_batch_norm_earns_marks(ex4, route):
     result = ex4[route]
     assert score(result, "ex4_function_tests", "ex4_function_hidden") == 0, [t.feedback for t in result.tests]
-    assert any("native_batch_norm" in note for note in result.notes), result.notes
+    assert any(note.startswith("Blocked while grading") and "_norm" in note for note in result.notes), result.notes
+
+
+@pytest.mark.parametrize("route", ["pops_the_dispatch_mode", "disables_torch_dispatch", "python_decomposition",
+                                   "originals_through_gc"])
+def test_stepping_around_the_dispatch_mode_earns_nothing(ex4, route):
+    result = ex4[route]
+    assert score(result, "ex4_module_tests", "ex4_module_hidden") == 0, [t.feedback for t in result.tests]
+    assert result.score == 5.0  # the function and the question, which it left alone
 
 
 def test_correct_work_in_ipython_syntax_gets_full_marks(ex1):

@@ -19,6 +19,7 @@ import os
 import resource
 import signal
 import sys
+import types
 from typing import Any
 
 from IPython.core.inputtransformer2 import TransformerManager
@@ -54,25 +55,32 @@ class _CappedText(io.TextIOBase):
         return True
 
 
+def _under(name: str, packages: tuple[str, ...]) -> bool:
+    return any(name == package or name.startswith(package + ".") for package in packages)
+
+
 class _Blocker(importlib.abc.MetaPathFinder):
-    """Refuses imports of the listed top-level packages and remembers each attempt."""
+    """Refuses imports of the listed packages (and their submodules) and remembers each attempt."""
 
     def __init__(self, blocked: tuple[str, ...], attempts: list[str]) -> None:
         self.blocked, self.attempts = blocked, attempts
 
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
-        if name.split(".")[0] in self.blocked:
+        if _under(name, self.blocked):
             self.attempts.append(name)
-            raise Blocked(f"import of {name!r} is blocked while grading"
-                          + (" (the course's reference implementation)" if name.startswith("bnlab") else
-                             " (this is a numpy exercise)"))
+            why = (" (the course's reference implementation)" if name.startswith("bnlab") else
+                   " (this is a numpy exercise)")
+            raise Blocked(f"import of {name!r} is blocked while grading{why}")
         return None
 
 
-def _blocked_function(qualified: str, attempts: list[str]) -> Any:
+def _blocked_function(qualified: str, attempts: list[str], named_by_caller: bool = False) -> Any:
+    """A function that records an attempt on ``qualified`` and raises Blocked (``named_by_caller``: the name is
+    its first argument)."""
     def blocked(*args: Any, **kwargs: Any) -> Any:
-        attempts.append(qualified)
-        raise Blocked(f"{qualified} (torch's own batch norm) is blocked while grading this exercise: "
+        name = str(args[0]) if named_by_caller and args else qualified
+        attempts.append(name)
+        raise Blocked(f"{name} (torch's own normalization) is blocked while grading this exercise: "
                       f"write the computation yourself")
     return blocked
 
@@ -98,10 +106,119 @@ def _no_torch_norm(attempts: list[str]) -> Any:
     return NoTorchNorm()
 
 
-def _hide_modules(prefixes: tuple[str, ...]) -> None:
+def _hide_modules(packages: tuple[str, ...]) -> None:
+    """Remove ``packages`` from sys.modules (the import blocker then refuses them)."""
     for name in list(sys.modules):
-        if name.split(".")[0] in prefixes:
+        if _under(name, packages):
             del sys.modules[name]
+
+
+#: torch modules that hold normalization written in Python from primitive ops (decompositions, references):
+#: no aten norm op runs, so neither the dispatch mode nor the kernels would see them
+_TORCH_PYTHON_NORM_MODULES = ("torch._decomp.decompositions", "torch._refs", "torch._refs.nn.functional")
+
+
+def _blocked_code(function: types.FunctionType) -> types.CodeType:
+    """A code object that raises, with the same free variables as ``function``'s (so it can replace it)."""
+    free = function.__code__.co_freevars
+    name = f"{function.__module__}.{function.__qualname__}"
+    message = f"{name} (torch's own normalization) is blocked while grading this exercise: write the computation " \
+              f"yourself"
+    source = ("def outer():\n" + "".join(f"    {v} = None\n" for v in free)
+              + "    def blocked(*args, **kwargs):\n" + (f"        ({', '.join(free)},)\n" if free else "")
+              + f"        {_REPORT_BLOCKED}({name!r})\n"  # records the attempt and raises Blocked
+              + f"        raise RuntimeError({message!r})\n    return blocked\n")
+    namespace: dict[str, Any] = {}
+    exec(source, namespace)  # noqa: S102 -- our own template
+    return namespace["outer"]().__code__
+
+
+#: a builtin through which a blocked Python function reports (its own module's globals are torch's)
+_REPORT_BLOCKED = "_bnlab_blocked_normalization"
+
+
+def _block_python_norms(attempts: list[str]) -> None:
+    """Make every Python function of torch that computes a normalization raise instead, in place (its
+    ``__code__`` is replaced), so that every reference to it -- module attributes, decomposition tables,
+    ``__wrapped__`` chains, closures -- reaches the blocked version. (A submission that replaces the reporting
+    builtin only gets a function that returns None.)"""
+    import importlib
+
+    setattr(builtins, _REPORT_BLOCKED, _blocked_function("", attempts, named_by_caller=True))
+
+    for name in _TORCH_PYTHON_NORM_MODULES:
+        importlib.import_module(name)
+    seen: set[int] = set()
+
+    def visit(value: Any, depth: int = 0) -> None:
+        if not isinstance(value, types.FunctionType) or id(value) in seen or depth > 6:
+            return
+        seen.add(id(value))
+        if any(op in value.__name__ for op in _TORCH_NORM_OPS):
+            for cell in value.__closure__ or ():
+                with contextlib.suppress(ValueError):  # an empty cell
+                    visit(cell.cell_contents, depth + 1)
+            visit(getattr(value, "__wrapped__", None), depth + 1)
+            value.__code__ = _blocked_code(value)
+
+    for module_name, module in list(sys.modules.items()):
+        if module_name.split(".")[0] == "torch":
+            for value in list(getattr(module, "__dict__", {}).values()):
+                visit(value)
+
+
+#: aten normalization ops and the dispatch keys whose kernels compute them on this machine
+_NORM_KERNEL_KEYS = ("CPU", "MkldnnCPU", "QuantizedCPU", "NestedTensorCPU", "CompositeImplicitAutograd",
+                     "CompositeExplicitAutograd", "FuncTorchBatched", "Autograd", "ADInplaceOrView", "Functionalize")
+_KERNEL_SOURCE = """
+def make(name):
+    def kernel(*args, **kwargs):
+        attempts.append(name)
+        raise Blocked(name + " (torch's own normalization) is blocked while grading this exercise: write the "
+                      "computation yourself")
+    return kernel
+"""
+
+
+def _block_norm_kernels(attempts: list[str]) -> None:
+    """Replace the kernels of torch's normalization ops in torch's dispatcher itself: a second line behind the
+    dispatch mode, which a submission could pop. The original kernels are then unreachable from Python; the
+    registration is kept alive only by the kernels themselves (no Library object, no finalizer registry a
+    submission could use to undo it), and each kernel runs with globals that hold nothing but the attempt list."""
+    import warnings
+
+    import torch
+
+    library = torch._C._dispatch_library("IMPL", "aten", "", "<bnlab grading>", 0)
+    namespace = {"__builtins__": builtins, "attempts": attempts, "Blocked": Blocked}
+    exec(_KERNEL_SOURCE, namespace)  # noqa: S102 -- our own code, with deliberately bare globals
+    make = namespace.pop("make")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "overriding a previously registered kernel": that is the point
+        for qualified in torch._C._dispatch_get_all_op_names():
+            if not qualified.startswith("aten::") or not any(op in qualified for op in _TORCH_NORM_OPS):
+                continue
+            kernel = make(qualified[len("aten::"):])
+            kernel.library = library  # keeps the registrations alive; reachable from no frame
+            for key in _NORM_KERNEL_KEYS:
+                if torch._C._dispatch_has_kernel_for_dispatch_key(qualified, key):
+                    library.impl(qualified[len("aten::"):], key, kernel, False)
+
+
+#: audit events a submission never needs, which would let it reach the grader's objects in its own process:
+#: the garbage collector's object lists, tracing other frames, and raw memory through ctypes
+_REFUSED_EVENTS = ("gc.get_objects", "gc.get_referrers", "gc.get_referents", "sys.settrace", "sys.setprofile",
+                   "sys._current_frames")
+
+
+def _refuse_introspection(attempts: list[str]) -> None:
+    """An audit hook (it cannot be removed once added) that refuses :data:`_REFUSED_EVENTS` and ctypes."""
+    def hook(event: str, args: Any) -> None:
+        if event in _REFUSED_EVENTS or event.startswith("ctypes."):
+            attempts.append(event)
+            raise Blocked(f"{event} is not allowed while grading")
+
+    sys.addaudithook(hook)
 
 
 def _limit_memory(extra_mb: int) -> None:
@@ -185,12 +302,16 @@ def main(plan: dict[str, Any], conn: Any, workdir: str) -> None:
         import torch
 
         torch.set_num_threads(1)
+        _block_python_norms(attempts)
         for module_name, attribute in _TORCH_BN_FUNCTIONS:
             module = sys.modules.get(module_name)
             if module is not None and hasattr(module, attribute):
                 setattr(module, attribute, _blocked_function(f"{module_name}.{attribute}", attempts))
+    if plan["allow_torch"]:
+        _block_norm_kernels(attempts)
     _hide_modules(blocked)
     sys.meta_path.insert(0, _Blocker(blocked, attempts))
+    _refuse_introspection(attempts)
     signal.signal(signal.SIGALRM, _on_alarm)
     _limit_memory(plan["memory_mb"])
 
