@@ -90,10 +90,13 @@ def _cmd_grade(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     write_results(results, Path(args.out))
     for result in results:
         print(f"{result.score:g}/{result.max_score:g}  {result.status:9s}  {result.exercise or '-':16s}  "
-              f"{result.submission}")
+              f"{result.submission}" + ("  FLAGGED: " + "; ".join(result.flags) if result.flags else ""))
     seconds = time.perf_counter() - start
+    flagged = sum(bool(result.flags) for result in results)
     print(f"graded {len(results)} submission(s) in {seconds:.1f} s with {args.jobs} job(s); "
-          f"results in {args.out}/grades.csv")
+          f"results in {args.out}/grades.csv"
+          + (f"; {flagged} flagged (code that looks pasted from the course library: see the flags column)"
+             if flagged else ""))
     return 0
 
 

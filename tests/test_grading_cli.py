@@ -29,20 +29,38 @@ def graded(tmp_path_factory):
     bad = write(solved("ex3_numpy_layer", replace={"ex3_layer": wrong.WRONG_LAYER["momentum_swapped"]}),
                 directory, "carol layer.ipynb")
     (directory / "broken.ipynb").write_text("not a notebook")
+    # the course's own layer pasted in (renamed, its docstrings gone); it cannot even run, as bnlab is blocked
+    import inspect
+    import re
+
+    from bnlab import layers
+    pasted_source = re.sub(r'"""[\s\S]*?"""', '""', inspect.getsource(layers.BatchNorm)).replace("self.", "layer.")
+    pasted = write(solved("ex3_numpy_layer", replace={"ex3_layer": pasted_source.replace("(self", "(layer")}),
+                   directory, "dave.ipynb")
     out = directory / "out"
-    run = bnlab("grade", good, bad, str(directory / "broken.ipynb"), "--out", str(out), "--jobs", "2",
+    run = bnlab("grade", good, bad, str(directory / "broken.ipynb"), pasted, "--out", str(out), "--jobs", "2",
                 "--timeout", "30")
-    return run, out, [good, bad, str(directory / "broken.ipynb")]
+    return run, out, [good, bad, str(directory / "broken.ipynb"), pasted]
 
 
 def test_grade_writes_the_csv_with_one_row_per_submission_as_given(graded):
     run, out, paths = graded
     assert run.returncode == 0, run.stderr
     rows = list(csv.DictReader(open(out / "grades.csv")))
-    assert list(rows[0]) == ["submission", "exercise", "score", "max_score", "status"]
+    assert list(rows[0]) == ["submission", "exercise", "score", "max_score", "status", "flags"]
     assert [r["submission"] for r in rows] == paths
-    assert [(r["score"], r["max_score"], r["status"]) for r in rows] == [("9", "9", "graded"), ("1", "9", "graded"),
-                                                                         ("0", "0", "error")]
+    assert [(r["score"], r["max_score"], r["status"]) for r in rows[:3]] == [("9", "9", "graded"),
+                                                                             ("1", "9", "graded"), ("0", "0", "error")]
+    assert [r["flags"] for r in rows[:3]] == ["", "", ""]
+
+
+def test_code_pasted_from_the_course_is_flagged_in_the_csv_the_feedback_and_the_summary(graded):
+    run, out, paths = graded
+    row = list(csv.DictReader(open(out / "grades.csv")))[3]
+    assert row["flags"].startswith("BatchNorm matches the course's bnlab.layers.BatchNorm (similarity 1.00)")
+    feedback = json.loads((out / "feedback" / "004-dave.json").read_text())
+    assert any(note.startswith("Flagged for your instructor: BatchNorm matches") for note in feedback["notes"])
+    assert "1 flagged" in run.stdout and "FLAGGED" in run.stdout
 
 
 def test_grade_writes_per_submission_feedback_and_gradescope_results(graded):

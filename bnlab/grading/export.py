@@ -2,7 +2,8 @@
 
 Layout of ``--out DIR``::
 
-    grades.csv                              submission, exercise, score, max_score, status (one row each)
+    grades.csv                              submission, exercise, score, max_score, status, flags (one row
+                                            each; flags: code that looks pasted from the course library)
     feedback/NNN-<name>.json                every test's name, score, max_score, status and feedback, plus notes
     gradescope/NNN-<name>/results.json      Gradescope's format: score, tests[] (name, score, max_score,
                                             status, output, visibility), output
@@ -23,7 +24,7 @@ from bnlab.grading.grade import SubmissionResult
 
 __all__ = ["CSV_COLUMNS", "gradescope_results", "write_results", "feedback_text"]
 
-CSV_COLUMNS = ("submission", "exercise", "score", "max_score", "status")
+CSV_COLUMNS = ("submission", "exercise", "score", "max_score", "status", "flags")
 
 
 def _slug(path: str) -> str:
@@ -67,7 +68,7 @@ def write_results(results: list[SubmissionResult], out: Path) -> None:
         writer.writerow(CSV_COLUMNS)
         for result in results:
             writer.writerow([result.submission, result.exercise, _number(result.score), _number(result.max_score),
-                             result.status])
+                             result.status, "; ".join(result.flags)])
     for index, result in enumerate(results, start=1):
         name = f"{index:03d}-{_slug(result.submission)}"
         feedback = out / "feedback" / f"{name}.json"

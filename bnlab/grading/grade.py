@@ -36,6 +36,7 @@ from bnlab.grading.sandbox import (
     run_plan,
     sandbox_for_this_thread,
 )
+from bnlab.grading.similarity import course_matches, course_units
 
 __all__ = ["TestResult", "SubmissionResult", "grade_submission", "grade_many", "hidden_paths", "identify_exercise",
            "isolation_problem", "sandboxed"]
@@ -65,6 +66,8 @@ class SubmissionResult:
     tests: list[TestResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    #: for the instructor, not marks: e.g. code that looks pasted from the course library
+    flags: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON."""
@@ -262,8 +265,21 @@ def _grade_submission(path: str, masters: dict[str, Master], limits: Limits,
     status = "graded" if run.finished else ("timed out" if run.timed_out else "crashed")
     notes = ([note] if note else []) + ([sandbox_note] if sandbox_note else []) + _notes(run, limits)
     notes += _run_order_notes(nb)
+    flags = _pasted_course_code(nb)
+    notes += [f"Flagged for your instructor: {flag}. This changes no marks; your instructor will look at it."
+              for flag in flags]
     score = float(sum(t.score for t in tests))
-    return SubmissionResult(path, exercise, score, master.max_score, status, tests, notes, round(run.seconds, 3))
+    return SubmissionResult(path, exercise, score, master.max_score, status, tests, notes, round(run.seconds, 3),
+                            flags)
+
+
+def _pasted_course_code(nb: Any) -> list[str]:
+    """The submission's functions and classes that look pasted from the course library (normalized-AST
+    similarity, :mod:`bnlab.grading.similarity`), as flags: ``"batchnorm_forward matches the course's
+    bnlab.functional._train_forward (similarity 0.97)"``. Every code cell counts, whatever its metadata says."""
+    cells = [str(cell.get("source", "")) for cell in nb.get("cells", []) if cell.get("cell_type") == "code"]
+    return [f"{match.name} matches the course's {match.source} (similarity {match.similarity:.2f})"
+            for match in course_matches(cells)]
 
 
 def grade_many(paths: list[str], masters: dict[str, Master] | None = None, limits: Limits = Limits(),
@@ -288,6 +304,8 @@ def _import_judges() -> None:
     import bnlab.layers  # noqa: F401
     import bnlab.mistakes  # noqa: F401
     import bnlab.nn  # noqa: F401
+
+    course_units()  # the course code that pasted submissions are compared with, read before any submission runs
 
 
 @functools.lru_cache(maxsize=1)
