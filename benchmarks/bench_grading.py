@@ -7,7 +7,9 @@ Builds a class of submissions from the masters (every exercise, correct and wron
 then (1) grades a sample one at a time in this process, after one warm-up, and reports the median wall time per
 submission by exercise; (2) runs ``python -m bnlab grade FOLDER --out ... --jobs 2`` as an instructor would and
 reports the wall time of the whole class, process start-up and fork-server start included.
-Targets: median under 3 s per submission; 100 submissions under 3 minutes on 2 cores.
+Target (the course's quality bar): a class of 100 graded in 30 s or less with --jobs 2 on a 2-core machine,
+sandbox on. Machines differ (the same run was 3x faster on one 2-core machine than another): compare the
+figures of one run, not absolute times across machines.
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ def main() -> None:
         print(f"one at a time ({len(every)} submissions, after warm-up):")
         for exercise, ts in times.items():
             print(f"  {exercise:16s} median {statistics.median(ts):.2f} s  max {max(ts):.2f} s")
-        print(f"  all              median {statistics.median(every):.2f} s  (target < 3 s)")
+        print(f"  all              median {statistics.median(every):.2f} s")
 
         start = time.perf_counter()
         done = subprocess.run([sys.executable, "-m", "bnlab", "grade", str(folder), "--out", str(Path(tmp) / "out"),
@@ -84,7 +86,7 @@ def main() -> None:
         if done.returncode != 0:
             raise SystemExit(done.stderr)
         print(f"bnlab grade on {args.class_size} submissions with --jobs {args.jobs}: {seconds:.1f} s wall "
-              f"({seconds / args.class_size:.2f} s per submission; target < 180 s)")
+              f"({seconds / args.class_size:.2f} s per submission; target <= 30 s for 100)")
 
 
 if __name__ == "__main__":
