@@ -11,9 +11,9 @@
 # **Before you start.** [Lecture 2: the forward pass](../notebooks/02_forward_pass.ipynb).
 #
 # **How this works.** Write your code where it says `# YOUR CODE HERE` (delete the `raise NotImplementedError()`
-# line). Run the test cell under each task: it prints a ✔ line, or an error that names the most likely mistake.
-# When your work is graded, the same tests run again together with a few hidden ones (the task says what they
-# cover). Keep the function names and signatures as given, and do not import the course's own implementation
+# line). Run the test cell under each task: it prints a ✔ line ending "visible checks passed — hidden checks run
+# when your work is graded", or an error that names the most likely mistake. When your work is graded, the same
+# tests run again together with a few hidden ones (the task says what they cover), on fresh inputs. Keep the function names and signatures as given, and do not import the course's own implementation
 # (`bnlab.functional`): grading blocks it.
 
 # %% locked id=ex1_setup
