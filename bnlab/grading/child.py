@@ -1,17 +1,19 @@
 """The submission's side of a sandboxed grading run (runs in a forked child process, never in the grader).
 
-:func:`main` sets limits (memory, file size, its own process group), sends stdout/stderr to a file, blocks
-imports of the course's reference code (and of torch in numpy exercises, and torch's own batch norm in the
-PyTorch exercise), then runs the plan: the submission's code cells in order, and, at each test cell's place,
-the probes of that cell's checks. Each result is sent to the grader as soon as it exists, as JSON bytes, so a
-submission that later hangs or kills its process keeps the marks it had earned. Nothing here judges anything.
+:func:`main` sets limits (memory, file size, its own process group) and sends stdout/stderr to a file; then it
+guards the process: the course's reference code is neither in it (the child imports only the probes, which
+call the learner's code and judge nothing) nor loadable or readable from disk, torch is out of the numpy
+exercises and torch's own normalization out of the PyTorch one, and an audit hook (which cannot be removed)
+refuses new processes, the garbage collector's object lists, tracing and ctypes. Then it runs the plan: the
+submission's code cells in order, and, at each test cell's place, the probes of that cell's checks. Each result
+is sent to the grader as soon as it exists, as JSON bytes, so a submission that later hangs or kills its process
+keeps the marks it had earned. Nothing here judges anything.
 """
 
 from __future__ import annotations
 
 import builtins
 import contextlib
-import importlib.abc
 import io
 import json
 import linecache
@@ -25,17 +27,14 @@ from typing import Any
 
 from IPython.core.inputtransformer2 import TransformerManager
 
-from bnlab.grading import checks as _checks  # noqa: F401 -- registers every check before modules are hidden
 from bnlab.grading import wire
-from bnlab.grading.core import CHECKS, Blocked, TimeLimit, describe_exception
+from bnlab.grading.core import Blocked, TimeLimit, describe_exception
+from bnlab.grading.probes import PROBES
 
 __all__ = ["main"]
 
 _BLOCKED_ALWAYS = ("bnlab",)
 _TORCH_MODULES = ("torch", "functorch", "torchvision")
-_TORCH_BN_FUNCTIONS = (("torch.nn.functional", "batch_norm"), ("torch", "batch_norm"),
-                       ("torch", "native_batch_norm"), ("torch", "_native_batch_norm_legit"),
-                       ("torch", "_native_batch_norm_legit_no_training"), ("torch", "cudnn_batch_norm"))
 
 
 class _CappedText(io.TextIOBase):
@@ -60,19 +59,15 @@ def _under(name: str, packages: tuple[str, ...]) -> bool:
     return any(name == package or name.startswith(package + ".") for package in packages)
 
 
-class _Blocker(importlib.abc.MetaPathFinder):
-    """Refuses imports of the listed packages (and their submodules) and remembers each attempt."""
-
-    def __init__(self, blocked: tuple[str, ...], attempts: list[str]) -> None:
-        self.blocked, self.attempts = blocked, attempts
-
-    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
-        if _under(name, self.blocked):
-            self.attempts.append(name)
-            why = (" (the course's reference implementation)" if name.startswith("bnlab") else
-                   " (this is a numpy exercise)")
-            raise Blocked(f"import of {name!r} is blocked while grading{why}")
-        return None
+def _stub_checks() -> None:
+    """``from bnlab.grading import checks`` and ``checks.forward(f)`` in a learner's own cell (a test line pasted
+    into a solution) do nothing while grading, instead of failing the cell: the master's test cells run the
+    real checks, on the grader's side."""
+    stubs = {name: types.ModuleType(name) for name in ("bnlab", "bnlab.grading", "bnlab.grading.checks")}
+    stubs["bnlab"].__path__, stubs["bnlab.grading"].__path__ = [], []
+    stubs["bnlab"].grading, stubs["bnlab.grading"].checks = stubs["bnlab.grading"], stubs["bnlab.grading.checks"]
+    stubs["bnlab.grading.checks"].__getattr__ = lambda name: (lambda *args, **kwargs: None)
+    sys.modules.update(stubs)
 
 
 def _blocked_function(qualified: str, attempts: list[str], named_by_caller: bool = False) -> Any:
@@ -193,18 +188,59 @@ def _block_norm_kernels(attempts: list[str]) -> None:
                     library.impl(qualified[len("aten::"):], key, kernel, False)
 
 
-#: audit events a submission never needs, which would let it reach the grader's objects in its own process:
-#: the garbage collector's object lists, tracing other frames, and raw memory through ctypes
+#: audit events a submission never needs, which would let it reach the grader's objects in its own process (the
+#: garbage collector's object lists, tracing other frames, raw memory through ctypes) or leave the guarded process
+#: (a new process has none of these guards: it could import torch's batch norm or the course's answers freely)
 _REFUSED_EVENTS = ("gc.get_objects", "gc.get_referrers", "gc.get_referents", "sys.settrace", "sys.setprofile",
-                   "sys._current_frames")
+                   "sys._current_frames", "subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn",
+                   "os.fork", "os.forkpty", "pty.spawn", "sys.addaudithook")
 
 
-def _refuse_introspection(attempts: list[str]) -> None:
-    """An audit hook (it cannot be removed once added) that refuses :data:`_REFUSED_EVENTS` and ctypes."""
+def protected_folders(extra: tuple[str, ...] = (), allow_torch: bool = False) -> list[str]:
+    """Folders whose files a submission may not open: the bnlab package (the course's reference code; the
+    child's own modules are loaded before), when bnlab is a source checkout every other folder of the project
+    (tests, lectures, masters, .git: answers and reference code) but the one holding Python itself, the
+    folders ``extra`` (the masters and the class's submissions, from the grader), and in the PyTorch exercise
+    the sources of torch's Python decompositions (which would otherwise be exec'd afresh)."""
+    import bnlab
+
+    package = os.path.dirname(os.path.realpath(bnlab.__file__))
+    here = os.path.realpath(os.getcwd())  # the submission's scratch folder stays open to it
+    folders = [package, *(f for f in map(os.path.realpath, extra) if not (here == f or here.startswith(f + os.sep)))]
+    project = os.path.dirname(package)
+    if os.path.exists(os.path.join(project, "pyproject.toml")):
+        keep = [os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)]
+        for entry in os.scandir(project):
+            path = os.path.realpath(entry.path)
+            if entry.is_dir() and not any(k == path or k.startswith(path + os.sep) for k in keep):
+                folders.append(path)
+    if allow_torch:
+        import torch
+
+        torch_dir = os.path.dirname(os.path.realpath(torch.__file__))
+        folders += [os.path.join(torch_dir, name) for name in ("_decomp", "_refs")]
+    return sorted({os.path.realpath(f) for f in folders})
+
+
+def _guard(attempts: list[str], blocked: tuple[str, ...], folders: list[str]) -> None:
+    """An audit hook -- it cannot be removed once added, unlike an import hook in ``sys.meta_path`` -- that
+    refuses :data:`_REFUSED_EVENTS` and ctypes, loading any module of the ``blocked`` packages, and opening
+    any file in ``folders`` (reading the course's sources to exec them, or the masters)."""
+    prefixes = tuple(folder + os.sep for folder in folders)
+
+    def refuse(what: str, error: type[Exception] = Blocked) -> None:
+        attempts.append(what)
+        raise error(f"{what} is not allowed while grading")
+
     def hook(event: str, args: Any) -> None:
         if event in _REFUSED_EVENTS or event.startswith("ctypes."):
-            attempts.append(event)
-            raise Blocked(f"{event} is not allowed while grading")
+            refuse(event)
+        elif event == "import" and args and isinstance(args[0], str) and _under(args[0], blocked):
+            refuse(f"import of {args[0]}")
+        elif event == "open" and args and isinstance(args[0], (str, bytes, os.PathLike)):
+            path = os.path.realpath(os.fsdecode(args[0]))
+            if path in folders or path.startswith(prefixes):  # an OSError, as for any unreadable file
+                refuse(f"opening {path}", PermissionError)
 
     sys.addaudithook(hook)
 
@@ -286,20 +322,16 @@ def main(plan: dict[str, Any], conn: Any, workdir: str) -> None:
 
     attempts: list[str] = []
     blocked = _BLOCKED_ALWAYS + (() if plan["allow_torch"] else _TORCH_MODULES)
+    folders = protected_folders(tuple(plan.get("protected", ())), plan["allow_torch"])
     if plan["allow_torch"]:
         import torch
 
         torch.set_num_threads(1)
         _block_python_norms(attempts)
-        for module_name, attribute in _TORCH_BN_FUNCTIONS:
-            module = sys.modules.get(module_name)
-            if module is not None and hasattr(module, attribute):
-                setattr(module, attribute, _blocked_function(f"{module_name}.{attribute}", attempts))
-    if plan["allow_torch"]:
         _block_norm_kernels(attempts)
     _hide_modules(blocked)
-    sys.meta_path.insert(0, _Blocker(blocked, attempts))
-    _refuse_introspection(attempts)
+    _stub_checks()
+    _guard(attempts, blocked, folders)
     signal.signal(signal.SIGALRM, _on_alarm)
     _limit_memory(plan["memory_mb"])
 
@@ -334,8 +366,8 @@ def main(plan: dict[str, Any], conn: Any, workdir: str) -> None:
                 else:
                     try:
                         _alarm(plan["check_seconds"])
-                        data = CHECKS[test_call["check"]].probe([namespace[n] for n in test_call["names"]],
-                                                               wire.loads(test_call["inputs"].encode()))
+                        data = PROBES[test_call["probe"]]([namespace[n] for n in test_call["names"]],
+                                                          wire.loads(test_call["inputs"].encode()))
                         _alarm(0)
                         message["data"] = wire.encode(data)
                     except BaseException as exc:  # noqa: BLE001

@@ -178,7 +178,10 @@ def describe_exception(exc: BaseException) -> str:
     if len(text) > 400:
         text = text[:400] + " ..."
     where = ""
-    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+    # lookup_lines=False: no source file is read (a grading child may not open the grader's); only a notebook
+    # cell's line is looked up, from the cells the child registered with linecache
+    frames = traceback.StackSummary.extract(traceback.walk_tb(exc.__traceback__), lookup_lines=False)
+    for frame in reversed(frames):
         if frame.filename.startswith("<cell "):
             line = (frame.line or "").strip()
             where = f" ({frame.filename[1:-1]}, line {frame.lineno}" + (f": {line}" if line else "") + ")"

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from bnlab.grading import probes
 from bnlab.grading.core import CheckFailed, ScriptCheck, as_array, case_rng, register, relative_error
 from bnlab.grading.diagnoses import explain
 from bnlab.grading.layer_script import compare_scripts, model_records, play_numpy
@@ -36,9 +37,7 @@ def independent_rows(steps: Sequence[tuple[Any, ...]], records: Sequence[dict[st
 class _LayerBase(ScriptCheck):
     subjects = ("BatchNorm",)
 
-    @staticmethod
-    def probe(objects: Sequence[Any], inputs: dict[str, Any]) -> Any:
-        return play_numpy(objects[0], inputs["steps"])
+    probe = staticmethod(probes.numpy_layer)
 
     def judge(self, inputs: dict[str, Any], data: Any) -> str:
         from bnlab import layers

@@ -24,129 +24,12 @@ import numpy as np
 from bnlab.grading import wire
 from bnlab.grading.core import CheckFailed, array_problem, as_array, call, closest_mistake
 from bnlab.grading.diagnoses import LAYER_MISTAKES, LayerModel, explain
+from bnlab.grading.probes import mode_record, play_numpy, play_torch  # noqa: F401 -- the players live there
 
 __all__ = ["play_numpy", "play_torch", "play_model", "compare_scripts", "describe_steps", "model_records"]
 
 Step = tuple[Any, ...]
 _STATE_KEYS = ("weight", "bias", "running_mean", "running_var")
-
-
-def _not_constructed(reason: str) -> dict[str, str]:
-    return {"error": f"not run: the layer could not be constructed ({reason})"}
-
-
-def _mode_record(made: Any) -> dict[str, Any]:
-    return {"value": True} if made.ok else made.record
-
-
-class _Player:
-    """Plays a script on a learner's (or the reference) layer class; subclasses say how to run forward/backward."""
-
-    def __init__(self, cls: Any) -> None:
-        self.cls, self.layer = cls, None
-
-    def play(self, steps: Sequence[Step]) -> list[dict[str, Any]]:
-        records: list[dict[str, Any]] = []
-        for step in steps:
-            kind = step[0]
-            if kind == "new":
-                made = call(self.cls, **step[1])
-                self.layer = made.raw if made.ok else None
-                records.append(_mode_record(made))
-            elif self.layer is None:
-                records.append(_not_constructed(records[0].get("error", "?") if records else "?"))
-            elif kind in ("train", "eval"):
-                records.append(_mode_record(call(lambda: getattr(self.layer, kind)())))
-            elif kind == "state":
-                records.append({**call(lambda: {k: getattr(self.layer, k, None) for k in _STATE_KEYS}).record,
-                                **self.state_extra()})
-            elif kind in ("forward", "backward", "names"):
-                records.append(getattr(self, kind)(*step[1:]))
-            else:
-                raise ValueError(f"unknown step {kind!r}")
-        return records
-
-    def forward(self, x: np.ndarray, grad: bool = True) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def backward(self, dout: np.ndarray) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def names(self) -> dict[str, Any]:
-        raise ValueError("a names step needs a torch module")
-
-    def state_extra(self) -> dict[str, Any]:
-        """More of the state than the compared fields (torch: num_batches_tracked, value and dtype)."""
-        return {}
-
-
-class _NumpyPlayer(_Player):
-    """Gives the layer its own copy of each array and notes (``"changed": name``) when the layer edited it in
-    place: a caller's x or upstream gradient must not change."""
-
-    def forward(self, x: np.ndarray, grad: bool = True) -> dict[str, Any]:
-        given = x.copy()
-        return _noting_changes(call(lambda v: self.layer.forward(v), given).record, "x", given, x)
-
-    def backward(self, dout: np.ndarray) -> dict[str, Any]:
-        def run(d: np.ndarray) -> list[Any]:
-            dx = self.layer.backward(d)
-            return [dx, self.layer.grad["weight"], self.layer.grad["bias"]]
-        given = dout.copy()
-        return _noting_changes(call(run, given).record, "dout", given, dout)
-
-
-def _noting_changes(record: dict[str, Any], name: str, given: np.ndarray, original: np.ndarray) -> dict[str, Any]:
-    if not np.array_equal(given, original, equal_nan=True):
-        record = {**record, "changed": name}
-    return record
-
-
-class _TorchPlayer(_Player):
-    last: tuple[Any, Any] | None = None
-
-    def state_extra(self) -> dict[str, Any]:
-        tracked = getattr(self.layer, "num_batches_tracked", None)
-        try:
-            return {"tracked": [int(tracked), str(getattr(tracked, "dtype", type(tracked).__name__))]}
-        except (TypeError, ValueError, RuntimeError):
-            return {"tracked": [None, type(tracked).__name__]}
-
-    def forward(self, x: np.ndarray, grad: bool = True) -> dict[str, Any]:
-        import torch
-
-        tensor = torch.tensor(x, requires_grad=bool(grad))
-
-        def run() -> Any:
-            with torch.set_grad_enabled(bool(grad)):
-                return self.layer(tensor)
-        made = call(run)
-        self.last = (tensor, made.raw) if made.ok and grad else None
-        return made.record
-
-    def backward(self, dout: np.ndarray) -> dict[str, Any]:
-        import torch
-
-        def run() -> list[Any]:
-            if self.last is None:
-                raise RuntimeError("no differentiable forward to backpropagate through")
-            inputs = [self.last[0], self.layer.weight, self.layer.bias]
-            return list(torch.autograd.grad(self.last[1], inputs, torch.tensor(dout), allow_unused=True))
-        return call(run).record
-
-    def names(self) -> dict[str, Any]:
-        return call(lambda: {"state_dict": list(self.layer.state_dict()),
-                             "parameters": [n for n, _ in self.layer.named_parameters()]}).record
-
-
-def play_numpy(cls: Any, steps: Sequence[Step]) -> list[dict[str, Any]]:
-    """Play ``steps`` on a numpy layer class with the ``bnlab.layers.BatchNorm`` interface."""
-    return _NumpyPlayer(cls).play(steps)
-
-
-def play_torch(cls: Any, steps: Sequence[Step]) -> list[dict[str, Any]]:
-    """Play ``steps`` on a torch module class with the ``torch.nn.BatchNorm2d`` interface (float32 input)."""
-    return _TorchPlayer(cls).play(steps)
 
 
 def play_model(model: LayerModel, steps: Sequence[Step]) -> list[dict[str, Any]]:
@@ -155,7 +38,7 @@ def play_model(model: LayerModel, steps: Sequence[Step]) -> list[dict[str, Any]]
     for step in steps:
         kind = step[0]
         if kind in ("train", "eval"):
-            records.append(_mode_record(call(getattr(model, kind))))
+            records.append(mode_record(call(getattr(model, kind))))
         elif kind == "forward":
             x = np.asarray(step[1], dtype=np.float64)
             records.append(call(model.forward, x, bool(step[2]) if len(step) > 2 else True).record)

@@ -8,18 +8,17 @@ shows), a random upstream gradient and a gamma with a zero (so a backward that i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from bnlab.grading import probes
 from bnlab.grading.core import (
     CaseCheck,
     Check,
     CheckFailed,
     array_problem,
     as_array,
-    call,
     case_rng,
     closest_mistake,
     describe,
@@ -34,7 +33,6 @@ from bnlab.grading.diagnoses import (
     hint_for_error,
     inference_candidates,
 )
-from bnlab.grading.wire import to_plain
 
 __all__ = ["ForwardCheck", "ForwardConvCheck", "ForwardOptionsCheck", "InferenceCheck", "InferenceConvCheck",
            "BackwardCheck", "BackwardConvCheck", "batch"]
@@ -96,23 +94,7 @@ def _raise_if_mutated(fname: str, label: str, case: dict[str, Any], after: dict[
 
 class _ForwardBase(CaseCheck):
     subjects = ("batchnorm_forward",)
-
-    @staticmethod
-    def probe(objects: Sequence[Any], inputs: dict[str, Any]) -> Any:
-        forward, records = objects[0], []
-        for case in inputs["cases"]:
-            x, gamma, beta = case["x"], case["gamma"], case["beta"]
-            kwargs = {} if case["eps"] is None else {"eps": case["eps"]}
-            made = call(forward, x, gamma, beta, **kwargs)
-            record: dict[str, Any] = {"after": {"x": x, "gamma": gamma, "beta": beta}}
-            if not made.ok:
-                record.update(made.record)
-            elif isinstance(made.raw, (tuple, list)) and len(made.raw) == 2:
-                record["out"] = to_plain(made.raw[0])
-            else:
-                record["not_a_pair"] = to_plain(made.raw)
-            records.append(record)
-        return records
+    probe = staticmethod(probes.forward)
 
     def judge(self, inputs: dict[str, Any], data: Any) -> str:
         from bnlab.functional import batchnorm_forward
@@ -214,18 +196,7 @@ class ForwardOptionsCheck(_ForwardBase):
 
 class _InferenceBase(CaseCheck):
     subjects = ("batchnorm_inference",)
-
-    @staticmethod
-    def probe(objects: Sequence[Any], inputs: dict[str, Any]) -> Any:
-        inference, records = objects[0], []
-        for case in inputs["cases"]:
-            args = [case[k] for k in ("x", "gamma", "beta", "running_mean", "running_var")]
-            kwargs = {} if case["eps"] is None else {"eps": case["eps"]}
-            made = call(inference, *args, **kwargs)
-            record = dict(made.record) if not made.ok else {"out": made.record["value"]}
-            record["after"] = dict(zip(("x", "gamma", "beta", "running_mean", "running_var"), args))
-            records.append(record)
-        return records
+    probe = staticmethod(probes.inference)
 
     def judge(self, inputs: dict[str, Any], data: Any) -> str:
         from bnlab.functional import batchnorm_inference
@@ -315,6 +286,7 @@ class InferenceConvCheck(_InferenceBase):
 
 class _BackwardBase(Check):
     subjects = ("batchnorm_forward", "batchnorm_backward")
+    probe = staticmethod(probes.backward)
     shapes: tuple[tuple[int, ...], ...] = ()
 
     #: add a batch whose channel 1 is nearly constant (variance ~1e-6, below eps): only there does eps in the
@@ -338,27 +310,6 @@ class _BackwardBase(Check):
                                    "eps)", "x": x, "gamma": gamma, "beta": beta,
                           "dout": case_rng(63).standard_normal(shape)})
         return {"cases": cases, "step": STEP}
-
-    @staticmethod
-    def probe(objects: Sequence[Any], inputs: dict[str, Any]) -> Any:
-        forward, backward = objects[0], objects[1]
-        records = []
-        for case in inputs["cases"]:
-            x, gamma, beta, dout = case["x"], case["gamma"], case["beta"], case["dout"]
-            made = call(forward, x, gamma, beta)
-            if not made.ok or not (isinstance(made.raw, (tuple, list)) and len(made.raw) == 2):
-                records.append({"forward_error": made.record.get("error", "it did not return (out, cache)")})
-                continue
-            cache = made.raw[1]
-            forward_out = to_plain(made.raw[0])
-            given = dout.copy()
-            first = call(backward, given, cache)
-            second = call(backward, dout.copy(), cache)
-            record = {"first": first.record, "second": second.record, "after": {"x": x, "dout": given},
-                      "forward_out": forward_out}
-            record["numeric"] = _perturbed_outputs(forward, case, inputs["step"])
-            records.append(record)
-        return records
 
     def judge(self, inputs: dict[str, Any], data: Any) -> str:
         from bnlab.functional import batchnorm_backward, batchnorm_forward
@@ -480,24 +431,6 @@ def _reference_forward(case: dict[str, Any]) -> np.ndarray:
     from bnlab.functional import batchnorm_forward
 
     return batchnorm_forward(case["x"], case["gamma"], case["beta"])[0]
-
-
-def _perturbed_outputs(forward: Any, case: dict[str, Any], step: float) -> Any:
-    """The learner's forward outputs at x +- step in each entry (for a finite-difference dx), or None."""
-    x, gamma, beta = case["x"], case["gamma"], case["beta"]
-    plus, minus = [], []
-    for index in range(x.size):
-        for sign, store in ((1.0, plus), (-1.0, minus)):
-            nudged = x.copy()
-            nudged.flat[index] += sign * step
-            made = call(forward, nudged, gamma.copy(), beta.copy())
-            if not made.ok or not isinstance(made.raw, (tuple, list)) or len(made.raw) != 2:
-                return None
-            out = to_plain(made.raw[0])
-            if not isinstance(out, np.ndarray) or out.shape != x.shape:
-                return None
-            store.append(out)
-    return {"plus": np.stack(plus), "minus": np.stack(minus)}
 
 
 def _numeric_dx(numeric: Any, case: dict[str, Any]) -> np.ndarray | None:

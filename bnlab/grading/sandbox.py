@@ -95,7 +95,7 @@ def build_plan(master: Master, submission: Any, limits: Limits) -> tuple[dict[st
             check = make_check(call.check, call.names, call.options)
             check.salt = secrets.randbits(62) if call.hidden else 0  # hidden inputs: new every grading run
             checks[(grade_id, index)] = check
-            calls.append({"check": call.check, "names": list(call.names),
+            calls.append({"check": call.check, "probe": check.probe.__name__, "names": list(call.names),
                           "inputs": wire.dumps(check.frozen_inputs()).decode()})
         emitted.add(grade_id)
         return {"kind": "test", "label": f"test cell {grade_id}", "grade_id": grade_id, "calls": calls}

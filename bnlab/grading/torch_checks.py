@@ -11,13 +11,13 @@ from typing import Any
 
 import numpy as np
 
+from bnlab.grading import probes
 from bnlab.grading.core import (
     CaseCheck,
     CheckFailed,
     ScriptCheck,
     array_problem,
     as_array,
-    call,
     case_rng,
     closest_mistake,
     register,
@@ -34,7 +34,6 @@ from bnlab.grading.diagnoses import (
 from bnlab.grading.layer_checks import independent_rows
 from bnlab.grading.layer_script import compare_scripts, describe_steps, model_records, play_torch
 from bnlab.grading.numpy_checks import batch
-from bnlab.grading.wire import to_plain
 
 __all__ = ["FunctionCheck", "FunctionConvCheck", "ModuleCheck", "ModuleConvCheck"]
 
@@ -60,36 +59,10 @@ def _function_case(label: str, shape: tuple[int, ...], seed: int, training: bool
             "training": training, "momentum": momentum, "eps": eps, "dout": rng.standard_normal(shape)}
 
 
-def _tensor_or_none(value: Any) -> Any:
-    import torch
-
-    return None if value is None else torch.tensor(value)
-
-
 class _FunctionBase(CaseCheck):
     subjects = ("BatchNormFunction",)
     needs_torch = True
-
-    @staticmethod
-    def probe(objects: Sequence[Any], inputs: dict[str, Any]) -> Any:
-        import torch
-
-        function, records = objects[0], []
-        for case in inputs["cases"]:
-            x = torch.tensor(case["x"], requires_grad=True)
-            weight = torch.tensor(case["weight"], requires_grad=True)
-            bias = torch.tensor(case["bias"], requires_grad=True)
-            mean, var = _tensor_or_none(case["running_mean"]), _tensor_or_none(case["running_var"])
-
-            def run() -> list[Any]:
-                out = function.apply(x, mean, var, weight, bias, case["training"], case["momentum"], case["eps"])
-                grads = torch.autograd.grad(out, (x, weight, bias), torch.tensor(case["dout"]), allow_unused=True)
-                return [out, *grads]
-            made = call(run)
-            record = dict(made.record)
-            record["after"] = to_plain({"x": x, "running_mean": mean, "running_var": var})
-            records.append(record)
-        return records
+    probe = staticmethod(probes.torch_function)
 
     def judge(self, inputs: dict[str, Any], data: Any) -> str:
         name = self.names[0]
@@ -143,7 +116,7 @@ def _torch_reference(case: dict[str, Any]) -> dict[str, np.ndarray]:
     x = torch.tensor(case["x"], requires_grad=True)
     weight = torch.tensor(case["weight"], requires_grad=True)
     bias = torch.tensor(case["bias"], requires_grad=True)
-    mean, var = _tensor_or_none(case["running_mean"]), _tensor_or_none(case["running_var"])
+    mean, var = probes.tensor_or_none(case["running_mean"]), probes.tensor_or_none(case["running_var"])
     out = F.batch_norm(x, mean, var, weight, bias, case["training"], case["momentum"], case["eps"])
     dx, dweight, dbias = torch.autograd.grad(out, (x, weight, bias), torch.tensor(case["dout"]))
     return {"out": out.detach().numpy(), "dx": dx.numpy(), "dweight": dweight.numpy(), "dbias": dbias.numpy(),
@@ -190,10 +163,7 @@ class FunctionConvCheck(_FunctionBase):
 class _ModuleBase(ScriptCheck):
     subjects = ("BatchNorm2d",)
     needs_torch = True
-
-    @staticmethod
-    def probe(objects: Sequence[Any], inputs: dict[str, Any]) -> Any:
-        return play_torch(objects[0], inputs["steps"])
+    probe = staticmethod(probes.torch_module)
 
     def judge(self, inputs: dict[str, Any], data: Any) -> str:
         import torch
