@@ -81,7 +81,7 @@ def _cmd_grade(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     limits = Limits(timeout=args.timeout, memory_mb=args.memory,
                     cell_seconds=min(args.timeout, Limits.cell_seconds),
                     check_seconds=min(args.timeout, Limits.check_seconds))
-    from bnlab.grading.grade import isolation_problem
+    from bnlab.grading.grade import isolation_problem, safe_text
 
     if isolation_problem():
         print(isolation_problem(), file=sys.stderr)
@@ -90,7 +90,7 @@ def _cmd_grade(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     write_results(results, Path(args.out))
     for result in results:
         print(f"{result.score:g}/{result.max_score:g}  {result.status:9s}  {result.exercise or '-':16s}  "
-              f"{result.submission}" + ("  FLAGGED: " + "; ".join(result.flags) if result.flags else ""))
+              f"{safe_text(result.submission)}" + ("  FLAGGED: " + "; ".join(result.flags) if result.flags else ""))
     seconds = time.perf_counter() - start
     flagged = sum(bool(result.flags) for result in results)
     print(f"graded {len(results)} submission(s) in {seconds:.1f} s with {args.jobs} job(s); "

@@ -133,3 +133,26 @@ def test_gradescope_run_without_a_notebook_says_what_to_upload(tmp_path):
     assert run.returncode == 0, run.stderr
     results = json.loads((tmp_path / "results" / "results.json").read_text())
     assert results["score"] == 0 and "No .ipynb file" in results["output"]
+
+
+def test_hostile_exercise_names_cannot_break_the_csv_or_the_terminal(tmp_path):
+    """An exercise name (from the notebook's metadata) with a lone surrogate, terminal escapes or a spreadsheet
+    formula: every row is written, the terminal gets no escape character, a formula is shown as text."""
+    names = {"surrogate": "\udc80", "escapes": "\x1b[2K\r10/10  graded  =HYPERLINK(\"http://x\")"}
+    paths = []
+    for stem, exercise in names.items():
+        notebook = json.loads(json.dumps(solved("ex1_forward")))
+        notebook["metadata"]["bnlab"]["exercise"] = exercise
+        path = tmp_path / f"{stem}.ipynb"
+        path.write_text(json.dumps(notebook))  # ensure_ascii: the surrogate travels as \udc80
+        paths.append(str(path))
+    formula = tmp_path / "=1+1.ipynb"
+    formula.write_text(json.dumps(json.loads(json.dumps(solved("ex1_forward")))))
+    out = tmp_path / "out"
+    run = bnlab("grade", *paths, formula.name, "--out", str(out), "--timeout", "30", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "\x1b" not in run.stdout + run.stderr
+    rows = list(csv.DictReader(open(out / "grades.csv", encoding="utf-8")))
+    assert [row["status"] for row in rows] == ["error", "error", "graded"]
+    assert rows[2]["submission"] == "'=1+1.ipynb"  # a spreadsheet shows it as text, not a formula
+    assert "\\udc80" in (out / "feedback" / "001-surrogate.json").read_text(encoding="utf-8")

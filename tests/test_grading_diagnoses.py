@@ -408,3 +408,10 @@ def test_a_passing_test_cell_says_what_it_ran_and_never_all_passed(capsys):
     checks.choice("b", options="abcd", correct="b")
     assert "(hidden check passed)" in capsys.readouterr().out
     assert "all passed" not in visible + hidden
+
+
+def test_a_function_that_is_not_an_autograd_function_earns_nothing():
+    """Plain tensor operations let autograd differentiate the forward: the exercise's hand-written backward is
+    then missing, and the check says so."""
+    function = wrong.load(wrong.TORCH_FUNCTION_WITHOUT_BACKWARD, "BatchNormFunction")
+    assert "must be a subclass of torch.autograd.Function" in failure(checks.torch_function, function)

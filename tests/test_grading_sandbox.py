@@ -87,6 +87,40 @@ EX1 = {
                                             "    t = torch.nn.functional.batch_norm(torch.from_numpy(x), None, None,"
                                             " torch.from_numpy(gamma), torch.from_numpy(beta), True, 0.1, eps)\n"
                                             "    return t.numpy(), None\n"}),
+    # the reference, by routes around an import blocker: emptying sys.meta_path, exec'ing the source file, and
+    # torch dug out of the interpreter's frames (a numpy exercise's process never imported it)
+    "meta_path_then_reference": dict(replace={"ex1_forward": "import sys\nsys.meta_path[:] = []\n"
+                                                             "from bnlab.functional import batchnorm_forward\n"}),
+    "execs_course_source": dict(replace={"ex1_forward": (
+        "import os\nnamespace = {}\n"
+        f"exec(open(os.path.join({str(Path(__file__).resolve().parents[1] / 'bnlab')!r}, 'functional.py')).read(), "
+        "namespace)\nbatchnorm_forward = namespace['batchnorm_forward']\n")}),
+    "torch_from_frames": dict(replace={"ex1_forward": (
+        "import sys\nframe = sys._getframe()\n"
+        "while frame is not None and 'torch' not in frame.f_locals and 'torch' not in frame.f_globals:\n"
+        "    frame = frame.f_back\n"
+        "torch = (frame.f_locals.get('torch') or frame.f_globals['torch']) if frame else None\n"
+        "def batchnorm_forward(x, gamma, beta, eps=1e-5):\n"
+        "    t = torch.nn.functional.batch_norm(torch.from_numpy(x), None, None, torch.from_numpy(gamma),"
+        " torch.from_numpy(beta), True, 0.1, eps)\n"
+        "    return t.numpy(), None\n")}),
+    # correct work in more of Jupyter's idioms, and results in unusual (but numeric) dtypes
+    "jupyter_idioms": dict(replace={"ex1_forward": (
+        "get_ipython().run_cell_magic('writefile', 'bn_helpers.py', 'import numpy as np\\n"
+        "def normalize(x, axes, eps):\\n    mu = x.mean(axis=axes, keepdims=True)\\n"
+        "    return (x - mu) / np.sqrt(((x - mu) ** 2).mean(axis=axes, keepdims=True) + eps)\\n')\n"
+        "from bn_helpers import normalize\nfrom bnlab.grading import checks\n"
+        "def batchnorm_forward(x, gamma, beta, eps=1e-5):\n"
+        "    axes = tuple(a for a in range(x.ndim) if a != 1)\n"
+        "    shape = (1, -1) + (1,) * (x.ndim - 2)\n"
+        "    out = np.reshape(gamma, shape) * normalize(x, axes, eps) + np.reshape(beta, shape)\n"
+        "    return out.astype(out.dtype.newbyteorder('>')), None\n"
+        "checks.forward(batchnorm_forward)\n"
+        "value = %time 2 + 2\nassert value == 4\n"
+        "%timeit -n 1 -r 1 batchnorm_forward(np.ones((2, 3)), np.ones(3), np.zeros(3))\n"
+        "display(value)\nfiles = !ls\nassert list(files) == []\n"
+        "get_ipython().run_cell('ran_cell = True')\nassert ran_cell\n")},
+        append=["%%writefile more_helpers.py\nANSWER = 42\n", "from more_helpers import ANSWER\nassert ANSWER == 42"]),
 }
 
 
@@ -142,25 +176,34 @@ def test_partial_credit_per_test_cell(ex1):
 
 
 def test_same_submission_same_score_and_feedback(ex1):
-    """Visible checks are the same every run; hidden ones draw new inputs each run (so the numbers quoted in
-    their feedback differ) but reach the same verdict and name the same mistake."""
+    """Every check draws new inputs each grading run (so the numbers quoted in the feedback differ), but the
+    verdicts are the same and the same mistake is named."""
     first, again = ex1[0]["partial"], ex1[0]["twice"]
     assert [(t.name, t.score) for t in first.tests] == [(t.name, t.score) for t in again.tests]
     for one, two in zip(first.tests, again.tests):
-        if one.hidden:
-            assert one.feedback.split("Likely mistake")[1:] == two.feedback.split("Likely mistake")[1:]
-        else:
-            assert one.feedback == two.feedback
+        assert one.feedback.split("Likely mistake")[1:] == two.feedback.split("Likely mistake")[1:]
+        assert one.feedback.split(":")[0] == two.feedback.split(":")[0]
 
 
-def test_hidden_inputs_change_every_grading_run_and_visible_ones_do_not():
+def test_every_checks_inputs_change_every_grading_run_and_a_notebooks_do_not():
+    """A learner's notebook runs each check on fixed inputs (salt 0); grading draws them afresh, visible and
+    hidden checks alike, from a secret salt."""
+    from bnlab.grading import checks as _  # noqa: F401 -- registers the checks
+    from bnlab.grading.core import CHECKS
     from bnlab.grading.sandbox import Limits, build_plan
 
     master = find_masters()["ex1_forward"]
     plans = [build_plan(master, solved("ex1_forward"), Limits())[0] for _ in range(2)]
     tests = [{item["grade_id"]: item["calls"] for item in plan["items"] if item["kind"] == "test"} for plan in plans]
-    assert tests[0]["ex1_forward_tests"] == tests[1]["ex1_forward_tests"]
+    assert tests[0]["ex1_forward_tests"] != tests[1]["ex1_forward_tests"]
     assert tests[0]["ex1_forward_hidden"] != tests[1]["ex1_forward_hidden"]
+    assert wire_inputs(CHECKS["forward"]()) == wire_inputs(CHECKS["forward"]())
+
+
+def wire_inputs(check):
+    from bnlab.grading import wire
+
+    return wire.dumps(check.frozen_inputs())
 
 
 def test_submitted_files_are_never_modified(ex1):
@@ -224,11 +267,13 @@ def test_tricks_on_the_tests_earn_nothing(ex1, name):
     assert "unbiased variance" in feedback(result, "ex1_forward_tests")
 
 
-@pytest.mark.parametrize("name", ["imports_the_answers", "imports_answers_sneakily", "calls_torch_batch_norm"])
+@pytest.mark.parametrize("name", ["imports_the_answers", "imports_answers_sneakily", "calls_torch_batch_norm",
+                                  "meta_path_then_reference", "execs_course_source", "torch_from_frames"])
 def test_reference_answers_and_torch_are_blocked_and_reported(ex1, name):
     result = ex1[0][name]
     assert score(result, *FORWARD_TESTS) == 0 and result.score == 5.0
-    assert any(note.startswith("Blocked while grading") for note in result.notes)
+    if name != "torch_from_frames":  # that one finds no torch at all: it was never imported in this process
+        assert any(note.startswith("Blocked while grading") for note in result.notes)
 
 
 _ATEN = ("    return torch.ops.aten.batch_norm(x, self.weight, self.bias, self.running_mean, self.running_var, "
@@ -270,6 +315,9 @@ EX4 = {
         "python_decomposition": ("import torch._decomp.decompositions as d\nif True:\n    return "
                                  "d.native_batch_norm(x, self.weight, self.bias, self.running_mean, "
                                  "self.running_var, self.training, self.momentum, self.eps)[0]\n"),
+        "refs_normalize": ("import torch._refs\nif True:\n    dims = [0, 2, 3]\n"
+                           "    xhat, mean, rstd = torch._refs._normalize(x, dims, self.eps)\n"
+                           "    return xhat * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)\n"),
         "originals_through_gc": ("import gc\nif True:\n    bn = [o for o in gc.get_objects() if getattr(o, "
                                  "'__name__', '') == 'batch_norm'][0]\n    return bn(x, self.running_mean, "
                                  "self.running_var, self.weight, self.bias, self.training, self.momentum, "
@@ -307,16 +355,19 @@ def test_no_route_to_torch_batch_norm_earns_marks(ex4, route):
 
 
 @pytest.mark.parametrize("route", ["pops_the_dispatch_mode", "disables_torch_dispatch", "python_decomposition",
-                                   "originals_through_gc"])
+                                   "refs_normalize", "originals_through_gc"])
 def test_stepping_around_the_dispatch_mode_earns_nothing(ex4, route):
     result = ex4[route]
     assert score(result, "ex4_module_tests", "ex4_module_hidden") == 0, [t.feedback for t in result.tests]
     assert result.score == 5.0  # the function and the question, which it left alone
 
 
-def test_correct_work_in_ipython_syntax_gets_full_marks(ex1):
+@pytest.mark.parametrize("name", ["ipython_syntax", "jupyter_idioms"])
+def test_correct_work_in_ipython_syntax_gets_full_marks(ex1, name):
+    """Magics, help lines, %%writefile and importing what it wrote, x = %time f(), %timeit with options,
+    display, shell captures, run_cell, a test line pasted into a solution, a big-endian result."""
     results, *_ = ex1
-    result = results["ipython_syntax"]
+    result = results[name]
     assert result.score == result.max_score, [t.feedback for t in result.tests if t.status != "passed"]
     assert not [n for n in result.notes if "raised" in n], result.notes
 
@@ -382,6 +433,24 @@ def attacks(tmp_path_factory):
                             f"    open({str(outside / 'planted.txt')!r}, 'w').write('x')\n    os._exit(0)"],
         # reach the network
         "network": ["import socket\nsocket.create_connection(('1.1.1.1', 53), timeout=2)"],
+        # plant a module where a later submission in the same sandbox would import it (the scratch root)
+        "plants_module": ["import os\nroot = os.path.dirname(os.getcwd())\n"
+                          "open(os.path.join(root, 'statistics.py'), 'w').write('raise SystemExit')"],
+        # read the next submission's code from the sandbox helper's pipes, and write forged results into them
+        "opens_helper_pipes": ["import os\nos.open(f'/proc/{os.getppid()}/fd/0', os.O_RDONLY)",
+                               "import os\nos.open(f'/proc/{os.getppid()}/fd/1', os.O_WRONLY)"],
+        # messages the grader cannot parse or must not trust: nesting past the JSON parser's depth, a 64 MB
+        # message, a forged instructor's note with a lone surrogate and terminal escapes
+        "forges_messages": ["import sys\nframe = sys._getframe()\n"
+                            "while 'conn' not in frame.f_locals:\n    frame = frame.f_back\n"
+                            "conn = frame.f_locals['conn']\n"
+                            "import json\nconn.send_bytes(json.dumps({'type': 'cell_error', 'where': 'cell 1', "
+                            "'error': 'NOTE FROM INSTRUCTOR: full marks \\udc80 \\x1b[2K' + 'x' * 50000}).encode())\n"
+                            "conn.send_bytes(b'[' * 100000 + b']' * 100000)\n"
+                            "conn.send_bytes(b'{\"type\": \"at\", \"where\": \"' + b'x' * (8 << 20) + b'\"}')\n"
+                            "conn.send_bytes(b'{\"type\": \"at\", \"where\": \"' + b'x' * (64 << 20) + b'\"}')\n"],
+        # start a process: it would have none of the child's guards
+        "starts_process": ["import subprocess, sys\nsubprocess.run([sys.executable, '-c', 'print(1)'])"],
     }
     paths = {name: write(solved("ex1_forward", append=cells), directory, f"{name}.ipynb")
              for name, cells in attacks.items()}
@@ -433,6 +502,30 @@ def test_a_submission_has_no_network(attacks):
     assert "OSError" in _cell_errors(results["network"]) or "gaierror" in _cell_errors(results["network"])
 
 
+def test_a_submission_cannot_plant_modules_open_the_helpers_pipes_or_start_processes(attacks):
+    results, *_ = attacks
+    assert "PermissionError: writing" in _cell_errors(results["plants_module"])
+    pipes = _cell_errors(results["opens_helper_pipes"])
+    assert pipes.count("PermissionError") == 2, pipes
+    assert "subprocess.Popen is not allowed" in _cell_errors(results["starts_process"])
+    for name in ("plants_module", "opens_helper_pipes", "starts_process"):
+        assert results[name].score == results[name].max_score  # the attack cell failed, nothing else
+
+
+def test_forged_and_malformed_messages_are_dropped_and_texts_are_made_safe(attacks):
+    """Nested past the parser's depth and oversized messages are dropped; a forged note is cut to 500
+    characters and its lone surrogate and terminal escapes are shown as escapes; every innocent submission
+    of the class is graded in full."""
+    results, *_ = attacks
+    result = results["forges_messages"]  # a message over the frame limit ends its own run: after every test
+    assert result.status in ("graded", "crashed") and result.score == result.max_score
+    forged = [note for note in result.notes if "NOTE FROM INSTRUCTOR" in note]
+    assert forged and all(len(note) < 600 and "\x1b" not in note and "\udc80" not in note for note in forged)
+    assert any("\\x1b" in note for note in forged)
+    for index in range(4):
+        assert results[f"innocent{index}"].score == results[f"innocent{index}"].max_score
+
+
 def test_without_bubblewrap_the_grader_says_what_isolation_is_lost(monkeypatch):
     from bnlab.grading import grade as grade_module
 
@@ -455,9 +548,9 @@ def test_a_probe_that_sends_back_nothing_earns_nothing(ex1):
     assert "results for" in feedback(result, "ex1_forward_tests")
 
 
-def test_a_table_of_answers_for_the_published_inputs_earns_no_hidden_marks(tmp_path):
-    """The checks' code is public, so a student can compute every input they draw with the fixed seeds and
-    answer only those; hidden checks draw fresh inputs each grading run, so such a table misses them."""
+def test_a_table_of_answers_for_the_published_inputs_earns_nothing(tmp_path):
+    """The checks' code is public, so a student can compute every input they draw in a notebook (salt 0) and
+    answer only those; grading draws fresh inputs for every check, so such a table earns no mark at all."""
     import hashlib
 
     import numpy as np
@@ -482,8 +575,7 @@ def test_a_table_of_answers_for_the_published_inputs_earns_no_hidden_marks(tmp_p
         "    return np.reshape(gamma, shape) * (x - mu) / np.sqrt(var + eps) + np.reshape(beta, shape), None\n")
     path = write(solved("ex1_forward", replace={"ex1_forward": source}), tmp_path, "table.ipynb")
     (result,) = grade_many([path], find_masters(), LIMITS)
-    assert score(result, "ex1_forward_tests") == FORWARD_TESTS["ex1_forward_tests"]
-    assert score(result, "ex1_forward_hidden") == 0
+    assert score(result, "ex1_forward_tests") == 0 and score(result, "ex1_forward_hidden") == 0
 
 
 def test_a_notebook_not_run_top_to_bottom_gets_a_note(tmp_path):
@@ -508,7 +600,7 @@ def test_a_notebook_not_run_top_to_bottom_gets_a_note(tmp_path):
 def test_a_sandbox_that_will_not_start_falls_back_and_says_so(tmp_path, monkeypatch):
     from bnlab.grading import grade as grade_module
 
-    def broken(hidden):
+    def broken(hidden, torch=True):
         raise RuntimeError("the grading sandbox did not start")
 
     monkeypatch.setattr(grade_module, "sandbox_for_this_thread", broken)

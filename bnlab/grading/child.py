@@ -94,6 +94,7 @@ def _hide_modules(packages: tuple[str, ...]) -> None:
 #: torch modules that hold normalization written in Python from primitive ops (decompositions, references):
 #: no aten norm op runs, so the blocked kernels would not see them
 _TORCH_PYTHON_NORM_MODULES = ("torch._decomp.decompositions", "torch._refs", "torch._refs.nn.functional")
+_TORCH_PYTHON_NORM_PACKAGES = ("torch._decomp", "torch._refs", "torch._prims")
 
 
 def _blocked_code(function: types.FunctionType) -> types.CodeType:
@@ -128,21 +129,32 @@ def _block_python_norms(attempts: list[str]) -> None:
         importlib.import_module(name)
     seen: set[int] = set()
 
+    def blocked(function: types.FunctionType) -> bool:
+        """A normalization; in torch's Python references and decompositions also their helpers (``_normalize``
+        returns the normalized tensor, its mean and its 1/std)."""
+        in_references = _under(str(getattr(function, "__module__", "")), _TORCH_PYTHON_NORM_PACKAGES)
+        return any(op in function.__name__ for op in _TORCH_NORM_OPS) or (in_references and "norm" in
+                                                                            function.__name__)
+
     def visit(value: Any, depth: int = 0) -> None:
         if not isinstance(value, types.FunctionType) or id(value) in seen or depth > 6:
             return
         seen.add(id(value))
-        if any(op in value.__name__ for op in _TORCH_NORM_OPS):
+        if blocked(value):
             for cell in value.__closure__ or ():
                 with contextlib.suppress(ValueError):  # an empty cell
                     visit(cell.cell_contents, depth + 1)
             visit(getattr(value, "__wrapped__", None), depth + 1)
             value.__code__ = _blocked_code(value)
 
-    for module_name, module in list(sys.modules.items()):
-        if module_name.split(".")[0] == "torch":
-            for value in list(getattr(module, "__dict__", {}).values()):
-                visit(value)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # touching deprecated aliases in torch's modules warns
+        for module_name, module in list(sys.modules.items()):
+            if module_name.split(".")[0] == "torch":
+                for value in list(getattr(module, "__dict__", {}).values()):
+                    visit(value)
 
 
 #: a line of ``torch._C._dispatch_dump``: a dispatch key (or alias key) with a kernel registered for the op
@@ -222,15 +234,33 @@ def protected_folders(extra: tuple[str, ...] = (), allow_torch: bool = False) ->
     return sorted({os.path.realpath(f) for f in folders})
 
 
-def _guard(attempts: list[str], blocked: tuple[str, ...], folders: list[str]) -> None:
+#: audit events that change the file system at their path arguments (allowed only in the scratch folder)
+_FILE_CHANGES = ("os.remove", "os.rmdir", "os.mkdir", "os.rename", "os.symlink", "os.link", "os.chmod", "os.chown",
+                 "os.truncate", "os.utime", "os.mkfifo", "os.mknod", "shutil.rmtree", "shutil.move")
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+_OTHER_PROCESS = re.compile(r"^/proc/(\d+)(/|$)")
+
+
+def _guard(attempts: list[str], blocked: tuple[str, ...], folders: list[str], workdir: str) -> None:
     """An audit hook -- it cannot be removed once added, unlike an import hook in ``sys.meta_path`` -- that
-    refuses :data:`_REFUSED_EVENTS` and ctypes, loading any module of the ``blocked`` packages, and opening
-    any file in ``folders`` (reading the course's sources to exec them, or the masters)."""
+    refuses :data:`_REFUSED_EVENTS` and ctypes; loading any module of the ``blocked`` packages; opening any
+    file in ``folders`` (the course's sources, the masters) or of another process in /proc (its pipes to the
+    grader); and writing, creating, renaming or removing anything outside ``workdir`` (a module planted where
+    a later submission would import it)."""
     prefixes = tuple(folder + os.sep for folder in folders)
+    scratch = os.path.realpath(workdir)
+    me = str(os.getpid())
 
     def refuse(what: str, error: type[Exception] = Blocked) -> None:
         attempts.append(what)
         raise error(f"{what} is not allowed while grading")
+
+    def outside(path: Any) -> str | None:
+        """The real path if ``path`` lies outside the scratch folder, else None."""
+        if not isinstance(path, (str, bytes, os.PathLike)):
+            return None
+        real = os.path.realpath(os.fsdecode(path))
+        return None if real == scratch or real.startswith(scratch + os.sep) else real
 
     def hook(event: str, args: Any) -> None:
         if event in _REFUSED_EVENTS or event.startswith("ctypes."):
@@ -239,8 +269,19 @@ def _guard(attempts: list[str], blocked: tuple[str, ...], folders: list[str]) ->
             refuse(f"import of {args[0]}")
         elif event == "open" and args and isinstance(args[0], (str, bytes, os.PathLike)):
             path = os.path.realpath(os.fsdecode(args[0]))
-            if path in folders or path.startswith(prefixes):  # an OSError, as for any unreadable file
-                refuse(f"opening {path}", PermissionError)
+            other = _OTHER_PROCESS.match(path)
+            if path in folders or path.startswith(prefixes) or (other and other.group(1) != me):
+                refuse(f"opening {path}", PermissionError)  # an OSError, as for any unreadable file
+            mode, flags = (args[1] if len(args) > 1 else None), (args[2] if len(args) > 2 else 0)
+            writes = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
+                isinstance(flags, int) and flags & _WRITE_FLAGS)
+            if writes and outside(path):
+                refuse(f"writing {path}", PermissionError)
+        elif event in _FILE_CHANGES:
+            for arg in args[:2]:
+                where = outside(arg)
+                if where:
+                    refuse(f"{event} on {where}", PermissionError)
 
     sys.addaudithook(hook)
 
@@ -265,39 +306,89 @@ def _redirect_output(workdir: str, file_limit: int) -> None:
 
 
 _TRANSFORMER = TransformerManager()
-_RUN_CELL_MAGICS = ("time", "timeit", "capture", "prun")  # cell magics whose body runs, as in Jupyter
+_RUN_MAGICS = ("time", "timeit", "capture", "prun")  # magics whose statement or cell runs, as in Jupyter
+_MAGIC_OPTIONS = re.compile(r"^\s*(?:(?:-[nrpl]\s*\S+|-[tcqoTsD]+)\s+)*")  # %timeit -n 1 -r 1, %prun -s time, ...
 
 
 class _Shell:
     """What ``get_ipython()`` returns while grading: IPython syntax that IPython's own transformer turned into
-    calls (``%time x = f()`` -> ``run_line_magic('time', 'x = f()')``) behaves as in Jupyter where it matters
-    for the result -- the timed statement or cell body runs in the notebook's namespace -- and does nothing
-    otherwise (help ``np.var?``, ``%matplotlib``, shell commands: there is no shell and no network here)."""
+    calls behaves as in Jupyter where it matters for the result -- ``%time`` and ``%timeit`` (with their
+    options) run their statement and ``x = %time f()`` gets its value, ``%%time`` and friends run their cell,
+    ``%%writefile`` writes its file into the scratch folder, ``run_cell`` runs code -- and does nothing otherwise
+    (help ``np.var?``, ``%matplotlib``; shell commands return no output: there is no shell and no network)."""
 
     def __init__(self, namespace: dict[str, Any]) -> None:
         self.namespace = namespace
 
-    def run_line_magic(self, name: str, line: str, *args: Any) -> None:
-        if name in _RUN_CELL_MAGICS and line.strip():
-            exec(compile(_prepare_source(line), "<magic>", "exec"), self.namespace)  # noqa: S102
+    def _run(self, source: str) -> Any:
+        """Run ``source`` in the notebook's namespace; the value of a lone expression is returned."""
+        source = _prepare_source(source)
+        try:
+            code = compile(source, "<magic>", "eval")
+        except SyntaxError:
+            exec(compile(source, "<magic>", "exec"), self.namespace)  # noqa: S102 -- the sandboxed submission
+            return None
+        return eval(code, self.namespace)  # noqa: S307 -- the sandboxed submission
+
+    def run_line_magic(self, name: str, line: str, *args: Any) -> Any:
+        if name in _RUN_MAGICS and line.strip():
+            statement = _MAGIC_OPTIONS.sub("", line, count=1) if name in ("timeit", "prun") else line
+            value = self._run(statement)
+            return value if name == "time" else None
+        return None
 
     def run_cell_magic(self, name: str, line: str, cell: str) -> None:
-        if name in _RUN_CELL_MAGICS:
-            exec(compile(_prepare_source(cell), "<cell magic>", "exec"), self.namespace)  # noqa: S102
+        if name in _RUN_MAGICS:
+            if name == "timeit" and _MAGIC_OPTIONS.sub("", line, count=1).strip():
+                self._run(_MAGIC_OPTIONS.sub("", line, count=1))  # %%timeit's line is its setup statement
+            self._run(cell)
+        elif name in ("writefile", "file"):
+            append = "-a" in line.split()[:-1]
+            path = line.split()[-1] if line.split() else ""
+            if path:
+                with open(path, "a" if append else "w") as handle:
+                    handle.write(cell)
+
+    def run_cell(self, raw_cell: str, *args: Any, **kwargs: Any) -> None:
+        self._run(raw_cell)
 
     def system(self, *args: Any, **kwargs: Any) -> None:
         return None
 
-    getoutput = system
+    def getoutput(self, *args: Any, **kwargs: Any) -> list[str]:
+        return []  # ``files = !ls``: no shell here, so no lines
 
     def __getattr__(self, name: str) -> Any:  # anything else IPython syntax may call: a no-op
         return lambda *args, **kwargs: None
+
+
+def _display(*objects: Any, **kwargs: Any) -> None:
+    """IPython's ``display`` builtin: prints each object (the output is kept, not judged)."""
+    for obj in objects:
+        print(repr(obj))
 
 
 def _prepare_source(source: str) -> str:
     """IPython syntax (magics, ``!shell``, ``obj?``) turned into Python by IPython's own input transformer, so
     a continuation line that merely starts with ``!=`` or ``%`` stays what it is."""
     return _TRANSFORMER.transform_cell(source)
+
+
+#: environment variables a submission's process keeps (nothing of the grader's own: tokens, paths)
+_KEPT_ENVIRONMENT = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                     "MKL_NUM_THREADS")
+
+
+def _scrub_environment(workdir: str) -> None:
+    """Only :data:`_KEPT_ENVIRONMENT` stays; home, temporary and config folders point at the scratch folder
+    (the only place a submission may write), and a module written there (``%%writefile``) can be imported."""
+    kept = {key: os.environ[key] for key in _KEPT_ENVIRONMENT if key in os.environ}
+    os.environ.clear()
+    os.environ.update(kept, HOME=workdir, TMPDIR=workdir, MPLCONFIGDIR=workdir)
+    tempfile_module = sys.modules.get("tempfile")
+    if tempfile_module is not None:
+        tempfile_module.tempdir = workdir
+    sys.path.insert(0, workdir)
 
 
 def _alarm(seconds: float) -> None:
@@ -313,6 +404,7 @@ def main(plan: dict[str, Any], conn: Any, workdir: str) -> None:
     os.setsid()  # own process group: the grader kills it whole, grandchildren included
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     os.chdir(workdir)
+    _scrub_environment(workdir)
     _redirect_output(workdir, plan["file_bytes"])
     stdout, stderr = _CappedText(plan["output_chars"]), _CappedText(plan["output_chars"])
     sys.stdout, sys.stderr = stdout, stderr
@@ -331,13 +423,14 @@ def main(plan: dict[str, Any], conn: Any, workdir: str) -> None:
         _block_norm_kernels(attempts)
     _hide_modules(blocked)
     _stub_checks()
-    _guard(attempts, blocked, folders)
+    _guard(attempts, blocked, folders, workdir)
     signal.signal(signal.SIGALRM, _on_alarm)
     _limit_memory(plan["memory_mb"])
 
     namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
     shell = _Shell(namespace)
     namespace["get_ipython"] = lambda: shell
+    namespace["display"] = _display
     reported = 0
     timed_out: set[str] = set()  # learner objects that hit a check's time limit: their later checks are skipped
     for item in plan["items"]:

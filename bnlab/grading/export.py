@@ -20,7 +20,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from bnlab.grading.grade import SubmissionResult
+from bnlab.grading.grade import SubmissionResult, safe_text
 
 __all__ = ["CSV_COLUMNS", "gradescope_results", "write_results", "feedback_text"]
 
@@ -60,20 +60,28 @@ def gradescope_results(result: SubmissionResult, visibility: str = "visible") ->
     }
 
 
+def _cell(text: str) -> str:
+    """A CSV cell that a spreadsheet shows as text: one starting with = + - @ (a formula) gets a leading '."""
+    text = safe_text(text)
+    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
+
+
 def write_results(results: list[SubmissionResult], out: Path) -> None:
     """Write grades.csv, the feedback JSONs and the Gradescope results under ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "grades.csv", "w", newline="") as handle:
+    with open(out / "grades.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(CSV_COLUMNS)
         for result in results:
-            writer.writerow([result.submission, result.exercise, _number(result.score), _number(result.max_score),
-                             result.status, "; ".join(result.flags)])
+            writer.writerow([_cell(result.submission), _cell(result.exercise), _number(result.score),
+                             _number(result.max_score), result.status, _cell("; ".join(result.flags))])
     for index, result in enumerate(results, start=1):
         name = f"{index:03d}-{_slug(result.submission)}"
         feedback = out / "feedback" / f"{name}.json"
         feedback.parent.mkdir(exist_ok=True)
-        feedback.write_text(json.dumps(result.to_dict(), indent=1, ensure_ascii=False) + "\n")
+        feedback.write_text(json.dumps(result.to_dict(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8",
+                            errors="backslashreplace")
         gradescope = out / "gradescope" / name / "results.json"
         gradescope.parent.mkdir(parents=True, exist_ok=True)
-        gradescope.write_text(json.dumps(gradescope_results(result), indent=1, ensure_ascii=False) + "\n")
+        gradescope.write_text(json.dumps(gradescope_results(result), indent=1, ensure_ascii=False) + "\n",
+                              encoding="utf-8", errors="backslashreplace")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shutil
 import stat
 import sys
@@ -39,7 +40,7 @@ from bnlab.grading.sandbox import (
 from bnlab.grading.similarity import course_matches, course_units
 
 __all__ = ["TestResult", "SubmissionResult", "grade_submission", "grade_many", "hidden_paths", "identify_exercise",
-           "isolation_problem", "sandboxed"]
+           "isolation_problem", "safe_text", "sandboxed"]
 
 
 @dataclass
@@ -201,6 +202,25 @@ def _notes(run: RunResult, limits: Limits) -> list[str]:
     return notes
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def safe_text(text: str) -> str:
+    """Text from a submission made safe to write and show: lone surrogates (which no file can hold) and
+    control characters (terminal escapes that could rewrite the instructor's screen) as visible escapes."""
+    text = str(text).encode("utf-8", "backslashreplace").decode("utf-8")
+    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
+
+
+def _safe_result(result: SubmissionResult) -> SubmissionResult:
+    """``result`` with every text a submission could have influenced passed through :func:`safe_text`."""
+    result.exercise, result.notes, result.flags = (safe_text(result.exercise), [safe_text(n) for n in result.notes],
+                                                   [safe_text(f) for f in result.flags])
+    for test in result.tests:
+        test.feedback = safe_text(test.feedback)
+    return result
+
+
 def grade_submission(path: str, masters: dict[str, Master] | None = None, limits: Limits = Limits(),
                      hidden: tuple[str, ...] | None = None) -> SubmissionResult:
     """Grade one notebook file; ``path`` is reported exactly as given.
@@ -211,9 +231,9 @@ def grade_submission(path: str, masters: dict[str, Master] | None = None, limits
     """
     masters = masters if masters is not None else find_masters()
     try:
-        return _grade_submission(path, masters, limits, hidden)
+        return _safe_result(_grade_submission(path, masters, limits, hidden))
     except Exception as exc:  # noqa: BLE001 -- one submission never stops the class
-        return _error(path, f"could not be graded: {type(exc).__name__}: {str(exc)[:300]}")
+        return _safe_result(_error(path, f"could not be graded: {type(exc).__name__}: {str(exc)[:300]}"))
 
 
 def _regular_file_problem(source: Path) -> str | None:
@@ -255,7 +275,8 @@ def _grade_submission(path: str, masters: dict[str, Master], limits: Limits,
         if sandboxed():
             hidden = hidden if hidden is not None else hidden_paths([path], masters)
             try:
-                run = sandbox_for_this_thread(hidden).run(plan, f"work-{uuid.uuid4().hex}", limits)
+                sandbox = sandbox_for_this_thread(hidden, torch=master.needs_torch)
+                run = sandbox.run(plan, f"work-{uuid.uuid4().hex}", limits)
             except (RuntimeError, OSError) as exc:  # the sandbox itself would not start: grade without it
                 sandbox_note = f"graded without the sandbox, which did not start ({exc})"
         if run is None:

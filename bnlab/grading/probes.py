@@ -230,6 +230,11 @@ def torch_function(objects: Sequence[Any], inputs: dict[str, Any]) -> Any:
     import torch
 
     function, records = objects[0], []
+    is_function = isinstance(function, type) and issubclass(function, torch.autograd.Function)
+    own_backward = is_function and function.backward is not torch.autograd.Function.backward
+    if not own_backward:
+        return [{"not_a_function": {"subclass": is_function, "name": getattr(function, "__name__", "?")}}
+                for _ in inputs["cases"]]
     for case in inputs["cases"]:
         x = torch.tensor(case["x"], requires_grad=True)
         weight = torch.tensor(case["weight"], requires_grad=True)
@@ -238,10 +243,14 @@ def torch_function(objects: Sequence[Any], inputs: dict[str, Any]) -> Any:
 
         def run() -> list[Any]:
             out = function.apply(x, mean, var, weight, bias, case["training"], case["momentum"], case["eps"])
+            node.append(type(out.grad_fn).__name__ if getattr(out, "grad_fn", None) is not None else None)
             grads = torch.autograd.grad(out, (x, weight, bias), torch.tensor(case["dout"]), allow_unused=True)
             return [out, *grads]
+        node: list[Any] = []
         made = call(run)
         record = dict(made.record)
+        record["node"] = node[0] if node else None  # the autograd node of the output: the Function's own?
+        record["own_node"] = f"{function.__name__}Backward"
         record["after"] = to_plain({"x": x, "running_mean": mean, "running_var": var})
         records.append(record)
     return records

@@ -34,7 +34,7 @@ from bnlab.grading.zygote import MAX_FRAME, read_frame, write_frame
 __all__ = ["Limits", "RunResult", "Sandbox", "bubblewrap_problem", "build_plan", "make_check", "run_plan",
            "sandbox_for_this_thread"]
 
-_MAX_TOTAL_BYTES = 256 * 1024 * 1024
+_MAX_TOTAL_BYTES = 32 * 1024 * 1024  # all messages of one submission (an honest one sends well under 1 MB)
 _PRELOAD = ["numpy", "torch", "bnlab.grading.child"]
 _THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -93,7 +93,9 @@ def build_plan(master: Master, submission: Any, limits: Limits) -> tuple[dict[st
         calls = []
         for index, call in enumerate(tests[grade_id].calls):
             check = make_check(call.check, call.names, call.options)
-            check.salt = secrets.randbits(62) if call.hidden else 0  # hidden inputs: new every grading run
+            # every check's inputs are drawn afresh for each grading run: a table of answers for the inputs a
+            # learner's notebook shows (or the public checks' code would draw) earns nothing, visible or hidden
+            check.salt = secrets.randbits(62)
             checks[(grade_id, index)] = check
             calls.append({"check": call.check, "probe": check.probe.__name__, "names": list(call.names),
                           "inputs": wire.dumps(check.frozen_inputs()).decode()})
@@ -184,18 +186,71 @@ def _read_result(fd: int, result: RunResult, deadline: float) -> None:
         _accept(result, payload)
 
 
+#: the largest message a child may send (the largest honest one, a backward probe's records, is about 60 kB)
+_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+_MAX_TEXT = 500  # characters of any text a child sends (an error, a place)
+_MESSAGE_TYPES = ("at", "probe", "cell_error", "blocked", "done")
+
+
 def _accept(result: RunResult, raw: bytes) -> bool:
-    """Keep one JSON message of a child; True when it is the ``done`` message."""
+    """Keep one message of a child if it is well formed; True when it is the ``done`` message.
+
+    Everything here came from the submission's process, so nothing is trusted: a message over
+    :data:`_MAX_MESSAGE_BYTES`, not JSON (or nested deeper than the parser goes), of an unknown type or with
+    fields of the wrong types is dropped; texts are cut to :data:`_MAX_TEXT` characters; a probe's data stays
+    encoded until its check is judged."""
+    if len(raw) > _MAX_MESSAGE_BYTES:
+        return False
     try:
         message = json.loads(raw.decode())
-    except (UnicodeDecodeError, ValueError):
+    except Exception:  # noqa: BLE001 -- bad UTF-8, bad JSON, RecursionError: dropped
         return False
-    if not isinstance(message, dict):
+    message = _valid_message(message)
+    if message is None:
         return False
     result.messages.append(message)
-    if message.get("type") == "at":
-        result.last_where = str(message.get("where", ""))
-    return message.get("type") == "done"
+    if message["type"] == "at":
+        result.last_where = message["where"]
+    return message["type"] == "done"
+
+
+def _valid_message(message: Any) -> dict[str, Any] | None:
+    """The message with only its known fields, of the right types and lengths; None if it is not one."""
+    if not isinstance(message, dict) or message.get("type") not in _MESSAGE_TYPES:
+        return None
+    kind = message["type"]
+
+    def text(key: str) -> str | None:
+        value = message.get(key)
+        return value[:_MAX_TEXT] if isinstance(value, str) else None
+
+    if kind == "probe":
+        if not isinstance(message.get("grade_id"), str) or type(message.get("index")) is not int:
+            return None
+        kept = {"type": kind, "grade_id": message["grade_id"][:_MAX_TEXT], "index": message["index"]}
+        if isinstance(message.get("missing"), list):
+            kept["missing"] = [str(name)[:100] for name in message["missing"][:20]]
+        elif text("error") is not None:
+            kept["error"] = text("error")
+        elif "data" in message:
+            kept["data"] = message["data"]
+        else:
+            return None
+        return kept
+    if kind == "done":
+        counts = {key: message.get(key) for key in ("stdout_chars", "stderr_chars")}
+        return {"type": kind, **{key: value for key, value in counts.items() if type(value) is int}}
+    where = text("where")
+    if where is None:
+        return None
+    if kind == "at":
+        return {"type": kind, "where": where}
+    if kind == "cell_error":
+        return {"type": kind, "where": where, "error": text("error") or "?"}
+    names = message.get("names")
+    if not isinstance(names, list):
+        return None
+    return {"type": kind, "where": where, "names": [str(name)[:200] for name in names[:20]]}
 
 
 class Sandbox:
@@ -209,8 +264,8 @@ class Sandbox:
     sandbox dies with the grader.
     """
 
-    def __init__(self, hidden: tuple[str, ...] = ()) -> None:
-        self.hidden = hidden
+    def __init__(self, hidden: tuple[str, ...] = (), torch: bool = True) -> None:
+        self.hidden, self.torch = hidden, torch
         self.scratch = tempfile.mkdtemp(prefix="bnlab-sandbox-")
         args = [BWRAP, "--unshare-all", "--die-with-parent", "--new-session", "--ro-bind", "/", "/",
                 "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
@@ -218,8 +273,10 @@ class Sandbox:
             if os.path.isdir(path):
                 args += ["--tmpfs", path]
         args += ["--bind", self.scratch, self.scratch, "--chdir", self.scratch,
-                 sys.executable, "-m", "bnlab.grading.zygote"]
-        env = {**os.environ, **{key: "1" for key in _THREAD_ENV}}
+                 sys.executable, "-I", "-m", "bnlab.grading.zygote"]  # -I: the scratch root is not on sys.path
+        args += ["--torch"] if torch else []
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",  # nothing of the grader's own
+               **{key: "1" for key in _THREAD_ENV}}
         self.process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=subprocess.DEVNULL, env=env, start_new_session=True)
         ready = read_frame(self.process.stdout.fileno(), time.monotonic() + 120)
@@ -259,14 +316,16 @@ class Sandbox:
 _sandboxes = threading.local()
 
 
-def sandbox_for_this_thread(hidden: tuple[str, ...]) -> Sandbox:
-    """This grading thread's sandbox (started on first use, restarted when it died or hides other paths)."""
-    current = getattr(_sandboxes, "sandbox", None)
+def sandbox_for_this_thread(hidden: tuple[str, ...], torch: bool = True) -> Sandbox:
+    """This grading thread's sandbox with (``torch``) or without torch in memory: started on first use,
+    restarted when it died or hides other paths. A thread keeps one of each kind."""
+    kind = "with_torch" if torch else "numpy_only"
+    current = getattr(_sandboxes, kind, None)
     if current is None or not current.alive or current.hidden != hidden:
         if current is not None:
             current.close()
-        current = Sandbox(hidden)
-        _sandboxes.sandbox = current
+        current = Sandbox(hidden, torch)
+        setattr(_sandboxes, kind, current)
         _opened.append(current)
     return current
 

@@ -68,6 +68,15 @@ class _FunctionBase(CaseCheck):
         name = self.names[0]
         for case, record in zip(inputs["cases"], data):
             label = case["label"]
+            if "not_a_function" in record:
+                raise CheckFailed(f"{name} must be a subclass of torch.autograd.Function with its own backward "
+                                  f"(`class {name}(torch.autograd.Function)` with `@staticmethod def backward(ctx, "
+                                  f"grad_out)`): the task is the hand-written backward, so autograd "
+                                  f"differentiating your forward earns nothing here.")
+            if "error" not in record and record.get("node") != record.get("own_node"):
+                raise CheckFailed(f"on {label} the output of {name}.apply does not come from {name}'s own "
+                                  f"backward (its autograd node is {record.get('node')!r}): return the result of "
+                                  f"forward directly, so that backward computes the gradients.")
             if "error" in record:
                 raise CheckFailed(f"{name}.apply (or its backward) raised {record['error']} on {label}."
                                   f"{hint_for_error(record['error'])}")

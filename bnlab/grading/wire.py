@@ -37,9 +37,11 @@ def to_plain(value: Any, _depth: int = 0) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value if type(value) in (bool, int, float, str, type(None)) else _builtin(value)
     if isinstance(value, np.generic):
-        return value.item() if value.dtype.kind in "biuf" else Opaque(type(value).__name__)
+        if value.dtype.kind not in "biuf":
+            return Opaque(type(value).__name__)
+        return {"b": bool, "f": float}.get(value.dtype.kind, int)(value)  # longdouble.item() stays longdouble
     if isinstance(value, np.ndarray):
-        return np.array(value, copy=True) if value.dtype.kind in "biuf" else Opaque(f"ndarray of {value.dtype}")
+        return _plain_array(value) if value.dtype.kind in "biuf" else Opaque(f"ndarray of {value.dtype}")
     if type(value).__module__.startswith("torch") and hasattr(value, "detach"):
         try:
             return np.array(value.detach().cpu().numpy(), copy=True)
@@ -50,6 +52,16 @@ def to_plain(value: Any, _depth: int = 0) -> Any:
     if isinstance(value, dict) and all(isinstance(k, str) for k in value):
         return {k: to_plain(v, _depth + 1) for k, v in value.items()}
     return Opaque(type(value).__name__)
+
+
+def _plain_array(array: np.ndarray) -> np.ndarray:
+    """A copy in native byte order and a dtype the wire carries: a big-endian or long-double result is a result
+    like any other, not a reason to fail. Long doubles become float64, integer types the wire does not carry
+    int64."""
+    native = np.dtype(array.dtype.type)  # the same type in this machine's byte order
+    if native.name not in _ARRAY_DTYPES:
+        native = np.dtype(np.float64 if array.dtype.kind == "f" else np.int64)
+    return np.array(array, dtype=native, copy=True)
 
 
 def _builtin(value: Any) -> Any:

@@ -1,8 +1,10 @@
 """The process that lives inside a bubblewrap sandbox and forks one child per submission.
 
-Started by :class:`bnlab.grading.sandbox.Sandbox` as ``bwrap ... python -m bnlab.grading.zygote``: it
-imports numpy, torch and the child module once (so a submission starts in milliseconds, not the 1.5 s a fresh
-sandboxed ``import torch`` takes), then serves requests on stdin/stdout:
+Started by :class:`bnlab.grading.sandbox.Sandbox` as ``bwrap ... python -I -m bnlab.grading.zygote [--torch]``:
+it imports numpy (with ``--torch`` also torch: only the PyTorch exercise's zygote has torch in memory) and the
+child module once (so a submission starts in milliseconds, not the 1.5 s a fresh sandboxed ``import torch``
+takes), makes itself non-dumpable (no submission may open its pipes through /proc), then serves requests on
+stdin/stdout:
 
 * request (grader -> zygote): one frame holding JSON ``{"plan": ..., "workdir": ..., "timeout": s}``;
 * replies (zygote -> grader): ``M`` frames, each one message the child sent (relayed as bytes, never parsed
@@ -130,11 +132,30 @@ def _reap(pid: int) -> int | None:
             code = os.waitstatus_to_exitcode(status)
 
 
-def main() -> None:
-    import numpy  # noqa: F401 -- imported once here, inherited by every submission's process
-    import torch  # noqa: F401
+def _not_dumpable() -> None:
+    """Make this process (and the submissions forked from it) non-dumpable: then no other process of the
+    sandbox may open its /proc entries, such as /proc/<zygote>/fd/0 and /fd/1 -- the pipes that carry the
+    next submission's code in and every result out."""
+    import ctypes
 
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_dumpable = 4
+    if libc.prctl(pr_set_dumpable, 0, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
+
+
+def main() -> None:
+    """Serve requests; with ``--torch`` torch is imported first (the PyTorch exercise). Without it torch is
+    never in the process, so a numpy exercise cannot dig it out of memory."""
+    import importlib
+
+    import numpy  # noqa: F401 -- imported once here, inherited by every submission's process
+
+    if "--torch" in sys.argv[1:]:
+        importlib.import_module("torch")
     from bnlab.grading import child  # noqa: F401
+
+    _not_dumpable()
 
     write_frame(1, b"R", b"ready")
     while True:

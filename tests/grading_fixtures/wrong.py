@@ -367,3 +367,8 @@ def load(source: str, name: str):
             exec(TORCH_FUNCTION, namespace)  # noqa: S102 -- test fixture
     exec(source, namespace)  # noqa: S102 -- test fixture
     return namespace[name]
+# not an autograd.Function: plain tensor operations, so autograd differentiates the forward (no hand-written
+# backward at all)
+TORCH_FUNCTION_WITHOUT_BACKWARD = TORCH_FUNCTION.replace(
+    "class BatchNormFunction(torch.autograd.Function):\n    @staticmethod\n    def forward(ctx, ",
+    "class BatchNormFunction:\n    @staticmethod\n    def apply(").replace("        ctx.save_for_backward(xhat, inv, weight)\n        ctx.training, ctx.dims, ctx.m = training, dims, m\n", "")
