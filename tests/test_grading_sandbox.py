@@ -188,7 +188,7 @@ def test_same_submission_same_score_and_feedback(ex1):
 def test_every_checks_inputs_change_every_grading_run_and_a_notebooks_do_not():
     """A learner's notebook runs each check on fixed inputs (salt 0); grading draws them afresh, visible and
     hidden checks alike, from a secret salt."""
-    from bnlab.grading import checks as _  # noqa: F401 -- registers the checks
+    import bnlab.grading.checks  # noqa: F401 -- registers the checks
     from bnlab.grading.core import CHECKS
     from bnlab.grading.sandbox import Limits, build_plan
 

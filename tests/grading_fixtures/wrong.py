@@ -371,4 +371,5 @@ def load(source: str, name: str):
 # backward at all)
 TORCH_FUNCTION_WITHOUT_BACKWARD = TORCH_FUNCTION.replace(
     "class BatchNormFunction(torch.autograd.Function):\n    @staticmethod\n    def forward(ctx, ",
-    "class BatchNormFunction:\n    @staticmethod\n    def apply(").replace("        ctx.save_for_backward(xhat, inv, weight)\n        ctx.training, ctx.dims, ctx.m = training, dims, m\n", "")
+    "class BatchNormFunction:\n    @staticmethod\n    def apply(").replace(
+    "        ctx.save_for_backward(xhat, inv, weight)\n        ctx.training, ctx.dims, ctx.m = training, dims, m\n", "")
