@@ -16,6 +16,7 @@ config                    sweeps                                 lecture
 ``LearningRateConfig``    ``learning_rate_sweep``                9
 ``WeightDecayConfig``     ``weight_decay_sweep``                 9
 ``OneStepConfig``         ``one_step_sweep`` (never cached)      9
+``Figure1Config``         ``figure1_sweep``, ``figure1_runs``    10
 ========================  =====================================  =========================
 """
 
@@ -35,6 +36,7 @@ from bnlab.experiments.batch_size import (
     sgd_batch_size_sweep,
 )
 from bnlab.experiments.depth import DepthConfig, depth_sweep
+from bnlab.experiments.figure1 import Figure1Config, figure1_runs, figure1_sweep
 from bnlab.experiments.learning_rate import (
     GRID_LEARNING_RATES,
     LearningRateConfig,
@@ -50,6 +52,7 @@ from bnlab.experiments.weight_decay import GRID_WEIGHT_DECAYS, WeightDecayConfig
 # name -> config class; each class's grid() lists the configs whose runs ship with the package
 EXPERIMENTS = {config.name: config
                for config in (DepthConfig, BatchSizeConfig, LearningRateConfig, WeightDecayConfig)}
+EXPERIMENTS[Figure1Config.name] = Figure1Config  # lecture 10
 
 __all__ = [
     "CHANCE",
@@ -59,6 +62,7 @@ __all__ = [
     "BatchSizeConfig",
     "DepthConfig",
     "Experiment",
+    "Figure1Config",
     "LearningRateConfig",
     "NotCachedError",
     "OneStepConfig",
@@ -68,6 +72,8 @@ __all__ = [
     "cache_key",
     "clear_user_cache",
     "depth_sweep",
+    "figure1_runs",
+    "figure1_sweep",
     "is_cached",
     "learning_rate_sweep",
     "max_stable_learning_rate",

@@ -8,9 +8,11 @@
 from bnlab.widgets._dashboard import Dashboard, SettingHint
 from bnlab.widgets.batch_size import BatchSizeDashboard
 from bnlab.widgets.depth import DepthDashboard
+from bnlab.widgets.figure1 import Figure1Dashboard
 from bnlab.widgets.forward import ForwardDashboard
 from bnlab.widgets.learning_rate import LearningRateDashboard, WeightDecayDashboard
 from bnlab.widgets.running import RunningAveragesDashboard
 
 __all__ = ["BatchSizeDashboard", "Dashboard", "DepthDashboard", "ForwardDashboard", "LearningRateDashboard",
            "RunningAveragesDashboard", "SettingHint", "WeightDecayDashboard"]
+__all__ += ["Figure1Dashboard"]  # lecture 10
