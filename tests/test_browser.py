@@ -47,7 +47,7 @@ pytestmark = [
 # Train live trains it in a background thread while the kernel stays responsive.
 LECTURES = {"02_forward_pass": ("ArrowRight", ""), "05_inference": ("ArrowRight", ""),
             "07_depth": ("End", "from the cache"), "08_batch_size": ("ArrowLeft", "from the cache"),
-            "09_learning_rate": ("ArrowRight", "not precomputed")}
+            "09_learning_rate": ("ArrowRight", "not precomputed"), "10_figure1": ("ArrowRight", "not precomputed")}
 
 
 def _free_port() -> int:

@@ -1,4 +1,4 @@
-"""The course's experiments (lectures 7-9): one frozen config class per experiment and one runner.
+"""The course's experiments (lectures 7-10): one frozen config class per experiment and one runner.
 
 Every config derives from :class:`Experiment` (the shared fields, checks, cache key and records);
 :func:`run` trains it once per seed, or reads the runs from a cache, and returns the numbers

@@ -47,8 +47,8 @@ from bnlab.running_stats import (
 from bnlab.train import evaluate, train
 
 __all__ = ["MAX_TRACE_STEPS", "PAPER_SOURCE", "PYTORCH_INITIAL", "RECENT_STEPS", "SETTLE_STEPS", "STATISTICS",
-           "SYNTHETIC_FINAL", "AfterActivationFolding", "ConventionRow", "FoldingCheck", "MeasuredLag",
-           "PreciseBNStudy", "RunningAverages", "after_activation_folding", "bias_correct_running_stats",
+           "SYNTHETIC_FINAL", "AfterActivationFolding", "BatchStatisticsRecorder", "ConventionRow", "FoldingCheck",
+           "MeasuredLag", "PreciseBNStudy", "RunningAverages", "after_activation_folding", "bias_correct_running_stats",
            "convention_rows", "convention_table", "fold_into_next_linear", "folding_check", "long_run_running_var",
            "measure_lag", "precise_bn_study", "running_average_traces", "statistics_batches", "synthetic_truth"]
 
@@ -244,7 +244,7 @@ def statistics_batches(data: Dataset, *, count: int = 50, batch_size: int = 60, 
     return [data.x_train[order[start:start + batch_size]] for start in range(0, needed, batch_size)]
 
 
-class _BatchStatisticsRecorder:
+class BatchStatisticsRecorder:
     """Forward hooks on every batch norm layer of a model that record, at each training-mode forward, the
     per-unit batch mean and unbiased batch variance of the layer's input: what the layer feeds its running
     statistics. ``arrays()`` returns two arrays (T, L, C) for T forwards and L layers."""
@@ -329,7 +329,7 @@ def precise_bn_study(data: Dataset, momentum: float | None, *, steps: int = 300,
     for _, layer in batchnorm_layers(model):
         layer.reset_running_stats()
         layer.momentum = momentum
-    recorder = _BatchStatisticsRecorder(model)
+    recorder = BatchStatisticsRecorder(model)
     try:
         train(model, data, steps=steps, batch_size=batch_size, lr=lr, seed=seed, record_every=steps,
               progress=False)

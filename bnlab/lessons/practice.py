@@ -44,7 +44,7 @@ from bnlab.data import Dataset, load_mnist_subset
 from bnlab.experiments._runs import map_seeds
 from bnlab.lessons.inference import (
     PYTORCH_INITIAL,
-    _BatchStatisticsRecorder,
+    BatchStatisticsRecorder,
     statistics_batches,
 )
 from bnlab.models import Network, build_mlp
@@ -200,7 +200,7 @@ def train_shared(data: Dataset | None = None, *, seed: int = 0, steps: int = STE
         if step in wanted:
             kept[step] = copy.deepcopy(model.state_dict())
 
-    recorder = _BatchStatisticsRecorder(model)
+    recorder = BatchStatisticsRecorder(model)
     try:
         result = train(model, data, _config(steps, seed), on_step=keep)
     finally:

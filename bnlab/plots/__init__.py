@@ -1,8 +1,9 @@
 """Figures for the lectures. Every function computes what it draws from bnlab code and returns the Figure.
 
 One module per topic: training (lecture 1), forward (2), graph and gradients (3, 4), speed (4, 6), inference (5),
-depth (7), batch_size (8), learning_rate (9). Lectures import from the module, e.g.
-``from bnlab.plots.forward import plot_eps_effect``; everything is also available here.
+depth (7), batch_size (8), learning_rate (9), figure1 (10), why (11), practice (12), distributed (13). Lectures
+import from the module, e.g. ``from bnlab.plots.forward import plot_eps_effect``; the modules of lectures 1-9
+are also available here.
 """
 
 from bnlab.plots.batch_size import (

@@ -1,4 +1,4 @@
-"""Dashboards drivable from tests without a kernel: instant explorers (lectures 2, 5) and experiments (7-9).
+"""Dashboards drivable from tests without a kernel: instant explorers (lectures 2, 5, 13) and experiments (7-10, 12).
 
     dash = DepthDashboard()          # display it in a notebook cell: `dash`
     dash.set(depth=20, norm="batch") # or dash.controls["depth"].value = 20

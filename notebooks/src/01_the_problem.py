@@ -440,7 +440,7 @@ for setting, no_bn, with_bn, bracket in (
 # far more without batch norm than with it, and the batch-normalized network learns faster. It cannot tell whether
 # the first is the *cause* of the second: both come with batch norm, and nothing here changes one while holding the
 # other fixed. That needs an experiment like Santurkar et al.'s, which moves the distributions on purpose while
-# keeping the normalization (planned for a later lecture). Lecture 9 measures the learning-rate claim on this
+# keeping the normalization ([lecture 11](11_why_it_works.ipynb)). Lecture 9 measures the learning-rate claim on this
 # dataset. Keep *internal covariate shift* as the paper's motivation, not as an established mechanism.
 #
 # ## Summary

@@ -557,4 +557,4 @@ wd_dashboard
 # 6. The border is located on a grid of four rates per decade. How many live runs (dashboard) would locate the
 #    plain net's border within 10%? How many seeds before you trust a factor of 2 between two borders?
 #
-# Next: lecture 10 (planned) — the paper's figure 1, reproduced.
+# Next: [Lecture 10 — the paper's figure 1, reproduced](10_figure1.ipynb).
