@@ -609,3 +609,15 @@ def test_a_sandbox_that_will_not_start_falls_back_and_says_so(tmp_path, monkeypa
     (result,) = grade_many([path], find_masters(), LIMITS)
     assert result.status == "graded" and result.score == result.max_score
     assert any("graded without the sandbox" in note for note in result.notes)
+
+
+def test_a_course_that_lives_under_tmp_is_bound_back_into_the_sandbox(monkeypatch):
+    """The sandbox gets an empty /tmp of its own; a Python or a course checked out under /tmp (a CI clone) is
+    bound back read-only, outermost folder only, or the sandbox's helper could not even start."""
+    from bnlab.grading import sandbox
+
+    monkeypatch.setattr(sys, "prefix", "/tmp/course/.venv")
+    monkeypatch.setattr(sys, "exec_prefix", "/tmp/course/.venv")
+    needed = sandbox._needed_under_tmp()
+    assert "/tmp/course/.venv" in needed or any("/tmp/course/.venv".startswith(p + "/") for p in needed)
+    assert all(not a.startswith(b + "/") for a in needed for b in needed if a != b)

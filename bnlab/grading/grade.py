@@ -270,7 +270,7 @@ def _grade_submission(path: str, masters: dict[str, Master], limits: Limits,
                           named or "")
         master = masters[exercise]
         plan, checks = build_plan(master, nb, limits)
-        plan["protected"] = hidden_paths([path], masters, under_tmp=True)  # files the child may not open
+        plan["protected"] = hidden_paths([path], masters)  # files the child may not open
         run, sandbox_note = None, None
         if sandboxed():
             hidden = hidden if hidden is not None else hidden_paths([path], masters)
@@ -346,19 +346,16 @@ def sandboxed() -> bool:
     return isolation_problem() is None
 
 
-def hidden_paths(paths: list[str], masters: dict[str, Master], *, under_tmp: bool = False) -> tuple[str, ...]:
-    """The folders a submission must not see: every master's, and every graded submission's. A folder that
-    holds the Python installation or bnlab itself cannot be hidden (the sandbox runs from it), nor need
-    folders under /tmp be (the sandbox has its own empty /tmp) unless ``under_tmp`` (the folders a child may
-    not open files in, which holds without the sandbox too)."""
+def hidden_paths(paths: list[str], masters: dict[str, Master]) -> tuple[str, ...]:
+    """The folders a submission must not see: every master's, and every graded submission's (also under /tmp:
+    a course that lives there is bound back into the sandbox's own /tmp). A folder that holds the Python
+    installation or bnlab itself cannot be hidden (the sandbox runs from it), nor /tmp itself."""
     needed = [Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(), Path(__file__).resolve().parents[2]]
     folders = {Path(m.path).resolve().parent for m in masters.values()}
     folders |= {Path(p).resolve().parent for p in paths if Path(p).exists()}
     keep = []
     for folder in sorted(folders):
-        if any(folder == need or folder in need.parents for need in needed):
-            continue
-        if not under_tmp and (folder == Path("/tmp") or Path("/tmp") in folder.parents):
+        if folder == Path("/tmp") or any(folder == need or folder in need.parents for need in needed):
             continue
         keep.append(str(folder))
     return tuple(keep)

@@ -115,6 +115,7 @@ def build_plan(master: Master, submission: Any, limits: Limits) -> tuple[dict[st
             items.append({"kind": "code", "label": f"cell {number}", "source": str(cell.source)})
     items += [test_item(gid) for gid in tests if gid not in emitted]
     plan = {"exercise": master.exercise, "items": items, "allow_torch": master.needs_torch,
+            "block_torch_norm": master.needs_torch and master.blocks_torch_norm,
             "cell_seconds": limits.cell_seconds, "check_seconds": limits.check_seconds,
             "memory_mb": limits.memory_mb, "output_chars": limits.output_chars, "file_bytes": limits.file_bytes}
     return plan, checks
@@ -253,6 +254,17 @@ def _valid_message(message: Any) -> dict[str, Any] | None:
     return {"type": kind, "where": where, "names": [str(name)[:200] for name in names[:20]]}
 
 
+def _needed_under_tmp() -> list[str]:
+    """The folders the sandbox needs that lie under /tmp, which it replaces by an empty one: Python's
+    installation and the project holding bnlab (its other folders are hidden again by ``hidden``)."""
+    import bnlab
+
+    needed = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    needed.add(os.path.dirname(os.path.dirname(os.path.realpath(bnlab.__file__))))
+    under = sorted(p for p in needed if p.startswith("/tmp/"))
+    return [p for p in under if not any(p.startswith(q + os.sep) for q in under)]  # outermost only
+
+
 class Sandbox:
     """One bubblewrap sandbox with a zygote inside (:mod:`bnlab.grading.zygote`), grading one submission at a
     time.
@@ -269,6 +281,8 @@ class Sandbox:
         self.scratch = tempfile.mkdtemp(prefix="bnlab-sandbox-")
         args = [BWRAP, "--unshare-all", "--die-with-parent", "--new-session", "--ro-bind", "/", "/",
                 "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+        for path in _needed_under_tmp():  # a course (or its Python) that lives in /tmp: back, read-only
+            args += ["--ro-bind", path, path]
         for path in sorted(set(hidden)):
             if os.path.isdir(path):
                 args += ["--tmpfs", path]
