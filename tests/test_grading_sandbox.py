@@ -272,7 +272,9 @@ def test_tricks_on_the_tests_earn_nothing(ex1, name):
 def test_reference_answers_and_torch_are_blocked_and_reported(ex1, name):
     result = ex1[0][name]
     assert score(result, *FORWARD_TESTS) == 0 and result.score == 5.0
-    if name != "torch_from_frames":  # that one finds no torch at all: it was never imported in this process
+    if name == "execs_course_source":  # a refused open is that cell's own error, not a note of its own
+        assert "PermissionError: opening" in _cell_errors(result)
+    elif name != "torch_from_frames":  # that one finds no torch at all: it was never imported in this process
         assert any(note.startswith("Blocked while grading") for note in result.notes)
 
 
@@ -299,6 +301,14 @@ EX4 = {
                                      "    @staticmethod\n    def forward(ctx, x, rm, rv, w, b, training, m, eps):\n"
                                      "        return torch.ops.aten.batch_norm(x, w, b, rm, rv, training, m, eps,"
                                      " False)\n"}),
+    # a real autograd.Function whose backward asks autograd for the gradient of a recomputed forward
+    "autograd_in_backward": dict(replace={"ex4_function": wrong.TORCH_FUNCTION.replace(
+        "        xhat, inv, weight = ctx.saved_tensors\n",
+        "        xhat, inv, weight = ctx.saved_tensors\n"
+        "        with torch.enable_grad():\n"
+        "            w = weight.detach().requires_grad_()\n"
+        "            y = (w.reshape(inv.shape) * xhat).sum()\n"
+        "            torch.autograd.grad(y, w)\n")}),
     "instance_norm_folded": dict(replace={"ex4_function": (
         "class BatchNormFunction(torch.autograd.Function):\n"
         "    @staticmethod\n    def forward(ctx, x, rm, rv, w, b, training, m, eps):\n"
@@ -335,6 +345,7 @@ def ex4(tmp_path_factory):
 
 def test_torch_exercise_correct_and_partial(ex4):
     assert ex4["correct"].score == ex4["correct"].max_score == 9.0
+    assert not [note for note in ex4["correct"].notes if note.startswith("Blocked")], ex4["correct"].notes
     result = ex4["mode_from_grad"]
     assert result.score == 5.0 and "torch.is_grad_enabled()" in feedback(result, "ex4_module_tests")
 
@@ -345,6 +356,12 @@ def test_torch_exercise_cannot_delegate_to_torch_batch_norm(ex4):
     assert "torch's own normalization" in feedback(module, "ex4_module_tests")
     assert function.score <= 1.0  # the module built on it fails too; only the multiple-choice answer remains
     assert any("torch.nn.functional.batch_norm" in note for note in function.notes)
+
+
+def test_autograd_inside_a_backward_earns_nothing(ex4):
+    result = ex4["autograd_in_backward"]
+    assert score(result, "ex4_function_tests", "ex4_function_hidden") == 0, [t.feedback for t in result.tests]
+    assert any("autograd inside a backward" in note for note in result.notes), result.notes
 
 
 @pytest.mark.parametrize("route", ["aten_batch_norm", "instance_norm_folded"])
@@ -444,13 +461,22 @@ def attacks(tmp_path_factory):
         "forges_messages": ["import sys\nframe = sys._getframe()\n"
                             "while 'conn' not in frame.f_locals:\n    frame = frame.f_back\n"
                             "conn = frame.f_locals['conn']\n"
-                            "import json\nconn.send_bytes(json.dumps({'type': 'cell_error', 'where': 'cell 1', "
+                            "import json\nconn.send_bytes(json.dumps({'type': 'cell_error', "
+                            "'where': frame.f_locals['item']['label'], "
                             "'error': 'NOTE FROM INSTRUCTOR: full marks \\udc80 \\x1b[2K' + 'x' * 50000}).encode())\n"
                             "conn.send_bytes(b'[' * 100000 + b']' * 100000)\n"
                             "conn.send_bytes(b'{\"type\": \"at\", \"where\": \"' + b'x' * (8 << 20) + b'\"}')\n"
                             "conn.send_bytes(b'{\"type\": \"at\", \"where\": \"' + b'x' * (64 << 20) + b'\"}')\n"],
-        # start a process: it would have none of the child's guards
-        "starts_process": ["import subprocess, sys\nsubprocess.run([sys.executable, '-c', 'print(1)'])"],
+        # start a process: it would have none of the child's guards (audited, and with the audit silenced)
+        "starts_process": ["import subprocess, sys\nsubprocess.run([sys.executable, '-c', 'print(1)'])",
+                           "import subprocess, sys, types\nquiet = types.ModuleType('sys')\n"
+                           "quiet.__dict__.update(sys.__dict__)\nquiet.audit = lambda *args: None\n"
+                           "subprocess.sys = quiet\nsubprocess.run([sys.executable, '-c', 'print(1)'])"],
+        # read the course's source or a helper's pipe relative to a folder descriptor, which the open event
+        # does not show: from the root, and from the scratch folder upwards
+        "reads_through_dir_fd": ["import os\nroot = os.open('/', os.O_RDONLY)",
+                                 "import os\nhere = os.open('.', os.O_RDONLY)\n"
+                                 "os.open('../../../../../proc/1/fd/1', os.O_WRONLY, dir_fd=here)"],
     }
     paths = {name: write(solved("ex1_forward", append=cells), directory, f"{name}.ipynb")
              for name, cells in attacks.items()}
@@ -507,8 +533,11 @@ def test_a_submission_cannot_plant_modules_open_the_helpers_pipes_or_start_proce
     assert "PermissionError: writing" in _cell_errors(results["plants_module"])
     pipes = _cell_errors(results["opens_helper_pipes"])
     assert pipes.count("PermissionError") == 2, pipes
-    assert "subprocess.Popen is not allowed" in _cell_errors(results["starts_process"])
-    for name in ("plants_module", "opens_helper_pipes", "starts_process"):
+    started = _cell_errors(results["starts_process"])
+    assert "subprocess.Popen is not allowed" in started and "PermissionError" in started, started
+    folders = _cell_errors(results["reads_through_dir_fd"])
+    assert "opening the folder /" in folders and "opening ../../../../../proc/1/fd/1" in folders, folders
+    for name in ("plants_module", "opens_helper_pipes", "starts_process", "reads_through_dir_fd"):
         assert results[name].score == results[name].max_score  # the attack cell failed, nothing else
 
 

@@ -3,7 +3,8 @@
 :func:`main` sets limits (memory, file size, its own process group) and sends stdout/stderr to a file; then it
 guards the process: the course's reference code is neither in it (the child imports only the probes, which
 call the learner's code and judge nothing) nor loadable or readable from disk, torch is out of the numpy
-exercises and torch's own normalization out of the PyTorch one, and an audit hook (which cannot be removed)
+exercises and torch's own normalization out of the one where the learner writes it (the plan's
+``block_torch_norm``; exercise 5 uses ``nn.BatchNorm1d`` as it is), and an audit hook (which cannot be removed)
 refuses new processes, the garbage collector's object lists, tracing and ctypes. Then it runs the plan: the
 submission's code cells in order, and, at each test cell's place, the probes of that cell's checks. Each result
 is sent to the grader as soon as it exists, as JSON bytes, so a submission that later hangs or kills its process
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import importlib.abc
 import io
 import json
 import linecache
@@ -59,6 +61,21 @@ def _under(name: str, packages: tuple[str, ...]) -> bool:
     return any(name == package or name.startswith(package + ".") for package in packages)
 
 
+class _ImportNotes(importlib.abc.MetaPathFinder):
+    """Refuses imports of the blocked packages that bypass the audited import statement
+    (``importlib.import_module``), so that the instructor's notes name them. (The audit hook is the guard; a
+    submission may remove this finder, which only loses the note: the course's files cannot be read.)"""
+
+    def __init__(self, blocked: tuple[str, ...], attempts: list[str]) -> None:
+        self.blocked, self.attempts = blocked, attempts
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if _under(name, self.blocked):
+            self.attempts.append(f"import of {name}")
+            raise Blocked(f"import of {name!r} is not allowed while grading")
+        return None
+
+
 def _stub_checks() -> None:
     """``from bnlab.grading import checks`` and ``checks.forward(f)`` in a learner's own cell (a test line pasted
     into a solution) do nothing while grading, instead of failing the cell: the master's test cells run the
@@ -66,8 +83,16 @@ def _stub_checks() -> None:
     stubs = {name: types.ModuleType(name) for name in ("bnlab", "bnlab.grading", "bnlab.grading.checks")}
     stubs["bnlab"].__path__, stubs["bnlab.grading"].__path__ = [], []
     stubs["bnlab"].grading, stubs["bnlab.grading"].checks = stubs["bnlab.grading"], stubs["bnlab.grading.checks"]
-    stubs["bnlab.grading.checks"].__getattr__ = lambda name: (lambda *args, **kwargs: None)
+    stubs["bnlab.grading.checks"].__getattr__ = _stub_check
     sys.modules.update(stubs)
+
+
+def _stub_check(name: str) -> Any:
+    """``checks.NAME``: a function that does nothing; a dunder (``__file__``, ``__spec__``: what code that walks
+    sys.modules asks every module, as ``import torch._dynamo`` does) is missing, as on any module."""
+    if name.startswith("__") and name.endswith("__"):
+        raise AttributeError(name)
+    return lambda *args, **kwargs: None
 
 
 def _blocked_function(qualified: str, attempts: list[str], named_by_caller: bool = False) -> Any:
@@ -82,6 +107,20 @@ def _blocked_function(qualified: str, attempts: list[str], named_by_caller: bool
 
 
 _TORCH_NORM_OPS = ("batch_norm", "instance_norm", "group_norm", "layer_norm", "rms_norm")
+
+
+def _blank_own_sources() -> None:
+    """Give the source files of the loaded bnlab modules (the grading machinery: zygote, child, probes) empty
+    entries in linecache, as if they had none. Their frames are on the stack under every cell, and code that
+    formats the stack -- ``traceback.format_stack()``, which ``torch.manual_seed`` calls -- would otherwise try
+    to open them, be refused, and be reported as an attempt on the course's files."""
+    import bnlab
+
+    package = os.path.dirname(os.path.realpath(bnlab.__file__)) + os.sep
+    for module in list(sys.modules.values()):
+        filename = getattr(module, "__file__", None)
+        if isinstance(filename, str) and os.path.realpath(filename).startswith(package):
+            linecache.cache[filename] = (0, None, [], filename)  # mtime None: checkcache never reloads it
 
 
 def _hide_modules(packages: tuple[str, ...]) -> None:
@@ -157,6 +196,29 @@ def _block_python_norms(attempts: list[str]) -> None:
                     visit(value)
 
 
+def _no_autograd_inside_backward(attempts: list[str]) -> None:
+    """Refuse running autograd while a backward runs: a ``torch.autograd.Function`` whose backward asks
+    autograd for the gradient of a recomputed forward has no hand-written backward. Every autograd call
+    (``torch.autograd.grad``, ``.backward()``, ``torch.func``) goes through the engine object replaced here."""
+    import torch
+    from torch.autograd.variable import Variable
+
+    engine = Variable._execution_engine
+
+    class GuardedEngine:
+        def run_backward(self, *args: Any, **kwargs: Any) -> Any:
+            if torch._C._current_graph_task_id() != -1:
+                attempts.append("autograd inside a backward")
+                raise Blocked("autograd inside a backward is not allowed while grading this exercise: write the "
+                              "gradient yourself")
+            return engine.run_backward(*args, **kwargs)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(engine, name)
+
+    Variable._execution_engine = GuardedEngine()
+
+
 #: a line of ``torch._C._dispatch_dump``: a dispatch key (or alias key) with a kernel registered for the op
 _REGISTERED_KEY = re.compile(r"^(\w+)(?:\[alias\])?: registered at", re.MULTILINE)
 #: keys whose kernels compute no values (shapes only), left alone
@@ -212,8 +274,9 @@ def protected_folders(extra: tuple[str, ...] = (), allow_torch: bool = False) ->
     """Folders whose files a submission may not open: the bnlab package (the course's reference code; the
     child's own modules are loaded before), when bnlab is a source checkout every other folder of the project
     (tests, lectures, masters, .git: answers and reference code) but the one holding Python itself, the
-    folders ``extra`` (the masters and the class's submissions, from the grader), and in the PyTorch exercise
-    the sources of torch's Python decompositions (which would otherwise be exec'd afresh)."""
+    folders ``extra`` (the masters and the class's submissions, from the grader), and where torch's own
+    normalization is blocked (``allow_torch`` here: the PyTorch exercise) the sources of torch's Python
+    decompositions (which would otherwise be exec'd afresh)."""
     import bnlab
 
     package = os.path.dirname(os.path.realpath(bnlab.__file__))
@@ -251,8 +314,9 @@ def _guard(attempts: list[str], blocked: tuple[str, ...], folders: list[str], wo
     scratch = os.path.realpath(workdir)
     me = str(os.getpid())
 
-    def refuse(what: str, error: type[Exception] = Blocked) -> None:
-        attempts.append(what)
+    def refuse(what: str, error: type[Exception] = Blocked, noted: bool = True) -> None:
+        if noted:  # a refused open is the cell's own error (libraries may try harmless ones): not a note
+            attempts.append(what)
         raise error(f"{what} is not allowed while grading")
 
     def outside(path: Any) -> str | None:
@@ -268,22 +332,64 @@ def _guard(attempts: list[str], blocked: tuple[str, ...], folders: list[str], wo
         elif event == "import" and args and isinstance(args[0], str) and _under(args[0], blocked):
             refuse(f"import of {args[0]}")
         elif event == "open" and args and isinstance(args[0], (str, bytes, os.PathLike)):
-            path = os.path.realpath(os.fsdecode(args[0]))
+            given = os.fsdecode(args[0])
+            # the event does not say relative to which folder (``dir_fd``) a relative path is opened: refuse
+            # walking up with "..", and opening a folder (a ``dir_fd`` to start from) outside the scratch one
+            if not os.path.isabs(given) and ".." in given.replace("\\", "/").split("/"):
+                refuse(f"opening {given}", PermissionError, noted=False)
+            path = os.path.realpath(given)
             other = _OTHER_PROCESS.match(path)
             if path in folders or path.startswith(prefixes) or (other and other.group(1) != me):
-                refuse(f"opening {path}", PermissionError)  # an OSError, as for any unreadable file
+                refuse(f"opening {path}", PermissionError, noted=False)  # an OSError, as for any unreadable file
+            if os.path.isdir(path) and outside(path):
+                refuse(f"opening the folder {path}", PermissionError, noted=False)
             mode, flags = (args[1] if len(args) > 1 else None), (args[2] if len(args) > 2 else 0)
             writes = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
                 isinstance(flags, int) and flags & _WRITE_FLAGS)
             if writes and outside(path):
-                refuse(f"writing {path}", PermissionError)
+                refuse(f"writing {path}", PermissionError, noted=False)
         elif event in _FILE_CHANGES:
             for arg in args[:2]:
                 where = outside(arg)
                 if where:
-                    refuse(f"{event} on {where}", PermissionError)
+                    refuse(f"{event} on {where}", PermissionError, noted=False)
 
     sys.addaudithook(hook)
+
+
+def _no_exec() -> None:
+    """Forbid execve/execveat in this process and everything it forks (a seccomp filter, which the process
+    cannot lift): a fresh program -- a new Python, git -- would have none of the guards above, and a
+    submission can start one without any audited Python call (``_posixsubprocess.fork_exec``). Forking
+    itself stays possible (a copy keeps every guard and dies with the grading). Only on x86-64 Linux."""
+    import ctypes
+    import platform
+
+    if platform.system() != "Linux" or platform.machine() != "x86_64":
+        return
+    ld_abs, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06
+    allow, deny = 0x7FFF0000, 0x00050000 | 1  # SECCOMP_RET_ALLOW; SECCOMP_RET_ERRNO | EPERM
+    program = [(ld_abs, 0, 0, 4),               # the architecture
+               (jeq, 0, 4, 0xC000003E),         # not x86-64: allow (this machine's Python is x86-64)
+               (ld_abs, 0, 0, 0),               # the system call's number
+               (jge, 3, 0, 0x40000000),         # the x32 calling convention: deny
+               (jeq, 2, 0, 59),                 # execve: deny
+               (jeq, 1, 0, 322),                # execveat: deny
+               (ret, 0, 0, allow),
+               (ret, 0, 0, deny)]
+
+    class Filter(ctypes.Structure):
+        _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint)]
+
+    class Program(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(Filter))]
+
+    filters = (Filter * len(program))(*[Filter(*line) for line in program])
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_no_new_privs, pr_set_seccomp, seccomp_mode_filter = 38, 22, 2
+    if libc.prctl(pr_set_no_new_privs, 1, 0, 0, 0) != 0 or libc.prctl(
+            pr_set_seccomp, seccomp_mode_filter, ctypes.byref(Program(len(program), filters)), 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "could not forbid exec in the grading child")
 
 
 def _limit_memory(extra_mb: int) -> None:
@@ -414,15 +520,23 @@ def main(plan: dict[str, Any], conn: Any, workdir: str) -> None:
 
     attempts: list[str] = []
     blocked = _BLOCKED_ALWAYS + (() if plan["allow_torch"] else _TORCH_MODULES)
-    folders = protected_folders(tuple(plan.get("protected", ())), plan["allow_torch"])
+    # torch's own normalization is blocked only where the learner must write it (exercise 4); an exercise that
+    # uses nn.BatchNorm1d legitimately (exercise 5) keeps it. A plan without the flag blocks whenever torch is in.
+    block_norm = bool(plan["allow_torch"] and plan.get("block_torch_norm", True))
+    folders = protected_folders(tuple(plan.get("protected", ())), block_norm)
     if plan["allow_torch"]:
         import torch
 
         torch.set_num_threads(1)
+    if block_norm:
         _block_python_norms(attempts)
         _block_norm_kernels(attempts)
+        _no_autograd_inside_backward(attempts)
+    _blank_own_sources()
     _hide_modules(blocked)
     _stub_checks()
+    sys.meta_path.insert(0, _ImportNotes(blocked, attempts))
+    _no_exec()
     _guard(attempts, blocked, folders, workdir)
     signal.signal(signal.SIGALRM, _on_alarm)
     _limit_memory(plan["memory_mb"])

@@ -178,14 +178,16 @@ def _run_order_notes(nb: Any) -> list[str]:
     return notes
 
 
-def _notes(run: RunResult, limits: Limits) -> list[str]:
+def _notes(run: RunResult, limits: Limits, cells: set[str] | None = None) -> list[str]:
+    """The notes of a run. ``cells``: the labels of the plan's code cells; a cell error naming anything else
+    did not come from the child's own reporting and is dropped."""
     notes = []
     blocked = sorted({str(n) for m in run.messages if m.get("type") == "blocked" for n in m.get("names", [])})
     if blocked:
         notes.append(f"Blocked while grading: {', '.join(blocked)}. Graded code may not use the course's reference "
                      f"implementation (bnlab), torch's own batch norm, or torch in a numpy exercise; code that "
                      f"depends on them fails its tests.")
-    errors = [m for m in run.messages if m.get("type") == "cell_error"]
+    errors = [m for m in run.messages if m.get("type") == "cell_error" and (cells is None or m.get("where") in cells)]
     for message in errors[:3]:
         notes.append(f"{message.get('where')} raised {message.get('error')}")
     if len(errors) > 3:
@@ -285,7 +287,8 @@ def _grade_submission(path: str, masters: dict[str, Master], limits: Limits,
             run = run_plan(plan, str(workdir), limits)
     tests = _judge(master, checks, run, limits)
     status = "graded" if run.finished else ("timed out" if run.timed_out else "crashed")
-    notes = ([note] if note else []) + ([sandbox_note] if sandbox_note else []) + _notes(run, limits)
+    cells = {item["label"] for item in plan["items"] if item["kind"] == "code"}
+    notes = ([note] if note else []) + ([sandbox_note] if sandbox_note else []) + _notes(run, limits, cells)
     notes += _run_order_notes(nb)
     flags = _pasted_course_code(nb)
     notes += [f"Flagged for your instructor: {flag}. This changes no marks; your instructor will look at it."
