@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = ROOT / "solutions"
 EXERCISES = ROOT / "exercises"
 MASTERS = sorted(SOLUTIONS.glob("*.ipynb"))
-EXPECTED = ["ex1_forward", "ex2_backward", "ex3_numpy_layer", "ex4_torch_layer"]
+EXPECTED = ["ex1_forward", "ex2_backward", "ex3_numpy_layer", "ex4_torch_layer", "ex5_practice"]
 
 
 def test_the_four_exercises_the_lectures_link_to_exist():

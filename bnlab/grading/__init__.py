@@ -8,6 +8,9 @@ core           the Check protocol (inputs / probe / judge), safe calls into subm
 diagnoses      the classic mistakes: what each computes and how to explain it
 numpy_checks, layer_checks, torch_checks, answer_checks
                the checks of exercises 1-4 and of hand-entered answers
+practice_checks
+               the checks of exercise 5: lecture 12's slips in a training script (a network trained by the
+               grader, every slip still present named) and lecture 13's synchronized statistics
 layer_script   scripted train/eval/forward/backward sequences played on learner and reference layers
 wire           the JSON format in which results leave a submission's process
 notebooks      reading exercise notebooks: nbgrader metadata, cell roles, test calls, validation

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from bnlab.grading import answer_checks, layer_checks, numpy_checks, torch_checks
+from bnlab.grading import answer_checks, layer_checks, numpy_checks, practice_checks, torch_checks
 from bnlab.grading.core import Check, CheckFailed, run_in_process
 
 __all__ = ["forward", "forward_conv", "forward_options", "inference", "inference_conv", "backward",
            "backward_conv", "checkpoint", "jacobian", "choice", "layer_train", "layer_eval", "layer_conv",
-           "torch_function", "torch_function_conv", "torch_module", "torch_module_conv"]
+           "torch_function", "torch_function_conv", "torch_module", "torch_module_conv", "practice_model",
+           "practice_model_sizes", "practice_batches", "practice_batches_sizes", "practice_evaluate",
+           "practice_evaluate_modes", "practice_predict", "practice_predict_modes", "practice_fine_tune",
+           "practice_fine_tune_nested", "sync_combine", "sync_combine_more", "sync_forward", "sync_forward_more"]
 
 
 VISIBLE_PASSED = "visible checks passed \u2014 hidden checks run when your work is graded"
@@ -139,3 +142,87 @@ def torch_module_conv(BatchNorm2d: Any) -> None:
     """Exercise 4's module with custom eps and momentum."""
     __tracebackhide__ = True
     _run(torch_checks.ModuleConvCheck(), BatchNorm2d, hidden=True)
+
+
+def practice_model(make_model: Any) -> None:
+    """Exercise 5's make_model: no bias right before batch norm, no batch norm on the output, the task's layers."""
+    __tracebackhide__ = True
+    _run(practice_checks.ModelCheck(), make_model)
+
+
+def practice_model_sizes(make_model: Any) -> None:
+    """Exercise 5's make_model with other sizes."""
+    __tracebackhide__ = True
+    _run(practice_checks.ModelSizesCheck(), make_model, hidden=True)
+
+
+def practice_batches(make_batches: Any) -> None:
+    """Exercise 5's make_batches: shuffled with the given rng, no batch smaller than batch_size."""
+    __tracebackhide__ = True
+    _run(practice_checks.BatchesCheck(), make_batches)
+
+
+def practice_batches_sizes(make_batches: Any) -> None:
+    """Exercise 5's make_batches on other sizes."""
+    __tracebackhide__ = True
+    _run(practice_checks.BatchesSizesCheck(), make_batches, hidden=True)
+
+
+def practice_evaluate(evaluate: Any) -> None:
+    """Exercise 5's evaluate: eval-mode accuracy in any order and batch size, the model left as it was."""
+    __tracebackhide__ = True
+    _run(practice_checks.EvaluateCheck(), evaluate)
+
+
+def practice_evaluate_modes(evaluate: Any) -> None:
+    """Exercise 5's evaluate on a model in eval mode and one with frozen batch norm layers."""
+    __tracebackhide__ = True
+    _run(practice_checks.EvaluateModesCheck(), evaluate, hidden=True)
+
+
+def practice_predict(predict_one: Any) -> None:
+    """Exercise 5's predict_one: the eval-mode prediction of one example, the model left as it was."""
+    __tracebackhide__ = True
+    _run(practice_checks.PredictCheck(), predict_one)
+
+
+def practice_predict_modes(predict_one: Any) -> None:
+    """Exercise 5's predict_one on a model in eval mode and one with frozen batch norm layers."""
+    __tracebackhide__ = True
+    _run(practice_checks.PredictModesCheck(), predict_one, hidden=True)
+
+
+def practice_fine_tune(fine_tune: Any) -> None:
+    """Exercise 5's fine_tune: SGD in batches of two with the batch norm statistics frozen."""
+    __tracebackhide__ = True
+    _run(practice_checks.FineTuneCheck(), fine_tune)
+
+
+def practice_fine_tune_nested(fine_tune: Any) -> None:
+    """Exercise 5's fine_tune on a network whose batch norm layers are nested."""
+    __tracebackhide__ = True
+    _run(practice_checks.FineTuneNestedCheck(), fine_tune, hidden=True)
+
+
+def sync_combine(combine_statistics: Any) -> None:
+    """Exercise 5's combine_statistics: the global mean and variance from the workers' summaries (Chan et al.)."""
+    __tracebackhide__ = True
+    _run(practice_checks.CombineCheck(), combine_statistics)
+
+
+def sync_combine_more(combine_statistics: Any) -> None:
+    """Exercise 5's combine_statistics with a worker of one example and an empty worker."""
+    __tracebackhide__ = True
+    _run(practice_checks.CombineMoreCheck(), combine_statistics, hidden=True)
+
+
+def sync_forward(sync_batchnorm_forward: Any) -> None:
+    """Exercise 5's synchronized forward against batch norm of the concatenated batch."""
+    __tracebackhide__ = True
+    _run(practice_checks.SyncForwardCheck(), sync_batchnorm_forward)
+
+
+def sync_forward_more(sync_batchnorm_forward: Any) -> None:
+    """Exercise 5's synchronized forward: three workers, one example on one, a nearly constant channel, eps."""
+    __tracebackhide__ = True
+    _run(practice_checks.SyncForwardMoreCheck(), sync_batchnorm_forward, hidden=True)

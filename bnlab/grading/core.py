@@ -95,6 +95,10 @@ class Check:
     #: what the learner's objects are called, in order, for messages ("batchnorm_forward", ...)
     subjects: ClassVar[tuple[str, ...]] = ()
     needs_torch: ClassVar[bool] = False
+    #: True when the learner must write batch norm without torch's own: while grading, torch's normalization
+    #: (kernels and Python decompositions) is then blocked in the submission's process (exercise 4). An exercise
+    #: that uses ``nn.BatchNorm1d`` legitimately (exercise 5) leaves it False.
+    blocks_torch_norm: ClassVar[bool] = False
     #: what the check covers, for its success message
     summary: ClassVar[str] = ""
 

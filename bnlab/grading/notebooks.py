@@ -71,6 +71,8 @@ class Master:
     locked: dict[str, str]  # grade_id -> source of the master's locked, non-test code cells
     solution_ids: list[str]
     needs_torch: bool
+    #: some check blocks torch's own normalization while grading (see ``Check.blocks_torch_norm``)
+    blocks_torch_norm: bool = False
 
     @property
     def max_score(self) -> float:
@@ -241,7 +243,8 @@ def load_master(path: Path) -> Master:
         elif role == "solution":
             solutions.append(grade_id)
     needs_torch = any(CHECKS[c.check].needs_torch for t in tests for c in t.calls)
-    return Master(exercise, path, nb, tests, locked, solutions, needs_torch)
+    blocks_torch_norm = any(CHECKS[c.check].blocks_torch_norm for t in tests for c in t.calls)
+    return Master(exercise, path, nb, tests, locked, solutions, needs_torch, blocks_torch_norm)
 
 
 @lru_cache(maxsize=8)

@@ -16,8 +16,10 @@ import numpy as np
 from bnlab.grading.core import call
 from bnlab.grading.wire import to_plain
 
-__all__ = ["PROBES", "backward", "forward", "inference", "mode_record", "numpy_layer", "play_numpy", "play_torch",
-           "tensor_or_none", "torch_function", "torch_module", "values"]
+__all__ = ["PROBES", "backward", "forward", "inference", "is_batchnorm", "loaded_network", "mode_record",
+           "numpy_layer", "play_numpy", "play_torch", "practice_batches", "practice_evaluate", "practice_fine_tune",
+           "practice_model", "practice_network", "practice_predict", "set_modes", "snapshot", "sync_combine",
+           "sync_forward", "tensor_or_none", "torch_function", "torch_module", "values"]
 
 Step = tuple[Any, ...]
 _STATE_KEYS = ("weight", "bias", "running_mean", "running_var")
@@ -266,6 +268,209 @@ def torch_module(objects: Sequence[Any], inputs: dict[str, Any]) -> Any:
     return play_torch(objects[0], inputs["steps"])
 
 
+# ------------------------------------------------------------------------------ exercise 5: BN in practice
+#
+# The probes build exercise 5's small batch norm MLP with torch alone (:func:`practice_network`, which the
+# grader's judges use too), load the state the grader trained (``inputs["state"]``), hand it to the learner's
+# function and report what came back and what the call left behind: every parameter and buffer, and every
+# module's ``training`` flag. Judging happens in the grader.
+
+
+def practice_network(arch: str, sizes: Sequence[int]) -> Any:
+    """Exercise 5's network: ``(in, hidden, classes)`` sizes, two hidden layers Linear (no bias) ->
+    BatchNorm1d -> ReLU and an output Linear. ``arch`` ``"flat"``: one nn.Sequential of seven modules;
+    ``"nested"``: each hidden layer its own nn.Sequential inside a trunk (batch norm layers two levels down)."""
+    from torch import nn
+
+    d, h, k = (int(v) for v in sizes)
+
+    def hidden(i: int, o: int) -> list[Any]:
+        return [nn.Linear(i, o, bias=False), nn.BatchNorm1d(o), nn.ReLU()]
+    if arch == "flat":
+        return nn.Sequential(*hidden(d, h), *hidden(h, h), nn.Linear(h, k))
+    if arch == "nested":
+        return nn.Sequential(nn.Sequential(nn.Sequential(*hidden(d, h)), nn.Sequential(*hidden(h, h))),
+                             nn.Linear(h, k))
+    raise ValueError(f"unknown architecture {arch!r}")
+
+
+def is_batchnorm(module: Any) -> bool:
+    from torch import nn
+
+    return isinstance(module, nn.modules.batchnorm._BatchNorm)
+
+
+def set_modes(model: Any, mode: str) -> Any:
+    """``"train"``, ``"eval"`` or ``"bn_eval"`` (the model in training mode, its batch norm layers in eval
+    mode: frozen statistics, as fine-tuning leaves them)."""
+    model.train(mode != "eval")
+    if mode == "bn_eval":
+        for module in model.modules():
+            if is_batchnorm(module):
+                module.eval()
+    return model
+
+
+def loaded_network(inputs: dict[str, Any], mode: str = "train") -> Any:
+    """:func:`practice_network` with the grader's state (``inputs["state"]``), in ``mode`` (see :func:`set_modes`)."""
+    import torch
+
+    model = practice_network(inputs["arch"], inputs["sizes"])
+    model.load_state_dict({name: torch.tensor(value) for name, value in inputs["state"].items()})
+    return set_modes(model, mode)
+
+
+def snapshot(model: Any) -> dict[str, Any]:
+    """What a call left behind: every entry of the state dict, and every module's ``training`` flag (in
+    ``named_modules`` order)."""
+    def take() -> dict[str, Any]:
+        return {"state": {str(name): value for name, value in model.state_dict().items()},
+                "modes": [[str(name), bool(module.training)] for name, module in model.named_modules()]}
+    made = call(take)
+    return made.record["value"] if made.ok else {"error": made.record["error"]}
+
+
+def _module_info(module: Any) -> dict[str, Any]:
+    """A called module, as plain data: its type and what the structural rules look at."""
+    from torch import nn
+
+    info: dict[str, Any] = {"type": type(module).__name__}
+    if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        info.update(kind="weight", bias=module.bias is not None,
+                    inputs=int(getattr(module, "in_features", getattr(module, "in_channels", 0))),
+                    outputs=int(getattr(module, "out_features", getattr(module, "out_channels", 0))))
+    elif is_batchnorm(module):
+        info.update(kind="batchnorm", features=int(module.num_features), affine=bool(module.affine),
+                    tracks=bool(module.track_running_stats))
+    elif isinstance(module, nn.modules.dropout._DropoutNd):
+        info.update(kind="dropout")
+    else:
+        info.update(kind="other")
+    return info
+
+
+def practice_model(objects: Sequence[Any], inputs: dict[str, Any]) -> Any:
+    """Exercise 5's ``make_model`` on each case: the modules its network calls, in order (forward hooks on its
+    leaves and batch norm layers, one eval-mode forward of the case's batch), and the output's shape."""
+    import torch
+
+    make_model, records = objects[0], []
+    for case in inputs["cases"]:
+        made = call(make_model, case["in_features"], case["hidden"], case["classes"])
+        if not made.ok:
+            records.append(made.record)
+            continue
+        model = made.raw
+        if not isinstance(model, torch.nn.Module):
+            records.append({"not_a_module": type(model).__name__})
+            continue
+        calls: list[dict[str, Any]] = []
+
+        def run() -> list[int]:
+            leaves = [m for m in model.modules() if not list(m.children()) or is_batchnorm(m)]
+            handles = [m.register_forward_hook(lambda m, args, out: calls.append(_module_info(m))) for m in leaves]
+            try:
+                model.eval()
+                with torch.no_grad():
+                    out = model(torch.tensor(case["x"]))
+            finally:
+                for handle in handles:
+                    handle.remove()
+            return list(getattr(out, "shape", ()))
+        ran = call(run)
+        records.append({"calls": calls, **ran.record})
+    return records
+
+
+def _materialized(value: Any) -> Any:
+    """A generator or other one-shot iterator of batches as a list (what an epoch loop would see)."""
+    if value is not None and not isinstance(value, (list, tuple, dict, str, np.ndarray)) and \
+            hasattr(value, "__next__"):
+        return list(value)
+    return value
+
+
+def practice_batches(objects: Sequence[Any], inputs: dict[str, Any]) -> Any:
+    """Exercise 5's ``make_batches(n, batch_size, rng)`` on each case, twice with ``default_rng(seed)`` and once
+    with ``default_rng(other_seed)``: the batches (plain lists of indices) or what went wrong."""
+    make_batches, records = objects[0], []
+    for case in inputs["cases"]:
+        record = {}
+        for key, seed in (("first", case["seed"]), ("again", case["seed"]), ("other", case["other_seed"])):
+            rng = np.random.default_rng(seed)
+            record[key] = call(lambda: _materialized(make_batches(case["n"], case["batch_size"], rng))).record
+        records.append(record)
+    return records
+
+
+def practice_evaluate(objects: Sequence[Any], inputs: dict[str, Any]) -> Any:
+    """Exercise 5's ``evaluate(model, x, y, batch_size)`` on each case: a fresh network with the grader's state
+    in the case's mode, the test examples in the case's order; what it returned and what it left behind."""
+    import torch
+
+    evaluate, records = objects[0], []
+    x, y = inputs["x"], inputs["y"]
+    for case in inputs["cases"]:
+        model = loaded_network(inputs, case["mode"])
+        index = case["index"]
+        made = call(evaluate, model, torch.tensor(x[index]), torch.tensor(y[index]), case["batch_size"])
+        records.append({**made.record, "after": snapshot(model)})
+    return records
+
+
+def practice_predict(objects: Sequence[Any], inputs: dict[str, Any]) -> Any:
+    """Exercise 5's ``predict_one(model, x1)`` on each case: one network in the case's mode, asked about the
+    case's examples one after the other (x1 of shape (D,)); every answer, then what the calls left behind."""
+    import torch
+
+    predict_one, records = objects[0], []
+    for case in inputs["cases"]:
+        model = loaded_network(inputs, case["mode"])
+        answers = [call(predict_one, model, torch.tensor(inputs["x"][i])).record for i in case["index"]]
+        records.append({"answers": answers, "after": snapshot(model)})
+    return records
+
+
+def practice_fine_tune(objects: Sequence[Any], inputs: dict[str, Any]) -> Any:
+    """Exercise 5's ``fine_tune(model, x, y, steps, lr)`` on each case: a network with the grader's state in
+    training mode; what the call raised, if anything, and what it left behind."""
+    import torch
+
+    fine_tune, records = objects[0], []
+    for case in inputs["cases"]:
+        model = loaded_network(inputs, "train")
+        made = call(fine_tune, model, torch.tensor(case["x"]), torch.tensor(case["y"]), case["steps"], case["lr"])
+        record = {"error": made.record["error"]} if not made.ok else {}
+        records.append({**record, "after": snapshot(model)})
+    return records
+
+
+def sync_combine(objects: Sequence[Any], inputs: dict[str, Any]) -> Any:
+    """Exercise 5's ``combine_statistics(counts, means, m2s)`` on each case: its (mean, var), or what went
+    wrong; the arguments after the call."""
+    combine, records = objects[0], []
+    for case in inputs["cases"]:
+        args = [case[k].copy() for k in ("counts", "means", "m2s")]
+        made = call(combine, *args)
+        records.append({**made.record, "after": dict(zip(("counts", "means", "m2s"), args))})
+    return records
+
+
+def sync_forward(objects: Sequence[Any], inputs: dict[str, Any]) -> Any:
+    """Exercise 5's ``sync_batchnorm_forward(parts, gamma, beta, eps)`` on each case: its outputs (one per
+    worker), or what went wrong; the arguments after the call."""
+    forward_fn, records = objects[0], []
+    for case in inputs["cases"]:
+        parts = [part.copy() for part in case["parts"]]
+        gamma, beta = case["gamma"].copy(), case["beta"].copy()
+        kwargs = {} if case["eps"] is None else {"eps": case["eps"]}
+        made = call(lambda: _materialized(forward_fn(parts, gamma, beta, **kwargs)))
+        records.append({**made.record, "after": {"parts": parts, "gamma": gamma, "beta": beta}})
+    return records
+
+
 #: every probe by name: what a plan names and a child runs
 PROBES = {function.__name__: function for function in (forward, inference, backward, values, numpy_layer,
-                                                        torch_module, torch_function)}
+                                                        torch_module, torch_function, practice_model,
+                                                        practice_batches, practice_evaluate, practice_predict,
+                                                        practice_fine_tune, sync_combine, sync_forward)}

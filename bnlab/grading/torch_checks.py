@@ -62,6 +62,7 @@ def _function_case(label: str, shape: tuple[int, ...], seed: int, training: bool
 class _FunctionBase(CaseCheck):
     subjects = ("BatchNormFunction",)
     needs_torch = True
+    blocks_torch_norm = True
     probe = staticmethod(probes.torch_function)
 
     def judge(self, inputs: dict[str, Any], data: Any) -> str:
@@ -172,6 +173,7 @@ class FunctionConvCheck(_FunctionBase):
 class _ModuleBase(ScriptCheck):
     subjects = ("BatchNorm2d",)
     needs_torch = True
+    blocks_torch_norm = True
     probe = staticmethod(probes.torch_module)
 
     def judge(self, inputs: dict[str, Any], data: Any) -> str:

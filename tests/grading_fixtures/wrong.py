@@ -373,3 +373,306 @@ TORCH_FUNCTION_WITHOUT_BACKWARD = TORCH_FUNCTION.replace(
     "class BatchNormFunction(torch.autograd.Function):\n    @staticmethod\n    def forward(ctx, ",
     "class BatchNormFunction:\n    @staticmethod\n    def apply(").replace(
     "        ctx.save_for_backward(xhat, inv, weight)\n        ctx.training, ctx.dims, ctx.m = training, dims, m\n", "")
+
+
+# ------------------------------------------------------------------------ exercise 5: batch norm in practice
+# Right versions (PRACTICE), and wrong ones: {label: (source, the slips the check must name, the check that
+# catches it)}. Checks are checks.<name>; "hidden" ones are the names ending in _sizes, _modes, _nested, _more.
+
+PRACTICE = {
+    "make_model": '''
+def make_model(in_features, hidden, classes):
+    return nn.Sequential(nn.Linear(in_features, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(),
+                         nn.Linear(hidden, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(),
+                         nn.Linear(hidden, classes))
+''',
+    "make_batches": '''
+def make_batches(n, batch_size, rng):
+    order = rng.permutation(n)
+    return [order[start:start + batch_size] for start in range(0, n - batch_size + 1, batch_size)]
+''',
+    "evaluate": '''
+def evaluate(model, x, y, batch_size):
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            logits = model(x[start:start + batch_size])
+            correct += int((logits.argmax(dim=1) == y[start:start + batch_size]).sum())
+    for module, mode in modes:
+        module.training = mode
+    return correct / len(x)
+''',
+    "predict_one": '''
+def predict_one(model, x1):
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    with torch.no_grad():
+        logits = model(x1.unsqueeze(0))
+    for module, mode in modes:
+        module.training = mode
+    return int(logits.argmax(dim=1))
+''',
+    "fine_tune": '''
+def fine_tune(model, x, y, steps, lr):
+    norms = [module for module in model.modules() if isinstance(module, nn.BatchNorm1d)]
+    for step in range(steps):
+        model.train()
+        for norm in norms:
+            norm.eval()
+        loss = F.cross_entropy(model(x[2 * step:2 * step + 2]), y[2 * step:2 * step + 2])
+        model.zero_grad()
+        loss.backward()
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.requires_grad:
+                    p -= lr * p.grad
+''',
+    "combine_statistics": '''
+def combine_statistics(counts, means, m2s):
+    weights = np.asarray(counts, dtype=np.float64)[:, None]
+    n = weights.sum()
+    mean = (weights * means).sum(axis=0) / n
+    m2 = m2s.sum(axis=0) + (weights * (means - mean) ** 2).sum(axis=0)
+    return mean, m2 / n
+''',
+    "sync_batchnorm_forward": '''
+def sync_batchnorm_forward(parts, gamma, beta, eps=1e-5):
+    counts = np.array([len(part) for part in parts])
+    means = np.array([part.mean(axis=0) for part in parts])
+    m2s = np.array([((part - part.mean(axis=0)) ** 2).sum(axis=0) for part in parts])
+    mean, var = combine_statistics(counts, means, m2s)
+    return [gamma * (part - mean) / np.sqrt(var + eps) + beta for part in parts]
+''',
+}
+
+
+def practice_with(name: str, old: str, new: str) -> str:
+    """PRACTICE[name] with one piece changed (the change must apply)."""
+    assert old in PRACTICE[name], old
+    return PRACTICE[name].replace(old, new)
+
+
+# other right answers, which every check must accept
+PRACTICE_ALSO_RIGHT = {
+    # the remainder merged into the previous batch; a generator
+    "make_batches": '''
+def make_batches(n, batch_size, rng):
+    order = rng.permutation(n)
+    starts = list(range(0, n - batch_size + 1, batch_size))
+    for index, start in enumerate(starts):
+        yield order[start:] if index == len(starts) - 1 else order[start:start + batch_size]
+''',
+    # the model evaluated as a copy in eval mode (the original untouched), accuracy as a 0-d tensor
+    "evaluate": '''
+import copy
+def evaluate(model, x, y, batch_size):
+    frozen = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        logits = torch.cat([frozen(x[s:s + batch_size]) for s in range(0, len(x), batch_size)])
+    return (logits.argmax(dim=1) == y).float().mean()
+''',
+    # gamma and beta frozen too (requires_grad_(False) and eval mode inside the loop)
+    "fine_tune": practice_with("fine_tune", "    for step in range(steps):\n",
+                               "    for norm in norms:\n        norm.requires_grad_(False)\n"
+                               "    for step in range(steps):\n"),
+}
+
+# the script as found (the master's locked cell ex5_as_found, without the buggy_ prefix); the wrong versions below
+# name what their message must hold: labels of bnlab.grading.practice_checks.EXPLANATIONS, or literal text
+AS_FOUND = {
+    "make_model": '''
+def make_model(in_features, hidden, classes):
+    return nn.Sequential(nn.Linear(in_features, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
+                         nn.Linear(hidden, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
+                         nn.Linear(hidden, classes), nn.BatchNorm1d(classes))
+''',
+    "make_batches": '''
+def make_batches(n, batch_size, rng):
+    order = rng.permutation(n)
+    return [order[start:start + batch_size] for start in range(0, n, batch_size)]
+''',
+    "evaluate": '''
+def evaluate(model, x, y, batch_size):
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            logits = model(x[start:start + batch_size])
+            correct += int((logits.argmax(dim=1) == y[start:start + batch_size]).sum())
+    model.train()
+    return correct / len(x)
+''',
+    "predict_one": '''
+def predict_one(model, x1):
+    with torch.no_grad():
+        return int(model(x1.unsqueeze(0)).argmax(dim=1))
+''',
+    "fine_tune": '''
+def fine_tune(model, x, y, steps, lr):
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm1d):
+            module.requires_grad_(False)
+    for step in range(steps):
+        model.train()
+        loss = F.cross_entropy(model(x[2 * step:2 * step + 2]), y[2 * step:2 * step + 2])
+        model.zero_grad()
+        loss.backward()
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.requires_grad:
+                    p -= lr * p.grad
+''',
+}
+
+_RESTORE = "    for module, mode in modes:\n        module.training = mode\n"
+_COMBINED = "    mean, var = combine_statistics(counts, means, m2s)\n"
+WRONG_PRACTICE = {
+    # make_model
+    "model_as_found": (AS_FOUND["make_model"], ("bias_before_batchnorm", "batchnorm_on_output"), "practice_model"),
+    "model_bias_only": (practice_with("make_model", "nn.Linear(hidden, hidden, bias=False)",
+                                      "nn.Linear(hidden, hidden)"), ("bias_before_batchnorm",), "practice_model"),
+    "model_bn_on_output": (practice_with("make_model", "nn.Linear(hidden, classes))",
+                                         "nn.Linear(hidden, classes), nn.BatchNorm1d(classes))"),
+                           ("batchnorm_on_output",), "practice_model"),
+    # the sizes of the visible test written in: the hidden test uses others
+    "model_hard_coded_sizes": (PRACTICE["make_model"]
+                               .replace("(in_features, hidden, bias=False)", "(64, 32, bias=False)")
+                               .replace("(hidden, hidden, bias=False)", "(32, 32, bias=False)")
+                               .replace("nn.BatchNorm1d(hidden)", "nn.BatchNorm1d(32)")
+                               .replace("nn.Linear(hidden, classes)", "nn.Linear(32, 10)"),
+                               ("build its layers from the arguments (20 inputs, 48 hidden units, 5 classes)",),
+                               "practice_model_sizes"),
+    "model_dropout_before_bn": (practice_with("make_model", "nn.BatchNorm1d(hidden), nn.ReLU(),\n",
+                                              "nn.BatchNorm1d(hidden), nn.ReLU(), nn.Dropout(0.5),\n"),
+                                ("dropout_before_batchnorm",), "practice_model"),
+    # make_batches
+    "batches_as_found": (AS_FOUND["make_batches"], ("batch_of_one", "short_batch"), "practice_batches"),
+    "batches_drop_only_one": (practice_with("make_batches", "range(0, n - batch_size + 1, batch_size)]",
+                                            "range(0, n, batch_size) if n - start > 1]"),
+                              ("short_batch",), "practice_batches"),
+    # a remainder merged into the last batch only when it is small (under 8): the hidden test's 1000 = 15 * 64 + 40
+    "batches_merges_small_remainders_only": ('''
+def make_batches(n, batch_size, rng):
+    order = rng.permutation(n)
+    batches = [order[start:start + batch_size] for start in range(0, n, batch_size)]
+    if len(batches) > 1 and len(batches[-1]) < 8:
+        last = batches.pop()
+        batches[-1] = np.concatenate([batches[-1], last])
+    return batches
+''', ("short_batch",), "practice_batches_sizes"),
+    "batches_not_shuffled": (practice_with("make_batches", "order = rng.permutation(n)", "order = np.arange(n)"),
+                             ("not_shuffled",), "practice_batches"),
+    "batches_global_rng": (practice_with("make_batches", "order = rng.permutation(n)",
+                                         "order = np.random.permutation(n)"),
+                           ("ignores_rng",), "practice_batches"),
+    "batches_lose_a_full_one": (practice_with("make_batches", "range(0, n - batch_size + 1, batch_size)",
+                                              "range(0, n - batch_size, batch_size)"),
+                                ("examples_lost",), "practice_batches"),
+    # evaluate
+    "evaluate_as_found": (AS_FOUND["evaluate"], ("eval_forgotten", "statistics_changed"), "practice_evaluate"),
+    "evaluate_as_found_hidden": (AS_FOUND["evaluate"], ("eval_forgotten", "statistics_changed", "mode_not_restored"),
+                                 "practice_evaluate_modes"),
+    "evaluate_not_restored": (practice_with("evaluate", "        module.training = mode\n", "        pass\n"),
+                              ("mode_not_restored",), "practice_evaluate"),
+    # model.train() at the end: right for a model that came in training mode, so only the hidden tests see it
+    "evaluate_train_at_end": (practice_with("evaluate", _RESTORE, "    model.train()\n"),
+                              ("mode_not_restored",), "practice_evaluate_modes"),
+    # model.train(was_training) restores the model's flag, and sets every batch norm layer's to it too
+    "evaluate_restores_top_flag_only": (practice_with("evaluate", _RESTORE, "    model.train(modes[0][1])\n"),
+                                        ("mode_not_restored",), "practice_evaluate_modes"),
+    # predict_one
+    "predict_as_found": (AS_FOUND["predict_one"], ("eval_forgotten",), "practice_predict"),
+    "predict_pair_trick": ('''
+def predict_one(model, x1):
+    with torch.no_grad():
+        return int(model(torch.stack([x1, x1]))[0].argmax())
+''', ("batch_statistics", "statistics_changed"), "practice_predict"),
+    "predict_not_restored": (practice_with("predict_one", "        module.training = mode\n", "        pass\n"),
+                             ("mode_not_restored",), "practice_predict"),
+    "predict_train_at_end": (practice_with("predict_one", _RESTORE, "    model.train()\n"),
+                             ("mode_not_restored",), "practice_predict_modes"),
+    # fine_tune
+    "fine_tune_as_found": (AS_FOUND["fine_tune"], ("statistics_updated",), "practice_fine_tune"),
+    # eval() once before the loop: the loop's model.train() undoes it
+    "fine_tune_eval_before_loop": (practice_with("fine_tune", "    for step in range(steps):\n        model.train()\n"
+                                                 "        for norm in norms:\n            norm.eval()\n",
+                                                 "    for norm in norms:\n        norm.eval()\n"
+                                                 "    for step in range(steps):\n        model.train()\n"),
+                                   ("statistics_updated",), "practice_fine_tune"),
+    # trains in training mode, then puts the old statistics back: the forwards used batch statistics all along
+    "fine_tune_restores_statistics": ('''
+def fine_tune(model, x, y, steps, lr):
+    saved = copy.deepcopy(model.state_dict())
+    for step in range(steps):
+        model.train()
+        loss = F.cross_entropy(model(x[2 * step:2 * step + 2]), y[2 * step:2 * step + 2])
+        model.zero_grad()
+        loss.backward()
+        with torch.no_grad():
+            for p in model.parameters():
+                p -= lr * p.grad
+    with torch.no_grad():
+        for name, buffer in model.named_buffers():
+            buffer.copy_(saved[name])
+''', ("batch_statistics_used",), "practice_fine_tune"),
+    # model.children() finds the batch norm layers of a flat Sequential only: the nested hidden test sees it
+    "fine_tune_children_only": (practice_with("fine_tune", "for module in model.modules()",
+                                              "for module in model.children()"),
+                                ("statistics_updated",), "practice_fine_tune_nested"),
+    "fine_tune_no_step": (practice_with("fine_tune", "                    p -= lr * p.grad\n",
+                                        "                    pass\n"),
+                          ("not_trained",), "practice_fine_tune"),
+    # combine_statistics
+    "combine_unweighted_mean": (practice_with("combine_statistics", "mean = (weights * means).sum(axis=0) / n",
+                                              "mean = means.mean(axis=0)"),
+                                ("unweighted_mean",), "sync_combine"),
+    "combine_no_between_term": (practice_with("combine_statistics",
+                                              " + (weights * (means - mean) ** 2).sum(axis=0)", ""),
+                                ("no_between_term",), "sync_combine"),
+    "combine_unbiased": (practice_with("combine_statistics", "return mean, m2 / n", "return mean, m2 / (n - 1)"),
+                         ("unbiased_variance",), "sync_combine"),
+    "combine_averages_variances": (practice_with("combine_statistics",
+                                                 "    m2 = m2s.sum(axis=0) + (weights * (means - mean) ** 2)"
+                                                 ".sum(axis=0)\n    return mean, m2 / n\n",
+                                                 "    return mean, (m2s / weights).mean(axis=0)\n"),
+                                   ("no_between_term", "unweighted_mean"), "sync_combine"),
+    # an unweighted average over every row: the empty worker's zeros count (hidden test)
+    "combine_unweighted_with_empty": (practice_with("combine_statistics", "mean = (weights * means).sum(axis=0) / n",
+                                                    "mean = means.mean(axis=0)"),
+                                      ("unweighted_mean",), "sync_combine_more"),
+    # the variance through the workers' variances M_k / n_k: an empty worker's 0 / 0 is NaN (hidden test)
+    "combine_divides_by_empty_count": (practice_with("combine_statistics", "m2s.sum(axis=0)",
+                                                     "(weights * (m2s / weights)).sum(axis=0)"),
+                                       ("NaN or inf. An empty worker (n_k = 0) adds nothing",), "sync_combine_more"),
+    # sync_batchnorm_forward
+    "sync_local_statistics": ('''
+def sync_batchnorm_forward(parts, gamma, beta, eps=1e-5):
+    return [gamma * (part - part.mean(axis=0)) / np.sqrt(part.var(axis=0) + eps) + beta for part in parts]
+''', ("local_statistics",), "sync_forward"),
+    "sync_average_of_means": (practice_with("sync_batchnorm_forward", _COMBINED,
+                                            "    mean = means.mean(axis=0)\n"
+                                            "    var = np.array([part.var(axis=0) for part in parts]).mean(axis=0)\n"),
+                              ("unweighted_mean", "no_between_term"), "sync_forward"),
+    "sync_unbiased": (practice_with("sync_batchnorm_forward", _COMBINED, _COMBINED +
+                                    "    var = var * counts.sum() / (counts.sum() - 1)\n"),
+                      ("unbiased_variance",), "sync_forward"),
+    # the eps argument ignored: only the hidden test passes another one
+    "sync_ignores_eps": (practice_with("sync_batchnorm_forward", "np.sqrt(var + eps)", "np.sqrt(var + 1e-5)"),
+                         ("eps = 1e-3",), "sync_forward_more"),
+}
+
+
+def load_practice(source: str, name: str):
+    """Execute exercise-5 learner source with the exercise's setup names (np, torch, nn, F, copy) and, for the
+    synchronized forward, the right combine_statistics; return the object called ``name``."""
+    import copy
+
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    namespace = {"np": np, "torch": torch, "nn": nn, "F": F, "copy": copy}
+    exec(PRACTICE["combine_statistics"], namespace)  # noqa: S102 -- test fixture
+    exec(source, namespace)  # noqa: S102 -- test fixture
+    return namespace[name]
