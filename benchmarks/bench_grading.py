@@ -37,6 +37,7 @@ VARIANTS = {
                                                       "dout.sum(axis=axes)\n"}}],
     "ex3_numpy_layer": [{}, {"replace": {"ex3_layer": wrong.WRONG_LAYER["momentum_swapped"]}}],
     "ex4_torch_layer": [{}, {"replace": {"ex4_module": wrong.WRONG_TORCH_MODULE["mode_from_grad"]}}],
+    "ex5_practice": [{}, {"replace": {f"ex5_{name}": source for name, source in wrong.AS_FOUND.items()}}],
 }
 
 
