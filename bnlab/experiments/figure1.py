@@ -19,6 +19,10 @@ What one run records beyond the shared records (:meth:`Figure1Config.run_seed`):
 * at initialization the gradient norm of every weight layer (first minibatch), and at initialization and at
   the end the fraction of each hidden layer's sigmoid inputs beyond +-3, where sigmoid'(z) < 0.05.
 
+Three small controls the lecture measures live (not cached): :func:`init_gradient_norms` (optionally with the
+output layer held at a fixed scale), :func:`init_signal_spread` (the forward shrink at initialization) and
+:func:`early_predictions` (the first updates again: eval vs batch statistics, classes predicted).
+
     from bnlab.experiments.figure1 import Figure1Config, figure1_runs
     runs = figure1_runs(Figure1Config(lr=0.5, init_std=0.01))      # {"no BN": SeedRuns, "BN": SeedRuns}
     runs["BN"].values("unit_percentiles")                          # (S, K, 3)
@@ -27,16 +31,23 @@ What one run records beyond the shared records (:meth:`Figure1Config.run_seed`):
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from bnlab._validation import check_choice, check_float
+from bnlab._validation import check_choice, check_float, check_int
 from bnlab.experiments._runs import SeedRuns, mnist, pad, train_mlp
 from bnlab.experiments.base import Experiment, run, sweep
-from bnlab.recording import PERCENTILE_LEVELS, hidden_activations
+from bnlab.models import build_mlp
+from bnlab.recording import (
+    PERCENTILE_LEVELS,
+    gradient_norms,
+    hidden_activations,
+    named_weight_layers,
+)
 from bnlab.train import TrainConfig, TrainResult
 
 __all__ = [
@@ -49,9 +60,12 @@ __all__ = [
     "SATURATION",
     "Figure1Config",
     "SigmoidInputProbe",
+    "early_predictions",
     "figure1_runs",
     "figure1_sweep",
     "hidden_inputs",
+    "init_gradient_norms",
+    "init_signal_spread",
     "saturated_fractions",
     "typical_unit",
     "unit_movements",
@@ -235,6 +249,84 @@ def typical_unit(per_unit: np.ndarray) -> int:
     order = np.argsort(np.where(np.isfinite(movements), movements, np.inf), kind="stable")
     finite = int(np.isfinite(movements).sum())
     return int(order[(finite - 1) // 2]) if finite else 0
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Controls the lecture measures live (small: a model at initialization, or a few hundred updates)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _model_at_init(config: Figure1Config, seed: int):
+    return build_mlp(seed=seed, depth=config.depth, width=config.width, activation=config.activation,
+                     **config.model_options())
+
+
+def init_gradient_norms(config: Figure1Config, seed: int, output_std: float | None = None) -> np.ndarray:
+    """(L + 1,) each weight layer's gradient norm on the first minibatch of ``seed``'s run at initialization
+    (what the runs record as ``grad_norms_init``, output layer last).
+
+    ``output_std``: the control. The output layer's weights are rescaled to N(0, output_std^2) (the same draw
+    times output_std / init_std), so the hidden layers' init std varies while the output layer stays fixed.
+    """
+    seed = check_int(seed, "seed", minimum=0)
+    model = _model_at_init(config, seed)
+    if output_std is not None:
+        output_std = check_float(output_std, "output_std", 0.0, inclusive=False)
+        with torch.no_grad():
+            model.output.weight.mul_(output_std / config.init_std)
+    data = mnist()
+    order = torch.randperm(data.num_train, generator=torch.Generator().manual_seed(seed))[:config.batch_size]
+    model.train()
+    F.cross_entropy(model(data.x_train[order]), data.y_train[order]).backward()  # train()'s first minibatch
+    return gradient_norms(named_weight_layers(model))
+
+
+def init_signal_spread(config: Figure1Config, seed: int) -> np.ndarray:
+    """(L,) for each hidden layer at initialization, how much its sigmoid inputs depend on the digit: the root
+    mean square over the layer's units of each unit's standard deviation over the probe batch (the 1,000 test
+    digits, training mode, :func:`hidden_inputs`). Consecutive entries' ratio is the forward shrink per layer."""
+    seed = check_int(seed, "seed", minimum=0)
+    spreads = [z.double().std(dim=0, unbiased=False).pow(2).mean().sqrt() for z in
+               hidden_inputs(_model_at_init(config, seed))]
+    return np.array([float(spread) for spread in spreads])
+
+
+def early_predictions(config: Figure1Config, updates: Sequence[int]) -> dict[str, np.ndarray]:
+    """Retrains every seed of ``config`` up to ``max(updates)`` updates (the shipped runs, update for update)
+    and measures at each of ``updates`` on the 1,000 test digits:
+
+    * ``accuracy_eval`` (S, U): the test accuracy in eval mode, with BN's running statistics (what the runs
+      record as ``test_accuracy``);
+    * ``accuracy_batch`` (S, U): the same model in training mode, each BN with the 1,000 digits' own mean and
+      variance (identical for the plain net);
+    * ``classes`` (S, U): how many distinct classes the model predicts (eval mode) over the 1,000 digits.
+    """
+    updates = tuple(check_int(u, "update", minimum=1) for u in updates)
+    if not updates:
+        raise ValueError("updates must name at least one update")
+    data = mnist()
+    out = {name: np.full((len(config.seeds), len(updates)), np.nan)
+           for name in ("accuracy_eval", "accuracy_batch", "classes")}
+    for row, seed in enumerate(config.seeds):
+        holder = {}
+
+        def measure(update: int, row: int = row, holder: dict = holder) -> None:
+            if update not in updates:
+                return
+            model, col = holder["model"], updates.index(update)
+            with torch.no_grad():
+                predicted = model.eval()(data.x_test).argmax(dim=1)
+                batch = copy.deepcopy(model).train()(data.x_test).argmax(dim=1)
+            model.train()
+            out["accuracy_eval"][row, col] = float((predicted == data.y_test).double().mean())
+            out["accuracy_batch"][row, col] = float((batch == data.y_test).double().mean())
+            out["classes"][row, col] = predicted.unique().numel()
+
+        train_mlp(seed=seed, steps=max(updates), batch_size=config.batch_size, lr=config.lr,
+                  weight_decay=config.weight_decay, record_every=max(updates), progress=False, on_step=measure,
+                  before_training=lambda model, holder=holder: holder.update(model=model), depth=config.depth,
+                  width=config.width, activation=config.activation, **config.model_options())
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -199,8 +199,8 @@ def plot_init_sweep(sweep: Mapping[str, Mapping[tuple[float, float], SeedRuns]],
         ax.set(xlabel="init std (log)", ylabel="test accuracy", title=f"Test accuracy {what}, lr {lr:g}")
     move_ax.set_xscale("log")
     move_ax.set_ylim(bottom=0)
-    move_ax.set(xlabel="init std (log)", ylabel="movement of the median unit",
-                title="How far a typical unit's percentiles moved")
+    move_ax.set(xlabel="init std (log)", ylabel="movement of the typical unit (units of z)",
+                title="How far the typical unit's percentiles moved")
     legend_below(fig, ncol=2)
     return fig
 
