@@ -148,7 +148,7 @@ def test_running_statistics_equal_a_full_batch_torch_batchnorm_on_every_rank(poo
 
 def test_local_statistics_are_the_control_that_differs_except_in_dbeta(pool):
     errors = compare_with_full_batch(pool, *example_tensors((64, 100), torch.float64), (32, 32), synchronize=False)
-    for name in ("out", "dx", "dgamma", "running_var"):
+    for name in ("out", "dx", "dgamma", "running_mean", "running_var"):
         assert errors[name] > 0.05, (name, errors)
     assert errors["dbeta"] < 1e-12  # sum of dy: no statistics in it
 
@@ -176,11 +176,19 @@ def test_local_statistics_of_half_a_batch_match_the_sampling_prediction(pool, di
     assert local.var_ratio().min() < 0.8 and local.var_ratio().max() > 1.2
     assert np.abs(local.weighted_deviation_sum()).max() < 1e-12
     np.testing.assert_allclose(local.mean_deviation()[0], -local.mean_deviation()[1], atol=1e-12)  # mirrored
-    spread = spread_by_share(pool, z, (4, 8, 16, 24, 32))
-    assert sorted(spread) == [4, 8, 16, 24, 32, 40, 48, 56, 60]
-    ratios = [spread[n] / predicted_mean_spread(n, 64) for n in spread]
-    assert all(0.75 <= r <= 1.25 for r in ratios), ratios
-    assert 0.3 <= spread[4] <= 0.6
+
+
+
+def test_the_spread_over_random_splits_matches_the_sampling_prediction(digits):
+    _, _, z = digits
+    spread = spread_by_share(z, (2, 4, 8, 16, 24, 32), splits=50)
+    assert sorted(spread) == [2, 4, 8, 16, 24, 32, 40, 48, 56, 60, 62]
+    ratios = {n: spread[n] / predicted_mean_spread(n, 64) for n in spread}
+    assert all(0.9 <= ratios[n] <= 1.1 for n in ratios if n <= 32), ratios
+    for n in (2, 4, 8, 16, 24):   # two shares: n d_0 = -(64 - n) d_1, the same ratio by construction
+        assert abs(ratios[n] - ratios[64 - n]) < 1e-12
+    assert 0.4 <= spread[4] <= 0.6
+    assert spread_by_share(z, (8,), splits=3) == spread_by_share(z, (8,), splits=3)   # seeded
 
 
 def test_the_single_process_twin_gives_the_ranks_numbers(pool, digits):
@@ -234,9 +242,10 @@ def test_local_bn_differs_from_full_batch_bn_and_is_ghost_bn(pool, digits):
 def test_a_data_parallel_step_with_sync_bn_is_the_full_batch_step(pool, digits):
     x, y, _ = digits
     sync = data_parallel_agreement(pool, x, y, (24, 40), synchronize=True)
-    assert sync["update"] < 1e-12 and sync["running_var"] < 1e-12
+    assert sync["update"] < 1e-12 and sync["beta_update"] < 1e-12 and sync["running_var"] < 1e-12
     local = data_parallel_agreement(pool, x, y, (24, 40), synchronize=False)
     assert local["update"] > 0.05 and local["running_var"] > 1e-3
+    assert local["beta_update"] > 0.05   # in a network the upstream gradient depends on the statistics
 
 
 def test_torch_sync_batchnorm_refuses_cpu_tensors_and_is_plain_bn_where_it_runs(pool, digits):
@@ -249,19 +258,21 @@ def test_torch_sync_batchnorm_refuses_cpu_tensors_and_is_plain_bn_where_it_runs(
     assert set(sync_batchnorm_kernels_on_cpu().values()) == {"NotImplementedError"}
 
 
-def test_sync_bn_adds_one_all_reduce_per_layer_in_each_pass_and_costs_time(pool, digits):
+def test_sync_bn_adds_one_all_reduce_per_layer_in_each_pass(pool, digits):
+    # Only the deterministic part: counts and sizes. Timings depend on the machine's load and are never asserted
+    # (speed lives in benchmarks/, as ratios).
     x, y, _ = digits
-    costs = training_step_costs(pool, x, y, (32, 32), repeats=15, warmup=3)
+    costs = training_step_costs(pool, x, y, (32, 32), repeats=3, warmup=1)
     assert costs.bn_layers == 3
     assert costs.calls == {"sync": (3, 7), "local": (0, 1)}
     assert costs.calls_per_bn_layer() == (1.0, 2.0)
     assert costs.numels == (402, 402, 402, 200, 200, 200, 100010)
-    assert len(costs.ms["sync"]) == len(costs.ms["local"]) == 15
-    assert costs.ratio() > 1.0   # six more meetings of the two processes per step
-    assert costs.extra_inside_share() > 0.5
-    assert 0.7 <= costs.median_outside_ms("sync") / costs.median_outside_ms("local") <= 2.5
+    assert costs.local_numels == (100010,)
+    assert sorted(costs.extra_numels()) == [200, 200, 200, 402, 402, 402]
+    assert sorted(costs.bare_ms) == [200, 402, 100010] and costs.all_reduce_ms == costs.bare_ms[402]
+    assert costs.predicted_extra_ms() == pytest.approx(3 * costs.bare_ms[200] + 3 * costs.bare_ms[402])
+    assert len(costs.ms["sync"]) == len(costs.ms["local"]) == 3
     assert all(np.all(costs.collective_ms[v] <= costs.ms[v]) for v in ("sync", "local"))
-    assert costs.all_reduce_ms > 0
 
 
 def test_a_function_a_spawned_process_cannot_import_is_refused_and_the_pool_stays_usable(pool):

@@ -13,7 +13,11 @@ How it is wired:
   safe from a Jupyter kernel (forking a process with threads and an initialized torch is not). A spawned
   process cannot see functions defined in the notebook, so the function given to :meth:`ProcessGroupPool.run`
   must be importable, defined in a module (``bnlab.distributed.workers`` holds the course's); a function from
-  ``__main__`` is refused with a clear error before anything is sent.
+  ``__main__`` is refused with a clear error before anything is sent. In a plain script (not a notebook), the
+  code that creates the pool must sit under ``if __name__ == "__main__":``: a spawned process imports the
+  script's main module, and without the guard it would try to start a pool of its own (multiprocessing stops it
+  with "An attempt has been made to start a new process before the current process has finished its
+  bootstrapping phase").
 * **Rendezvous.** The pool's process binds a ``torch.distributed.TCPStore`` to 127.0.0.1, port 0: the
   operating system picks a free port and the store keeps it bound for the pool's lifetime, so no other program
   can take it between choosing and using it. Each rank connects to that store (``MASTER_ADDR=127.0.0.1`` and

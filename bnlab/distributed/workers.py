@@ -139,7 +139,8 @@ def torch_sync_batchnorm_probe(x: torch.Tensor, running_mean: torch.Tensor, runn
     ran) and ``{"kernel_error"}`` (the first sentence of the error of ``torch.batch_norm_stats``, the kernel its
     training forward computes the local statistics with), both on the rank's part of an even split of ``x``;
     and ``{"eval_out"}``: its eval-mode output on the whole ``x`` with the given running statistics (eval mode
-    needs no communication), next to ``{"bnlab_eval_out"}`` of :class:`bnlab.nn.BatchNorm1d`'s eval mode.
+    needs no communication), next to ``{"plain_eval_out"}`` of ``torch.nn.BatchNorm1d``'s eval mode with the same
+    running statistics.
     """
     _, world = _rank_and_world()
     c = x.shape[1]
@@ -156,17 +157,15 @@ def torch_sync_batchnorm_probe(x: torch.Tensor, running_mean: torch.Tensor, runn
         kernel_error = None
     except Exception as error:  # noqa: BLE001
         kernel_error = f"{type(error).__name__}: {str(error).split(' backend.')[0]} backend."
-    from bnlab.nn import BatchNorm1d
-
     layer.eval()
-    ours = BatchNorm1d(c, dtype=x.dtype).eval()
+    plain = torch.nn.BatchNorm1d(c, dtype=x.dtype).eval()
     with torch.no_grad():
-        for module in (layer, ours):
+        for module in (layer, plain):
             module.running_mean.copy_(running_mean)
             module.running_var.copy_(running_var)
-        eval_out, bnlab_out = layer(x), ours(x)
+        eval_out, plain_out = layer(x), plain(x)
     return {"train_error": train_error, "kernel_error": kernel_error, "eval_out": _numpy(eval_out),
-            "bnlab_eval_out": _numpy(bnlab_out)}
+            "plain_eval_out": _numpy(plain_out)}
 
 
 # ------------------------------------------------------------------------------------ data-parallel steps
@@ -267,13 +266,14 @@ def time_training_steps(x: torch.Tensor, y: torch.Tensor, sizes: Sequence[int], 
     all-reduce the parameter gradients once per step. The two alternate step by step (so both see the same
     background load), each step starting after a barrier; the time spent inside all-reduce calls is logged
     for every step (:func:`counting_all_reduce`). Also counts the all-reduce calls of one step of each (forward
-    alone, and the whole step) and times a bare all-reduce of one BN layer's statistics table.
+    alone, and the whole step) and times bare all-reduces of the three sizes a step sends: a backward pair (2 *
+    width), a statistics table (W (2 * width + 1)) and all parameter gradients.
 
     Returns ``{"ms": {"sync": [...], "local": [...]}}`` (this rank's step times in ms, ``repeats`` each),
     ``{"collective_ms": {...}}`` (the time of each of those steps spent inside all-reduce calls),
     ``{"calls": {"sync": (forward, step), "local": (forward, step)}}``, ``{"numels": {...}}`` (elements per call
-    of one step), ``{"all_reduce_ms"}`` (median of a bare all-reduce of a (W, 2 * width + 1) table) and
-    ``{"bn_layers"}``.
+    of one step), ``{"bare_ms": {numel: median ms}}`` (bare all-reduces of those three sizes),
+    ``{"all_reduce_ms"}`` (the table's entry of it) and ``{"bn_layers"}``.
     """
     _, world = _rank_and_world()
     total = sum(check_sizes(sizes, len(x), world))
@@ -303,16 +303,19 @@ def time_training_steps(x: torch.Tensor, y: torch.Tensor, sizes: Sequence[int], 
                 times[name].append(1e3 * elapsed)
                 inside[name].append(1e3 * sum(log.seconds))
 
-    table = torch.zeros(world, 2 * width + 1, dtype=x.dtype)
-    bare = []
-    for index in range(warmup + repeats):
-        dist.barrier()
-        start = time.perf_counter()
-        dist.all_reduce(table)
-        if index >= warmup:
-            bare.append(1e3 * (time.perf_counter() - start))
+    parameters = sum(p.numel() for p in models["sync"].parameters())
+    bare_ms = {}
+    for numel in (2 * width, world * (2 * width + 1), parameters):   # a backward pair, a table, the gradients
+        tensor, bare = torch.zeros(numel, dtype=x.dtype), []
+        for index in range(warmup + repeats):
+            dist.barrier()
+            start = time.perf_counter()
+            dist.all_reduce(tensor)
+            if index >= warmup:
+                bare.append(1e3 * (time.perf_counter() - start))
+        bare_ms[numel] = statistics.median(bare)
     return {"ms": times, "collective_ms": inside, "calls": calls, "numels": numels,
-            "all_reduce_ms": statistics.median(bare), "bn_layers": bn_layers}
+            "all_reduce_ms": bare_ms[world * (2 * width + 1)], "bare_ms": bare_ms, "bn_layers": bn_layers}
 
 
 # -------------------------------------------------------------------------- for the pool's failure handling

@@ -190,16 +190,24 @@ def predicted_var_ratio(share: int, total: int) -> float:
     return (share - 1) / share * total / (total - 1)
 
 
-def spread_by_share(pool: ProcessGroupPool, x: torch.Tensor, shares: Sequence[int]) -> dict[int, float]:
-    """``{n: measured RMS mean deviation}`` for a rank holding n examples, over splits (n, N - n) and
-    (N - n, n) of ``x`` into two ranks (both ranks' deviations pooled: 2 x C values per n)."""
+def spread_by_share(x: torch.Tensor, shares: Sequence[int], splits: int = 50, seed: int = 0) -> dict[int, float]:
+    """``{n: measured RMS mean deviation}`` for a share of n examples, over ``splits`` random splits of ``x`` into
+    two shares (n, N - n), computed in this process (:func:`split_statistics`, the same per-share computation as
+    the ranks'; each split is a seeded random permutation of the batch, then consecutive shares).
+
+    Both shares of every split are pooled (``splits`` x C values for n and as many for N - n). With two shares
+    ``n d_0 = -(N - n) d_1`` exactly, so the ratio measured / predicted is the same for n and N - n: the
+    returned values for N - n are not independent of those for n.
+    """
     total = len(x)
+    generator = torch.Generator().manual_seed(seed)
     out: dict[int, list[float]] = {}
     for share in shares:
-        stats = local_statistics(pool, x, (share, total - share))
-        deviations = stats.mean_deviation()
-        out.setdefault(share, []).extend(deviations[0] ** 2)
-        out.setdefault(total - share, []).extend(deviations[1] ** 2)
+        for _ in range(check_int(splits, "splits", 1)):
+            order = torch.randperm(total, generator=generator)
+            deviations = split_statistics(x[order], (share, total - share)).mean_deviation()
+            out.setdefault(share, []).extend(deviations[0] ** 2)
+            out.setdefault(total - share, []).extend(deviations[1] ** 2)
     return {n: float(np.sqrt(np.mean(v))) for n, v in sorted(out.items())}
 
 
@@ -250,20 +258,24 @@ def data_parallel_agreement(pool: ProcessGroupPool, x: torch.Tensor, y: torch.Te
                             synchronize: bool = True, lr: float = 0.1) -> dict[str, float]:
     """One data-parallel SGD step of the 3 x 100 ReLU+BN MLP (seed 0) against one step on the whole batch.
 
-    Returns ``{"update": e, "running_var": e}``: the error of the parameter update (after minus before, all
-    parameters flattened together) and of the BN layers' running variances (the worst rank's), against the
-    same step taken in this process on the whole batch with ``torch.nn.BatchNorm1d``.
+    Returns ``{"update": e, "beta_update": e, "running_var": e}``: the error of the parameter update (after
+    minus before, all parameters flattened together), of the update of the BN layers' beta alone (their
+    ``norm.bias``), and of the BN layers' running variances (the worst rank's), against the same step taken in
+    this process on the whole batch with ``torch.nn.BatchNorm1d``.
     """
     answers = pool.run(workers.data_parallel_step, x, y, tuple(sizes), synchronize, lr=lr)
     reference = workers.data_parallel_step(x, y, (len(x),), None, lr=lr)["state"]
     before = {k: v.detach().numpy() for k, v in workers.bn_mlp(3, 100, 0, None, x.dtype).state_dict().items()}
     params = [k for k in reference if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
 
-    def update(state: dict[str, np.ndarray]) -> np.ndarray:
-        return np.concatenate([(state[k] - before[k]).ravel() for k in params])
+    betas = [k for k in params if k.endswith("norm.bias")]
+
+    def update(state: dict[str, np.ndarray], names: Sequence[str] = tuple(params)) -> np.ndarray:
+        return np.concatenate([(state[k] - before[k]).ravel() for k in names])
 
     variances = [k for k in reference if k.endswith("running_var")]
     return {"update": max(rel_error(update(a["state"]), update(reference)) for a in answers),
+            "beta_update": max(rel_error(update(a["state"], betas), update(reference, betas)) for a in answers),
             "running_var": max(rel_error(np.concatenate([a["state"][k] for k in variances]),
                                          np.concatenate([reference[k] for k in variances])) for a in answers)}
 
@@ -273,7 +285,8 @@ def data_parallel_agreement(pool: ProcessGroupPool, x: torch.Tensor, y: torch.Te
 
 def probe_torch_sync_batchnorm(pool: ProcessGroupPool, x: torch.Tensor) -> dict[str, Any]:
     """What ``torch.nn.SyncBatchNorm`` does with CPU tensors: inside the pool's gloo group (training mode: its
-    error; its CUDA kernel on CPU: its error; eval mode: error against bnlab's eval mode), and in this process,
+    error; its CUDA kernel on CPU: its error; eval mode: error against ``torch.nn.BatchNorm1d``'s eval mode with
+    the same running statistics), and in this process,
     outside any group, in training mode (error against ``torch.nn.BatchNorm1d`` on the same batch).
 
     Returns ``{"train_error", "kernel_error", "eval_error", "outside_group_error"}`` (rank 0's messages; the two
@@ -288,7 +301,7 @@ def probe_torch_sync_batchnorm(pool: ProcessGroupPool, x: torch.Tensor) -> dict[
     with torch.no_grad():
         outside = rel_error(sync(x).numpy(), plain(x).numpy())
     return {"train_error": answer["train_error"], "kernel_error": answer["kernel_error"],
-            "eval_error": rel_error(answer["eval_out"], answer["bnlab_eval_out"]),
+            "eval_error": rel_error(answer["eval_out"], answer["plain_eval_out"]),
             "outside_group_error": outside}
 
 
@@ -333,16 +346,21 @@ class StepCosts:
         calls: ``{"sync": (forward, step), "local": (forward, step)}`` all-reduce calls of one forward pass and
             of one whole step (forward, backward, gradient all-reduce, update).
         numels: elements of each all-reduce call of one synchronized step, in order.
+        local_numels: the same for a step with local BN (the parameter gradients only).
         bn_layers: batch norm layers in the model.
         all_reduce_ms: median time of one bare all-reduce of one layer's statistics table.
+        bare_ms: ``{numel: median ms}`` of bare all-reduces (back to back, after a barrier each) of a backward
+            pair (2C), a statistics table (W(2C + 1)) and all parameter gradients: latency against size.
     """
 
     ms: dict[str, np.ndarray]
     collective_ms: dict[str, np.ndarray]
     calls: dict[str, tuple[int, int]]
     numels: tuple[int, ...]
+    local_numels: tuple[int, ...]
     bn_layers: int
     all_reduce_ms: float
+    bare_ms: dict[int, float]
 
     def median_ms(self, variant: str) -> float:
         return float(statistics.median(self.ms[variant]))
@@ -365,6 +383,22 @@ class StepCosts:
         extra = self.median_ms("sync") - self.median_ms("local")
         return (self.median_inside_ms("sync") - self.median_inside_ms("local")) / extra
 
+    def extra_numels(self) -> list[int]:
+        """Sizes of the all-reduce calls a synchronized step makes beyond those of a local one (the BN layers')."""
+        remaining = list(self.numels)
+        for n in self.local_numels:
+            remaining.remove(n)
+        return remaining
+
+    def measured_extra_ms(self) -> float:
+        """Median step time with synchronized BN minus the median with local BN."""
+        return self.median_ms("sync") - self.median_ms("local")
+
+    def predicted_extra_ms(self) -> float:
+        """The extra time that synchronizing alone would explain: for each extra call, the median time of a bare
+        all-reduce of its size."""
+        return float(sum(self.bare_ms[n] for n in self.extra_numels()))
+
     def calls_per_bn_layer(self) -> tuple[float, float]:
         """(forward, whole step): extra all-reduce calls of synchronized BN per BN layer."""
         forward = (self.calls["sync"][0] - self.calls["local"][0]) / self.bn_layers
@@ -380,4 +414,6 @@ def training_step_costs(pool: ProcessGroupPool, x: torch.Tensor, y: torch.Tensor
     return StepCosts(ms={k: np.asarray(v) for k, v in first["ms"].items()},
                      collective_ms={k: np.asarray(v) for k, v in first["collective_ms"].items()},
                      calls={k: tuple(v) for k, v in first["calls"].items()}, numels=tuple(first["numels"]["sync"]),
-                     bn_layers=int(first["bn_layers"]), all_reduce_ms=float(first["all_reduce_ms"]))
+                     local_numels=tuple(first["numels"]["local"]),
+                     bn_layers=int(first["bn_layers"]), all_reduce_ms=float(first["all_reduce_ms"]),
+                     bare_ms={int(n): float(ms) for n, ms in first["bare_ms"].items()})

@@ -32,8 +32,8 @@ _ZERO = 1e-18  # where an exact 0 is drawn on a log axis
 def plot_local_statistics(stats: LocalStatistics, spread: Mapping[int, float], total: int) -> Figure:
     """Three panels: (a) each rank's mean deviation ``(mean_k - mean) / std`` per channel, as histograms;
     (b) each rank's variance over the full batch's, per channel; (c) the RMS mean deviation of a rank holding
-    n of the ``total`` examples (``spread``: {n: RMS}, from :func:`bnlab.lessons.distributed.spread_by_share`)
-    against the sampling prediction ``sqrt((N - n) / (n (N - 1)))``."""
+    n of the ``total`` examples (``spread``: {n: RMS}, from :func:`bnlab.lessons.distributed.spread_by_share`, over
+    channels and random splits) against the sampling prediction ``sqrt((N - n) / (n (N - 1)))``."""
     fig, axes = figure(1, 3, 12.0, 3.6, left=0.06, right=0.98, bottom=0.27, top=0.86, wspace=0.3)
     a, b, c = axes[0]
     deviation, ratio = stats.mean_deviation(), stats.var_ratio()
@@ -53,7 +53,8 @@ def plot_local_statistics(stats: LocalStatistics, spread: Mapping[int, float], t
     grid = np.arange(1, total)
     c.plot(grid, [predicted_mean_spread(int(n), total) for n in grid], color="black", lw=1.2,
            label="prediction, sampling without replacement")
-    c.plot(shares, [spread[int(n)] for n in shares], "o", color="tab:gray", label="measured (RMS over channels)")
+    c.plot(shares, [spread[int(n)] for n in shares], "o", color="tab:gray",
+           label="measured (RMS over channels and splits)")
     c.set(title=f"(c) a rank holding n of {total} examples", xlabel="n, examples on the rank",
           ylabel="RMS of (mean_k - mean) / std", ylim=(0, None))
     legend_below(fig, ncol=4)
