@@ -12,15 +12,17 @@ checkpoints), so most sections train nothing new.
 * :func:`batchnorm_state` / :func:`batchnorm_changes`: what a piece of code did to every batch norm layer's
   running statistics and affine parameters (the checks of the fine-tuning section and of exercise 5).
 * The batch of one: :func:`training_mode_error`, :func:`one_epoch` (a DataLoader loop whose last batch is
-  short), :func:`one_step_accuracy` (one more update on a small batch), :func:`one_by_one_logits`.
+  short), :func:`one_step_accuracy` (one more update on a small batch), :func:`short_batch_epochs` (does the
+  damage of a short last batch last past the next updates?), :func:`one_by_one_logits`.
 * :func:`ema_grid`: running statistics at several momenta and run lengths, replayed from one run's recorded
-  batch statistics, raw, bias-corrected and precise.
+  batch statistics, raw, bias-corrected and precise, and the split of the gap in the statistics themselves.
 * :func:`fine_tune`: continued training in batches of 2 with five treatments of the batch norm layers.
 * :func:`placement_runs`: BN before or after the activation, ReLU and sigmoid, every seed.
 * :func:`dropout_study`: the variance shift of a batch norm layer that follows dropout, measured and
-  predicted, with recomputed statistics as the control.
+  predicted, with recomputed statistics as the control (all layers, and BN 2 alone for the compounding).
 * :func:`redundant_bias_study`: a bias right before batch norm, in a trained network.
-* :func:`final_layer_bn_study` / :func:`cross_entropy_floor`: batch norm on the logits.
+* :func:`final_layer_bn_study` / :func:`cross_entropy_floor` / :func:`cross_entropy_floor_mixed`: batch norm on
+  the logits.
 * :func:`folding_speed`: a folded network against the unfolded one, outputs and time.
 * :func:`lint_batchnorm`: structural mistakes (bias before BN, BN on the logits, dropout feeding BN) found by
   watching one forward pass.
@@ -85,12 +87,14 @@ __all__ = [
     "ForgotEvalTable",
     "RedundantBias",
     "SharedRun",
+    "ShortBatchEpochs",
     "apply_treatment",
     "batched_accuracy",
     "batched_logits",
     "batchnorm_changes",
     "batchnorm_state",
     "cross_entropy_floor",
+    "cross_entropy_floor_mixed",
     "dropout_network",
     "dropout_study",
     "ema_grid",
@@ -106,6 +110,7 @@ __all__ = [
     "placement_runs",
     "polluted_copy",
     "redundant_bias_study",
+    "short_batch_epochs",
     "train_shared",
     "training_mode_error",
     "with_bias_before_norm",
@@ -453,6 +458,76 @@ def one_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: in
     return EpochOutcome(batch_sizes=tuple(done), error=None)
 
 
+@dataclass(frozen=True)
+class ShortBatchEpochs:
+    """Several epochs of the usual ``DataLoader`` loop (``drop_last=False``) from a trained network, with test
+    accuracy (eval mode) measured around each epoch's last batch (:func:`short_batch_epochs`).
+
+    Attributes:
+        examples, batch_size: N and B; the last batch of every epoch holds ``N % B`` examples (B if none left).
+        last_batch: the size of each epoch's last batch.
+        before_last: (E,) accuracy just before each epoch's last batch.
+        epoch_end: (E,) accuracy right after it (what a validation pass or a checkpoint at the epoch's end sees;
+            the last one is the network training hands back).
+        later: (E - 1, P) accuracy ``probes[k]`` updates into the next epoch (has the damage lasted?).
+        probes: (P,) those update counts.
+    """
+
+    examples: int
+    batch_size: int
+    last_batch: int
+    before_last: np.ndarray
+    epoch_end: np.ndarray
+    later: np.ndarray
+    probes: tuple[int, ...]
+
+
+def short_batch_epochs(model: nn.Module, data: Dataset | None = None, examples: int = 3842, batch_size: int = 64,
+                       *, epochs: int = 2, probes: Sequence[int] = (5, 20), lr: float = LR, seed: int = 0
+                       ) -> ShortBatchEpochs:
+    """Train a copy of ``model`` for ``epochs`` epochs on the first ``examples`` training digits, the usual way
+    (``DataLoader(..., shuffle=True, drop_last=False)``, cross-entropy, SGD at ``lr``; the loader's order seeded
+    by ``seed``), and measure test accuracy just before and right after each epoch's last batch and ``probes``
+    updates into the next epoch (see :class:`ShortBatchEpochs`). ``examples % batch_size == 1`` would raise
+    (a batch of one): use :func:`one_epoch` to see that."""
+    data = _data(data)
+    examples = check_int(examples, "examples", minimum=2)
+    if examples > data.num_train:
+        raise ValueError(f"examples must be at most the {data.num_train} training examples, got {examples}")
+    batch_size = check_int(batch_size, "batch_size", minimum=2)
+    epochs = check_int(epochs, "epochs", minimum=1)
+    probes = tuple(check_int(k, "each probe", minimum=1) for k in probes)
+    lr = check_float(lr, "lr", 0.0, inclusive=False)
+    per_epoch = -(-examples // batch_size)
+    if examples % batch_size == 1:
+        raise ValueError(f"examples % batch_size == 1 ends every epoch with a batch of one, which raises in "
+                         f"training mode (see one_epoch); got {examples} and {batch_size}")
+    if any(k >= per_epoch for k in probes):
+        raise ValueError(f"each probe must be below the {per_epoch} batches of an epoch, got {probes}")
+    probe = copy.deepcopy(model)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(data.x_train[:examples], data.y_train[:examples]), batch_size=batch_size,
+        shuffle=True, generator=torch.Generator().manual_seed(check_seed(seed)))
+    optimizer = torch.optim.SGD(probe.parameters(), lr=lr)
+    before, end, later = np.empty(epochs), np.empty(epochs), np.full((max(epochs - 1, 0), len(probes)), np.nan)
+    last = 0
+    for epoch in range(epochs):
+        for index, (inputs, targets) in enumerate(loader):
+            if index == per_epoch - 1:
+                before[epoch] = evaluate(probe, data.x_test, data.y_test)[1]
+            probe.train()
+            loss = F.cross_entropy(probe(inputs), targets)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if epoch > 0 and index + 1 in probes:
+                later[epoch - 1, probes.index(index + 1)] = evaluate(probe, data.x_test, data.y_test)[1]
+            last = int(inputs.shape[0])
+        end[epoch] = evaluate(probe, data.x_test, data.y_test)[1]
+    return ShortBatchEpochs(examples=examples, batch_size=batch_size, last_batch=last, before_last=before,
+                            epoch_end=end, later=later, probes=probes)
+
+
 def one_step_accuracy(model: nn.Module, data: Dataset | None = None, batch_size: int = 2, *, repeats: int = 20,
                       step: bool = True, lr: float = LR, seed: int = 0) -> np.ndarray:
     """(repeats,) test accuracy (eval mode) of copies of ``model`` after one more training-mode forward on a
@@ -505,6 +580,10 @@ class EmaGrid:
         training_momentum: the momentum the layers had during training.
         raw_var, corrected_var: (W, T, L) each layer's running variance (mean over units), raw and corrected;
             precise_var: (T, L) the precise one.
+        mean_left, var_left: (W, T) the gap in the statistics themselves that bias correction leaves: median
+            over units and layers of |corrected - precise| / |raw - precise|, for the running mean and the
+            running variance (0: correction removes the whole gap, i.e. it was the initial value; near 1: it
+            removes none of it, the gap is lag).
     """
 
     momenta: tuple[float, ...]
@@ -518,6 +597,8 @@ class EmaGrid:
     raw_var: np.ndarray
     corrected_var: np.ndarray
     precise_var: np.ndarray
+    mean_left: np.ndarray
+    var_left: np.ndarray
 
     def closed(self) -> np.ndarray:
         """(W, T) share of the accuracy gap (precise - raw) that bias correction closes, (corrected - raw) /
@@ -560,6 +641,7 @@ def ema_grid(run: SharedRun, momenta: Sequence[float] = (0.1, 0.01, 0.001), data
     layers = run.batch_var.shape[1]
     raw_var, corrected_var = np.empty((len(momenta), len(steps), layers)), np.empty((len(momenta), len(steps), layers))
     precise_var = np.empty((len(steps), layers))
+    mean_left, var_left = np.empty((len(momenta), len(steps))), np.empty((len(momenta), len(steps)))
     for j, t in enumerate(steps):
         model = run.model_at(t)
         stored = [(layer.running_mean.double().numpy(), layer.running_var.double().numpy())
@@ -567,21 +649,30 @@ def ema_grid(run: SharedRun, momenta: Sequence[float] = (0.1, 0.01, 0.001), data
         mean, var = traces[training_momentum][0][t - 1], traces[training_momentum][1][t - 1]
         replay[j] = max(max(float(np.max(np.abs(m - s_m))), float(np.max(np.abs(v - s_v))))
                         for m, v, (s_m, s_v) in zip(mean, var, stored))
+        kept = []
         for i, w in enumerate(momenta):
             mean, var = traces[w][0][t - 1], traces[w][1][t - 1]
             _load_statistics(model, mean, var)
             raw[i, j] = evaluate(model, data.x_test, data.y_test)[1]
             fixed = bias_corrected(var, PYTORCH_INITIAL["variance"], w, t)
+            fixed_mean = bias_corrected(mean, PYTORCH_INITIAL["mean"], w, t)
             raw_var[i, j], corrected_var[i, j] = var.mean(axis=1), fixed.mean(axis=1)
-            _load_statistics(model, bias_corrected(mean, PYTORCH_INITIAL["mean"], w, t), fixed)
+            _load_statistics(model, fixed_mean, fixed)
             corrected[i, j] = evaluate(model, data.x_test, data.y_test)[1]
             share[i, j] = initial_value_share(w, t)
+            kept.append((mean, fixed_mean, var, fixed))
         recompute_batchnorm_statistics(model, batches)
         precise[j] = evaluate(model, data.x_test, data.y_test)[1]
-        precise_var[j] = [float(layer.running_var.double().mean()) for _, layer in batchnorm_layers(model)]
+        precise_mean = np.array([layer.running_mean.double().numpy() for _, layer in batchnorm_layers(model)])
+        precise_v = np.array([layer.running_var.double().numpy() for _, layer in batchnorm_layers(model)])
+        precise_var[j] = precise_v.mean(axis=1)
+        for i, (mean, fixed_mean, var, fixed) in enumerate(kept):
+            mean_left[i, j] = float(np.median(np.abs(fixed_mean - precise_mean) / np.abs(mean - precise_mean)))
+            var_left[i, j] = float(np.median(np.abs(fixed - precise_v) / np.abs(var - precise_v)))
     return EmaGrid(momenta=momenta, steps=steps, raw=raw, corrected=corrected, precise=precise,
                    initial_share=share, replay_error=replay, training_momentum=training_momentum,
-                   raw_var=raw_var, corrected_var=corrected_var, precise_var=precise_var)
+                   raw_var=raw_var, corrected_var=corrected_var, precise_var=precise_var, mean_left=mean_left,
+                   var_left=var_left)
 
 
 # ---------------------------------------------------------------------------------- frozen BN, fine-tuning
@@ -748,6 +839,10 @@ class DropoutOutcome:
         predicted_ratio: (L,) the same ratio predicted from the weights and activations (lecture's formula):
             Var_eval(z_j) / (Var_eval(z_j) + p/(1-p) sum_i W_ji^2 E[a_i^2]); 1 for a layer without dropout
             before it.
+        bn2_recalibrated: (L,) the measured ratio after recomputing only BN 2's statistics with dropout off
+            (the compounding control: BN 3's ratio should then return to its one-layer prediction,
+            :attr:`bn2_recalibrated_predicted`).
+        bn2_recalibrated_predicted: (L,) the prediction for that network.
     """
 
     where: str
@@ -757,6 +852,8 @@ class DropoutOutcome:
     recalibrated: float
     measured_ratio: np.ndarray
     predicted_ratio: np.ndarray
+    bn2_recalibrated: np.ndarray
+    bn2_recalibrated_predicted: np.ndarray
 
 
 @torch.no_grad()
@@ -786,12 +883,21 @@ def _variance_ratios(model: nn.Sequential, x: torch.Tensor, p: float) -> tuple[n
 
 def _dropout_outcome(model: nn.Module, accuracy: float, where: str, p: float, seed: int, data: Dataset,
                      precise_batches: int) -> DropoutOutcome:
-    measured, predicted = _variance_ratios(model, data.x_test, p if where != DROPOUT_PLACES[0] else 0.0)
+    rate = p if where != DROPOUT_PLACES[0] else 0.0
+    measured, predicted = _variance_ratios(model, data.x_test, rate)
     recalibrated = without_dropout(model)
     recompute_batchnorm_statistics(recalibrated, statistics_batches(data, count=precise_batches, seed=seed))
+    # the compounding control: only BN 2 gets the statistics recomputed with dropout off
+    partly = copy.deepcopy(model)
+    (_, target), (_, source) = list(batchnorm_layers(partly))[1], list(batchnorm_layers(recalibrated))[1]
+    with torch.no_grad():
+        target.running_mean.copy_(source.running_mean)
+        target.running_var.copy_(source.running_var)
+    control, control_predicted = _variance_ratios(partly, data.x_test, rate)
     return DropoutOutcome(where=where, p=p, seed=seed, accuracy=accuracy,
                           recalibrated=evaluate(recalibrated, data.x_test, data.y_test)[1],
-                          measured_ratio=measured, predicted_ratio=predicted)
+                          measured_ratio=measured, predicted_ratio=predicted, bn2_recalibrated=control,
+                          bn2_recalibrated_predicted=control_predicted)
 
 
 def dropout_study(where: str, p: float = 0.5, seeds: Sequence[int] = (0, 1, 2), data: Dataset | None = None, *,
@@ -923,6 +1029,38 @@ def cross_entropy_floor(num_classes: int = 10) -> float:
     ``ln(1 + (K - 1) exp(-K / sqrt(K - 1)))``, 0.278 for K = 10 (the lecture derives it)."""
     k = check_int(num_classes, "num_classes", minimum=2)
     return math.log1p((k - 1) * math.exp(-k / math.sqrt(k - 1)))
+
+
+def cross_entropy_floor_mixed(counts: Sequence[int] | np.ndarray, *, iterations: int = 1000) -> np.ndarray:
+    """The same floor for batches whose classes are not balanced: ``counts`` (K,) or (B, K) examples of each
+    class per batch; returns (B,) floors (the relaxation's minimum).
+
+    Each class's logit column is standardized over the batch; relaxing "variance 1" to "variance at most 1"
+    makes the set of columns convex, and the mean cross-entropy is convex, so projected gradient descent finds
+    the minimum. By symmetry within a class the optimum gives every example of class j the same value in each
+    column, so the unknowns are V[c, j] (column c, class j), constrained per column by sum_j q_j V[c, j] = 0 and
+    sum_j q_j V[c, j]^2 <= 1 (q_j: class j's share of the batch). Steps are taken in the q-weighted metric, in
+    which the projection is: subtract the weighted mean, then shrink to weighted variance 1 if above. For a
+    balanced batch this gives :func:`cross_entropy_floor`.
+    """
+    counts = np.atleast_2d(np.asarray(counts, dtype=float))
+    if counts.ndim != 2 or np.any(counts < 0) or np.any(counts.sum(axis=1) <= 0):
+        raise ValueError(f"counts must be (K,) or (B, K) non-negative class counts, each batch non-empty, "
+                         f"got shape {counts.shape}")
+    iterations = check_int(iterations, "iterations", minimum=1)
+    q = counts / counts.sum(axis=1, keepdims=True)
+    weights = q[:, None, :]
+    eye = np.eye(q.shape[1])
+    values = np.zeros((q.shape[0], q.shape[1], q.shape[1]))      # (B, column c, class j)
+    for _ in range(iterations):
+        probabilities = np.exp(values - values.max(axis=1, keepdims=True))
+        probabilities /= probabilities.sum(axis=1, keepdims=True)
+        values = values - (probabilities - eye)                 # gradient step in the q-weighted metric
+        values = values - (values * weights).sum(axis=2, keepdims=True)
+        values = values / np.sqrt(np.maximum((values ** 2 * weights).sum(axis=2, keepdims=True), 1.0))
+    top = values.max(axis=1, keepdims=True)
+    log_sum = (top + np.log(np.exp(values - top).sum(axis=1, keepdims=True)))[:, 0, :]
+    return (q * (log_sum - np.diagonal(values, axis1=1, axis2=2))).sum(axis=1)
 
 
 @dataclass(frozen=True, eq=False)

@@ -57,6 +57,7 @@ def plot_forgot_eval(table: ForgotEvalTable, mode: str = "train", order: str = "
     fig, axes = figure(1, 2, 12.5, 4.4, left=0.06, right=0.99, bottom=0.27, top=0.88, wspace=0.22,)
     left, right = axes[0]
     sizes = np.array(table.batch_sizes, dtype=float)
+    raise_label = "x: raises ValueError (a training-mode batch of one)"
     for each_mode in MODES:
         for each_order in ORDERS:
             values = table.accuracy[(each_mode, each_order)]
@@ -65,7 +66,8 @@ def plot_forgot_eval(table: ForgotEvalTable, mode: str = "train", order: str = "
             raised = ~np.isfinite(values)
             if raised.any():
                 left.plot(sizes[raised], np.zeros(raised.sum()), "x", color=MODE_COLORS[each_mode], ms=9, mew=2.5,
-                          clip_on=False, zorder=5)
+                          clip_on=False, zorder=5, label=raise_label)
+                raise_label = None             # one legend entry for every x
     chosen = table.at(mode, order, batch_size)
     if np.isfinite(chosen):
         left.plot([batch_size], [chosen], "o", ms=13, mfc="none", mec="black", mew=1.5, zorder=6)
@@ -145,7 +147,7 @@ def plot_ema_grid(grids: Mapping[str, EmaGrid], layer: int = 0) -> Figure:
         ax.set_ylim(max(0.0, lowest - 0.05), 1.0)
         ax.set(xlabel="training updates t (log)", ylabel="test accuracy", title=f"{label}: accuracy by statistics")
     var_ax = panels[-1]
-    shades = ("tab:blue", "tab:red", "tab:green", "tab:purple")
+    shades = ("tab:orange", "tab:olive", "tab:pink", "tab:gray")   # not the momentum colours of the other panels
     for index, (label, grid) in enumerate(grids.items()):
         t, color = np.array(grid.steps, dtype=float), shades[index % len(shades)]
         slow = int(np.argmin(grid.momenta))
@@ -158,7 +160,7 @@ def plot_ema_grid(grids: Mapping[str, EmaGrid], layer: int = 0) -> Figure:
     first = next(iter(grids.values()))
     var_ax.set_xticks(list(first.steps), [str(s) for s in first.steps])
     var_ax.minorticks_off()
-    var_ax.set(xlabel="training updates t (log)", ylabel=f"layer {layer + 1} running_var (mean over units)",
+    var_ax.set(xlabel="training updates t (log)", ylabel="running_var, mean over the layer's units",
                title=f"Layer {layer + 1}: where the variance is (initial value 1)")
     legend_below(fig, ncol=4)
     return fig
@@ -171,11 +173,14 @@ def plot_fine_tuning(outcomes: Mapping[str, FineTuneOutcome], before: float) -> 
     fig, axes = figure(1, 1, 8.5, 4.3, left=0.09, right=0.98, bottom=0.3, top=0.88)
     ax = axes[0, 0]
     colors = ("tab:red", "tab:orange", "tab:pink", "tab:green", "tab:blue")
+    markers = ("o", "s", "^", "D", "v")
+    styles = ("-", "-", "-", "-", "--")      # freeze_batchnorm dashed: it nearly coincides with "statistics frozen"
     seen: list[np.ndarray] = []
     for index, (treatment, outcome) in enumerate(outcomes.items()):
         curve = outcome.result.test_accuracy
         same = any(curve.shape == other.shape and np.array_equal(curve, other) for other in seen)
-        ax.plot(outcome.result.steps, curve, ":" if same else "-", marker="o", ms=3,
+        ax.plot(outcome.result.steps, curve, ":" if same else styles[index % len(styles)],
+                marker=markers[index % len(markers)], ms=3 if same else 4.5, mfc="none" if index % 2 else None,
                 lw=2.6 if same else 1.6, color=colors[index % len(colors)],
                 label=f"{treatment}: {outcome.accuracy:.3f}")
         seen.append(curve)
@@ -223,7 +228,7 @@ def plot_dropout(outcomes: Mapping[str, Sequence[DropoutOutcome]]) -> Figure:
                       label=f"dropout: {where}" if seed_index == 0 else None)
             if seed_index == 0:
                 left.plot(layers, outcome.predicted_ratio, "D", mfc="none", mec=color, ms=8,
-                          label=f"predicted ({where})" if where != "none" else None)
+                          label=f"predicted ({where})" if where != "none" else "predicted (none: 1, no dropout)")
             right.plot([index - 0.15, index + 0.15], [outcome.accuracy, outcome.recalibrated], "-", color=color,
                        lw=0.8, alpha=0.7)
             right.plot([index - 0.15], [outcome.accuracy], "o", color=color, ms=5)
@@ -257,9 +262,9 @@ def plot_final_layer(study: Mapping[str, Sequence[FinalLayerOutcome]]) -> Figure
             right.plot([x + 0.15], [outcome.confidence], "s", mfc="none", mec=color, ms=6)
     floor = cross_entropy_floor()
     left.axhline(floor, color="tab:red", lw=0.9, ls=":", label=f"floor with standardized logits: {floor:.3f}")
-    left.axhline(LN_10, color="gray", lw=0.8, ls=":")
+    left.axhline(LN_10, color="gray", lw=0.8, ls=":", label="ln 10: a uniform guess over 10 classes")
     left.set_yscale("log")
-    left.set(xlabel="training update", ylabel="training loss (training mode, mean since last record)",
+    left.set(xlabel="training update", ylabel="training loss (mean over the previous 50 updates)",
              title="Training loss")
     right.set_xticks(range(len(study)), [variant.replace("BatchNorm1d", "BN") for variant in study], fontsize=8)
     right.set_ylim(0.5, 1.0)
