@@ -325,7 +325,8 @@ def test_only_frozen_statistics_survive_fine_tuning_in_pairs(tuned, run, digits)
     for treatment in TREATMENTS[:3]:
         assert tuned[treatment].changes.statistics_changed
     assert not tuned["requires_grad_(False)"].changes.affine_changed
-    assert tuned["statistics frozen"].changes.affine_changed and not tuned["statistics frozen"].changes.statistics_changed
+    frozen = tuned["statistics frozen"].changes
+    assert frozen.affine_changed and not frozen.statistics_changed
     frozen = tuned["freeze_batchnorm"].changes
     assert not frozen.statistics_changed and not frozen.affine_changed
     for a, b in zip(tuned["train mode"].model.state_dict().values(),
