@@ -411,6 +411,7 @@ SCRIPT = textwrap.dedent("""
         pool = ProcessGroupPool(2)
         print(*pool.pids, flush=True)
         if mode == "interrupt":
+            print("running", flush=True)
             try:
                 pool.run(workers.sleep_on_rank, None, 600)
             except KeyboardInterrupt:
@@ -440,9 +441,10 @@ def test_no_orphans_after_an_interrupt_an_exit_or_a_killed_parent(tmp_path, mode
     process, pids = _start_script(tmp_path, mode)
     try:
         if mode == "interrupt":
-            time.sleep(1.0)    # inside run(), waiting for the ranks
+            assert process.stdout.readline().strip() == "running"
+            time.sleep(2.0)    # inside run(), waiting for the ranks (generous: CI machines are busy)
             os.killpg(process.pid, signal.SIGINT)   # to the whole group, ranks included, as Jupyter does
-            assert process.wait(30) == 3 and "interrupted" in process.stdout.read()
+            assert process.wait(60) == 3 and "interrupted" in process.stdout.read()
         elif mode == "exit":
             assert process.wait(30) == 0
         else:
