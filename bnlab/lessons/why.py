@@ -39,7 +39,8 @@ from bnlab.experiments import OneStepConfig, SeedRuns
 from bnlab.experiments._runs import check_seeds, final_accuracy, map_seeds, mnist, pad
 from bnlab.experiments.depth import mean_cosine_similarity
 from bnlab.models import build_mlp
-from bnlab.train import TrainConfig, train
+from bnlab.nn import recompute_batchnorm_statistics
+from bnlab.train import TrainConfig, evaluate, train
 
 __all__ = [
     "NORMALIZATIONS",
@@ -56,8 +57,10 @@ __all__ = [
     "gradient_probe",
     "ics_at",
     "ics_summary",
+    "initial_logit_rms",
     "landscape_summary",
     "local_smoothness",
+    "noise_growth",
     "noise_mean_shift",
     "one_step_probe",
     "one_step_probes",
@@ -71,7 +74,7 @@ __all__ = [
 # step sizes of the landscape probe: geometric around the training rate 0.1, from an eighth to four times it
 PROBE_LRS = (0.0125, 0.025, 0.05, 0.1, 0.2, 0.4)
 # what :func:`representations` does between each linear layer and its nonlinearity
-NORMALIZATIONS = ("none", "center", "scale", "batch", "layer")
+NORMALIZATIONS = ("none", "center", "scale", "rms", "batch", "layer")
 _NOISE_SEED = 10_000  # the noise of seed s is drawn from a generator seeded with s + this
 _PROBE_SEED = 20_000  # the fixed probe minibatch of seed s is drawn with s + this
 EPS = 1e-5            # torch's BatchNorm1d / LayerNorm default
@@ -103,6 +106,9 @@ class WhyConfig:
             1 for no scaling. The noise is on in training mode only (``eval()`` tests the noise-free net).
         depth, width, activation, init: the MLP (:func:`bnlab.models.build_mlp`).
         lr, batch_size, steps: plain SGD.
+        frozen: if True, every gradient is zeroed before the SGD step, so the weights stay those of
+            initialization while the run sees the same minibatches in the same order (the control that
+            measures what minibatch sampling alone moves). A frozen config cannot have probes.
         record_every: updates between records of the training loss and test accuracy (and updates 10 and 25).
         probe_every: updates between probes (ICS and landscape, on a fixed minibatch); None for no probes.
             Probes measure the noise-free net, so a noisy config cannot have them.
@@ -120,6 +126,7 @@ class WhyConfig:
     lr: float = 0.1
     batch_size: int = 64
     steps: int = 300
+    frozen: bool = False
     record_every: int = 50
     probe_every: int | None = 75
     probe_lrs: tuple[float, ...] = PROBE_LRS
@@ -137,6 +144,10 @@ class WhyConfig:
         check_int(self.batch_size, "batch_size", minimum=2)
         check_int(self.steps, "steps", minimum=1)
         check_int(self.record_every, "record_every", minimum=1)
+        if not isinstance(self.frozen, bool):
+            raise TypeError(f"frozen must be True or False, got {self.frozen!r}")
+        if self.frozen and self.probe_every is not None:
+            raise ValueError(f"probe_every must be None for a frozen config, got probe_every={self.probe_every!r}")
         if self.probe_every is not None:
             check_int(self.probe_every, "probe_every", minimum=1)
             if self.noisy:
@@ -172,7 +183,8 @@ def add_step_noise(model, shift: float, scale: float, generator: torch.Generator
     unit a shift b ~ U(-shift, shift) and a factor c = scale ** U(-1, 1), and pass on c * z + b. A new (b, c)
     is drawn at every training-mode forward, that is at every SGD step, so each unit's input distribution
     moves at every step (Santurkar et al.'s "noisy BN" when the net has BN; the same noise on a plain net is
-    its control). In eval mode the input passes unchanged.
+    its control). In eval mode the input passes unchanged. While ``module.hold_noise`` is True the last
+    (b, c) is used again instead of a new draw (section 1's probe batch sees the step's own noise).
 
     Registered as forward pre-hooks on each hidden layer's ``act`` (right after BN when the net has BN);
     returns the hook handles (``handle.remove()`` takes the noise out again).
@@ -184,58 +196,101 @@ def add_step_noise(model, shift: float, scale: float, generator: torch.Generator
         if not module.training:
             return None
         z = args[0]
-        width = z.shape[1]
-        b = (torch.rand(width, generator=generator) * 2 - 1) * shift
-        c = torch.exp((torch.rand(width, generator=generator) * 2 - 1) * log_scale)
+        if not module.hold_noise:
+            width = z.shape[1]
+            b = (torch.rand(width, generator=generator) * 2 - 1) * shift
+            c = torch.exp((torch.rand(width, generator=generator) * 2 - 1) * log_scale)
+            module.step_noise = (b, c)
+        b, c = module.step_noise
         return (z * c + b,)
 
+    for block in model.hidden_layers:
+        block.activation.hold_noise = False
     return [block.activation.register_forward_pre_hook(noisy) for block in model.hidden_layers]
 
 
-class _BatchMoments:
-    """Records, at every training-mode forward (one per SGD step), each hidden unit's mean and standard
-    deviation over the minibatch of its nonlinearity input (as the layer above sees it, noise included), and
-    the values of one unit (``unit`` of hidden layer ``layer``, 0-based). Eval-mode forwards are skipped."""
+def _moment_shifts(means: list[list[torch.Tensor]], stds: list[list[torch.Tensor]], forwards: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """``(mean shift, scale shift)``, each (forwards - 1, L): for step t + 1 against step t (rows), per hidden
+    layer, the mean over units of |mu_{t+1} - mu_t| / sigma_t and of |log(sigma_{t+1} / sigma_t)|, in float64;
+    units with sigma_t = 0 are left out (NaN if every unit is)."""
+    if forwards < 2:
+        empty = np.full((0, len(means)), np.nan)
+        return empty, empty.copy()
+    mean = torch.stack([torch.stack(layer[:forwards]) for layer in means], dim=1).double().numpy()
+    std = torch.stack([torch.stack(layer[:forwards]) for layer in stds], dim=1).double().numpy()
+    before, after = std[:-1], std[1:]                     # (T - 1, L, width)
+    alive = before > 0
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a layer with every unit dead: NaN, not a warning
+        moved = np.where(alive, np.abs(mean[1:] - mean[:-1]) / before, np.nan)
+        rescaled = np.where(alive & (after > 0), np.abs(np.log(after / before)), np.nan)
+        return np.nanmean(moved, axis=2), np.nanmean(rescaled, axis=2)
 
-    def __init__(self, model, layer: int, unit: int = 0):
-        self.mean: list[list[torch.Tensor]] = [[] for _ in model.hidden_layers]
-        self.std: list[list[torch.Tensor]] = [[] for _ in model.hidden_layers]
+
+class _InputMoments:
+    """Records, at every training-mode forward (one per SGD step), each hidden unit's mean and standard
+    deviation of its nonlinearity input (as the layer above sees it, noise included), twice:
+
+    * over the step's **minibatch**, and the values of one unit (``unit`` of hidden layer ``layer``, 0-based);
+    * over the fixed **probe** batch ``probe_x``, passed right after the step's forward with the same weights
+      and the same noise (held), in training mode (BN normalizes with the probe batch's statistics, and its
+      running statistics are left alone), so the probe changes nothing the run computes.
+
+    The minibatch statistics mix two causes of movement, the weights' change and the change of examples; on
+    the probe batch only the weights (and the noise) move. Eval-mode forwards are skipped."""
+
+    def __init__(self, model, probe_x: torch.Tensor, layer: int, unit: int = 0):
+        count = len(model.hidden_layers)
+        self.moments = {where: ([[] for _ in range(count)], [[] for _ in range(count)])
+                        for where in ("minibatch", "probe")}
         self.unit_values: list[torch.Tensor] = []
-        self.layer, self.unit = layer, unit
+        self.layer, self.unit, self.probe_x, self.probing = layer, unit, probe_x, False
         self.handles = [block.activation.register_forward_pre_hook(self._hook(index))
                         for index, block in enumerate(model.hidden_layers)]
+        self.handles.append(model.register_forward_hook(self._probe))
 
     def _hook(self, index: int):
         def record(module, args):
             if module.training:
                 z = args[0].detach()
                 std, mean = torch.std_mean(z, dim=0, unbiased=False)
-                self.mean[index].append(mean)
-                self.std[index].append(std)
-                if index == self.layer:
+                means, stds = self.moments["probe" if self.probing else "minibatch"]
+                means[index].append(mean)
+                stds[index].append(std)
+                if index == self.layer and not self.probing:
                     self.unit_values.append(z[:, self.unit].clone())
         return record
+
+    def _probe(self, model, args, output):
+        if not model.training or self.probing:
+            return
+        norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        activations = [block.activation for block in model.hidden_layers]
+        self.probing = True
+        for act in activations:
+            act.hold_noise = True
+        for bn in norms:  # batch statistics without touching the running ones (the step's backward needs them)
+            bn.track_running_stats = False
+        try:
+            with torch.no_grad():
+                model(self.probe_x)
+        finally:
+            self.probing = False
+            for act in activations:
+                act.hold_noise = False
+            for bn in norms:
+                bn.track_running_stats = True
+        return
 
     def remove(self) -> None:
         for handle in self.handles:
             handle.remove()
 
-    def shifts(self, forwards: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(mean shift, scale shift)``, each (forwards - 1, L): for step t + 1 against step t (rows), per
-        hidden layer, the mean over units of |mu_{t+1} - mu_t| / sigma_t and of |log(sigma_{t+1} / sigma_t)|,
-        in float64; units with sigma_t = 0 are left out (NaN if every unit is)."""
-        if forwards < 2:
-            empty = np.full((0, len(self.mean)), np.nan)
-            return empty, empty.copy()
-        mean = torch.stack([torch.stack(layer[:forwards]) for layer in self.mean], dim=1).double().numpy()
-        std = torch.stack([torch.stack(layer[:forwards]) for layer in self.std], dim=1).double().numpy()
-        before, after = std[:-1], std[1:]                     # (T - 1, L, width)
-        alive = before > 0
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # a layer with every unit dead: NaN, not a warning
-            moved = np.where(alive, np.abs(mean[1:] - mean[:-1]) / before, np.nan)
-            rescaled = np.where(alive & (after > 0), np.abs(np.log(after / before)), np.nan)
-            return np.nanmean(moved, axis=2), np.nanmean(rescaled, axis=2)
+    def shifts(self, forwards: int, where: str = "minibatch") -> tuple[np.ndarray, np.ndarray]:
+        """:func:`_moment_shifts` of the ``"minibatch"`` or ``"probe"`` statistics of the first ``forwards``
+        steps."""
+        return _moment_shifts(*self.moments[where], forwards)
 
     def unit_percentiles(self, forwards: int) -> np.ndarray:
         """(forwards, 3) the 15/50/85th percentiles of the recorded unit over each step's minibatch."""
@@ -361,17 +416,36 @@ def local_smoothness(activation: str, norm: str, seed: int = 0, eta: float = 1e-
     return float(change[0] / (eta * norm_g))
 
 
+def _clean_evaluation(model, config: WhyConfig) -> dict[str, np.float64]:
+    """The trained net without its noise, on a copy: eval-mode test accuracy and training loss (all 4,000
+    training digits) with the running statistics training left (``"test_accuracy_ema"`` is the run's own
+    number) and, for a BN net, after recomputing them on the clean training data (precise BN, lecture 12:
+    :func:`bnlab.nn.recompute_batchnorm_statistics` over the training digits in batches of ``batch_size``, noise
+    off). Without BN the two are the same net."""
+    data = mnist()
+    clean = _probe_copy(model)  # no hooks: no noise, in training mode too
+    train_loss_ema, _ = evaluate(clean, data.x_train, data.y_train)
+    if config.norm == "batch":
+        recompute_batchnorm_statistics(clean, data.x_train.split(config.batch_size))
+    train_loss, accuracy = evaluate(clean, data.x_train, data.y_train)[0], evaluate(clean, data.x_test, data.y_test)[1]
+    return {"clean_train_loss_ema": np.float64(train_loss_ema), "clean_train_loss": np.float64(train_loss),
+            "precise_accuracy": np.float64(accuracy)}
+
+
 def train_probed(config: WhyConfig, seed: int) -> dict[str, np.ndarray]:
     """One seed of ``config``: train it and return what the lecture draws, as arrays.
 
     Keys: ``steps`` (K,) recorded updates; ``train_loss`` (K,) the mean training-mode minibatch loss since the
     previous record (noise included; NaN after a divergence); ``test_accuracy`` (K,) in eval mode (noise
-    off); ``final_accuracy``, ``diverged``, ``diverged_at`` () as every experiment keeps them;
-    ``mean_shift``, ``scale_shift`` (T - 1, L) per step and hidden layer, how far the units' input
-    distributions moved since the previous step (see :func:`distribution_shift`); ``unit_percentiles`` (T, 3)
-    15/50/85th percentile over each step's minibatch of unit 0 of the middle hidden layer's nonlinearity input;
-    and with probes, at ``probe_steps`` (P,): ``ics`` (P, L, 3) from :func:`gradient_ics`, ``loss0``,
-    ``grad_norm`` (P,), ``probe_losses``, ``grad_change`` (P, E) from :func:`gradient_probe`.
+    off, the running statistics training left); ``final_accuracy``, ``diverged``, ``diverged_at`` () as every
+    experiment keeps them; ``precise_accuracy``, ``clean_train_loss``, ``clean_train_loss_ema`` () from
+    :func:`_clean_evaluation` (NaN for a diverged run); ``mean_shift``, ``scale_shift`` (T - 1, L) per step and
+    hidden layer, how far the units' input distributions moved on the step's minibatch since the previous step,
+    and ``probe_mean_shift``, ``probe_scale_shift`` the same on the fixed probe batch (see
+    :func:`distribution_shift`); ``unit_percentiles`` (T, 3) 15/50/85th percentile over each step's minibatch
+    of unit 0 of the middle hidden layer's nonlinearity input; and with probes, at ``probe_steps`` (P,):
+    ``ics`` (P, L, 3) from :func:`gradient_ics`, ``loss0``, ``grad_norm`` (P,), ``probe_losses``,
+    ``grad_change`` (P, E) from :func:`gradient_probe`.
     """
     steps = config.probe_steps()
     x, y = probe_batch(seed, config.batch_size)
@@ -389,7 +463,10 @@ def train_probed(config: WhyConfig, seed: int) -> dict[str, np.ndarray]:
         if config.noisy:
             add_step_noise(model, config.noise_shift, config.noise_scale,
                            torch.Generator().manual_seed(seed + _NOISE_SEED))
-        seen["moments"] = _BatchMoments(model, layer=config.depth // 2 - 1)
+        if config.frozen:  # SGD steps with zero gradients: the weights stay where they started
+            for parameter in model.parameters():
+                parameter.register_hook(torch.zeros_like)
+        seen["moments"] = _InputMoments(model, x, layer=config.depth // 2 - 1)
         if 0 in steps:
             probe(model)
 
@@ -409,7 +486,10 @@ def train_probed(config: WhyConfig, seed: int) -> dict[str, np.ndarray]:
     moments = seen["moments"]
     recorded = np.array(result.config.recorded_steps(), dtype=np.float64)
     forwards = result.steps_completed  # the forwards that led to an update (a diverged run's last one did not)
-    mean_shift, scale_shift = moments.shifts(forwards)
+    mean_shift, scale_shift = moments.shifts(forwards, "minibatch")
+    probe_mean_shift, probe_scale_shift = moments.shifts(forwards, "probe")
+    clean = ({key: np.float64(np.nan) for key in ("clean_train_loss_ema", "clean_train_loss", "precise_accuracy")}
+             if result.diverged else _clean_evaluation(model, config))
     out = {
         "steps": recorded,
         "test_accuracy": pad(result.test_accuracy, recorded.size),
@@ -417,8 +497,11 @@ def train_probed(config: WhyConfig, seed: int) -> dict[str, np.ndarray]:
         "final_accuracy": np.float64(final_accuracy(result)),
         "diverged": np.float64(result.diverged),
         "diverged_at": np.float64(result.diverged_at if result.diverged else np.nan),
+        **clean,
         "mean_shift": pad(mean_shift, config.steps - 1),
         "scale_shift": pad(scale_shift, config.steps - 1),
+        "probe_mean_shift": pad(probe_mean_shift, config.steps - 1),
+        "probe_scale_shift": pad(probe_scale_shift, config.steps - 1),
         "unit_percentiles": pad(moments.unit_percentiles(forwards), config.steps),
     }
     if steps:
@@ -457,12 +540,16 @@ def final_train_loss(runs: SeedRuns) -> np.ndarray:
     return runs.values("train_loss")[:, -1]
 
 
-def distribution_shift(runs: SeedRuns, after: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def distribution_shift(runs: SeedRuns, after: int = 0, where: str = "probe") -> tuple[np.ndarray, np.ndarray]:
     """``(mean shift, scale shift)``, each (S,): per seed, the mean over the steps after update ``after`` and
-    over the hidden layers of how far the units' nonlinearity inputs moved from one SGD step's minibatch to
-    the next: |mu_t - mu_{t-1}| / sigma_{t-1} (the mean's move, in standard deviations) and
-    |log(sigma_t / sigma_{t-1})| (the spread's relative change). NaN for a seed that diverged before."""
-    mean, scale = runs.values("mean_shift"), runs.values("scale_shift")  # (S, T - 1, L); row t: step t+2 vs t+1
+    over the hidden layers of how far the units' nonlinearity inputs moved from one SGD step to the next:
+    |mu_t - mu_{t-1}| / sigma_{t-1} (the mean's move, in standard deviations) and |log(sigma_t / sigma_{t-1})|
+    (the spread's relative change). ``where``: ``"probe"`` for the statistics over the fixed probe batch (only
+    the weights and the noise move them), ``"minibatch"`` for those over each step's own minibatch (what SGD's
+    layer sees; minibatch sampling moves them too). NaN for a seed that diverged before."""
+    check_choice(where, "where", ("probe", "minibatch"))
+    prefix = "probe_" if where == "probe" else ""
+    mean, scale = runs.values(prefix + "mean_shift"), runs.values(prefix + "scale_shift")  # (S, T - 1, L)
     keep = slice(max(0, after - 1), None)
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a seed that diverged at once has no shifts: NaN
@@ -488,6 +575,39 @@ def noise_mean_shift(shift: float, scale: float) -> float:
     scale = check_float(scale, "scale", 1.0)
     inverse = 1.0 if scale == 1.0 else (scale - 1 / scale) / (2 * math.log(scale))
     return 2 * shift / 3 * inverse
+
+
+def noise_growth(norm: str, layers: Sequence[int] | None = None, shift: float = 1.0, scale: float = 2.0,
+                 seed: int = 0, draws: int = 20, depth: int = 10) -> np.ndarray:
+    """How much :func:`add_step_noise` changes the size of the net's output at initialization: the
+    root-mean-square of the logits on seed ``seed``'s probe batch (training mode) with the noise over without
+    it, for ``draws`` independent noise draws, (draws,). ``layers``: the hidden layers (1-based) that get the
+    noise, all of them when None; one layer alone is the control for compounding (with noise in every layer
+    of a plain net, the factors multiply from layer to layer; with BN, the next BN undoes them)."""
+    check_choice(norm, "norm", ("none", "batch"))
+    check_int(draws, "draws", minimum=1)
+    model = build_mlp(depth=depth, width=100, activation="relu", norm=norm, init="he", seed=seed).train()
+    chosen = range(1, depth + 1) if layers is None else [check_int(l, "each of layers", 1) for l in layers]
+    if any(l > depth for l in chosen):
+        raise ValueError(f"layers must be in 1..{depth}, got {layers!r}")
+    x, _ = probe_batch(seed)
+    generator = torch.Generator().manual_seed(seed + _NOISE_SEED)
+
+    def compute() -> np.ndarray:
+        with torch.no_grad():
+            clean = float(model(x).double().square().mean().sqrt())
+            handles = add_step_noise(model, shift, scale, generator)
+            for index, handle in enumerate(handles):
+                if index + 1 not in chosen:
+                    handle.remove()
+            try:
+                noisy = [float(model(x).double().square().mean().sqrt()) for _ in range(draws)]
+            finally:
+                for handle in handles:
+                    handle.remove()
+        return np.array(noisy) / clean
+
+    return _with_one_thread(compute)
 
 
 def ics_summary(runs: SeedRuns, after: int = 1) -> dict[str, np.ndarray]:
@@ -605,6 +725,19 @@ def _hidden_outputs(model, x: torch.Tensor) -> list[torch.Tensor]:
     return outputs
 
 
+def initial_logit_rms(config: OneStepConfig) -> float:
+    """The root-mean-square of the logits of ``config``'s untrained net on its one-step minibatch (training
+    mode), the minibatch and net of :func:`one_step_probe`: how large the net's outputs start."""
+    if not isinstance(config, OneStepConfig):
+        raise TypeError(f"initial_logit_rms takes a OneStepConfig, got {type(config).__name__}")
+    data = mnist()
+    model = build_mlp(depth=config.depth, width=config.width, activation=config.activation, norm=config.norm,
+                      init=config.init, init_std=config.init_std, seed=config.seed).train()
+    order = torch.randperm(data.num_train, generator=torch.Generator().manual_seed(config.seed))
+    with torch.no_grad():
+        return float(model(data.x_train[order[:config.batch_size]]).double().square().mean().sqrt())
+
+
 @dataclass(frozen=True)
 class OneStepProbes:
     """:func:`one_step_probe` over learning rates and seeds for one setting.
@@ -647,7 +780,9 @@ def representations(normalize: str, depth: int = 50, activation: str = "relu", s
     * ``"none"``: nothing (the plain net);
     * ``"center"``: subtract each unit's mean over the batch (BN's first half);
     * ``"scale"``: divide each unit by its standard deviation over the batch, sqrt(var + eps), without
-      centring (BN's second half);
+      centring (BN's second half, as BN computes it);
+    * ``"rms"``: divide each unit by its root-mean-square over the batch, sqrt(mean(z^2) + eps), without
+      centring: Daneshmand et al.'s (2020) BN, diag(H H^T)^(-1/2) H for H (width, N);
     * ``"batch"``: both, which is BN in training mode at initialization (gamma = 1, beta = 0);
     * ``"layer"``: LayerNorm, each example over its own units.
 
@@ -674,6 +809,8 @@ def representations(normalize: str, depth: int = 50, activation: str = "relu", s
                     z = z - z.mean(dim=0)
                 if normalize in ("scale", "batch"):
                     z = z / torch.sqrt(z.var(dim=0, unbiased=False) + EPS)
+                if normalize == "rms":
+                    z = z / torch.sqrt(z.square().mean(dim=0) + EPS)
                 if normalize == "layer":
                     z = (z - z.mean(dim=1, keepdim=True)) / torch.sqrt(z.var(dim=1, unbiased=False, keepdim=True)
                                                                        + EPS)

@@ -2,7 +2,7 @@
 gradients, the loss landscape along the gradient, the loss after one step at initialization, and rank collapse.
 
 Colours as in lectures 7-9: the plain net (He init) red, BN blue, LayerNorm green; BN's two halves alone
-(centring, scaling) orange and brown. The noise of section 1 is drawn by line style: none solid, mild dashed,
+(centring; scaling by the std, by the RMS) orange, brown and purple. The noise of section 1 is drawn by line style: none solid, mild dashed,
 strong dotted. Every seed is its own line; a diverged seed's curve ends in an x.
 """
 
@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from bnlab.experiments import SeedRuns
-from bnlab.lessons.why import Collapse, OneStepProbes, sampling_shift
+from bnlab.lessons.why import Collapse, OneStepProbes, distribution_shift
 from bnlab.plots._seed_runs import (
     COLORS,
     chance_line,
@@ -33,9 +33,9 @@ __all__ = ["NET_COLORS", "NORMALIZE_COLORS", "plot_collapse", "plot_ics", "plot_
 
 NET_COLORS = {"no BN": COLORS["no norm, He init"], "BN": COLORS["BN"]}
 NORMALIZE_COLORS = {"none": COLORS["no norm, He init"], "center": "tab:orange", "scale": "tab:brown",
-                    "batch": COLORS["BN"], "layer": COLORS["LayerNorm"]}
-NORMALIZE_LABELS = {"none": "no norm", "center": "centring only", "scale": "scaling only", "batch": "BN",
-                    "layer": "LayerNorm"}
+                    "rms": "tab:purple", "batch": COLORS["BN"], "layer": COLORS["LayerNorm"]}
+NORMALIZE_LABELS = {"none": "no norm", "center": "centring only", "scale": "scaling by std",
+                    "rms": "scaling by RMS", "batch": "BN", "layer": "LayerNorm"}
 _NOISE_STYLES = {"": "-", "mild noise": "--", "noise": ":"}
 
 
@@ -59,28 +59,31 @@ def _smooth(values: np.ndarray, window: int) -> np.ndarray:
 
 @experiment_style
 def plot_noisy_bn(nets: Mapping[str, SeedRuns], unit_nets: tuple[str, ...] = ("no BN", "BN", "BN + noise"),
-                  window: int = 10) -> Figure:
+                  window: int = 10, control: str = "no BN, frozen") -> Figure:
     """Four panels for :func:`bnlab.lessons.why.run_nets`'s ``{label: runs}`` (labels "no BN", "BN", each
-    optionally followed by " + mild noise" or " + noise"). Top left: the training loss (mean training-mode
-    minibatch loss since the previous record, noise included), a line per seed, an x where a seed diverged.
-    Top right: test accuracy (eval mode: the noise is off). Bottom left: how far the hidden units' input
-    distributions move from one step's minibatch to the next, |mu_t - mu_{t-1}| / sigma_{t-1}, mean over units
-    and layers, running mean over ``window`` steps (log axis; dotted: what minibatch sampling alone gives).
-    Bottom right: one unit (unit 0 of hidden layer 5) of seed 0 of each net of ``unit_nets`` over the last 20
-    steps: the median of its input over each step's minibatch (a hollow dot for a noisy net) and a bar from
-    the 15th to the 85th percentile."""
+    optionally followed by " + mild noise" or " + noise"; ``control``, the frozen plain net, only as a
+    reference line). Top left: the training loss (mean training-mode minibatch loss since the previous record,
+    noise included), a line per seed, an x where a seed diverged. Top right: test accuracy (eval mode: the noise
+    is off; the running statistics training left). Bottom left: how far the hidden units' input distributions
+    move per step on the fixed probe batch, |mu_t - mu_{t-1}| / sigma_{t-1}, mean over units and layers,
+    running mean over ``window`` steps (log axis; dotted: the frozen plain net's move from one minibatch to the
+    next, minibatch sampling alone). Bottom right: one unit (unit 0 of hidden layer 5) of seed 0 of each net of
+    ``unit_nets`` over the last 20 steps: the median of its input over each step's minibatch (a hollow dot for
+    a noisy net) and a bar from the 15th to the 85th percentile, with its own legend."""
     fig, axes = figure(2, 2, 12.5, 7.6, left=0.07, right=0.99, bottom=0.14, top=0.95, wspace=0.22, hspace=0.42)
     loss_ax, acc_ax = axes[0]
     shift_ax, unit_ax = axes[1]
     losses = []
     for label, runs in nets.items():
+        if label == control:
+            continue
         style = _net_style(label)
         seed_curves(loss_ax, runs, "train_loss", label=label, **style)
         seed_curves(acc_ax, runs, "test_accuracy", label=None, diverged_at=0.1, **style)
         losses.append(runs.values("train_loss").ravel())
         with warnings.catch_warnings():  # a diverged seed's rows are all NaN: nothing to average, not an error
             warnings.simplefilter("ignore", RuntimeWarning)
-            shift = np.nanmean(runs.values("mean_shift"), axis=2)  # (S, T - 1)
+            shift = np.nanmean(runs.values("probe_mean_shift"), axis=2)  # (S, T - 1)
         for row in shift:
             shift_ax.plot(np.arange(2, row.size + 2), _smooth(row, window), lw=1.2, alpha=0.9, **style)
     log_or_note(loss_ax, np.concatenate(losses), "no training loss to draw")
@@ -89,12 +92,16 @@ def plot_noisy_bn(nets: Mapping[str, SeedRuns], unit_nets: tuple[str, ...] = ("n
                 title="Training loss (noise on, as SGD sees it)")
     chance_line(acc_ax)
     acc_ax.set(xlabel="training step (SGD updates)", ylabel="test accuracy (eval mode, noise off)",
-               title="Test accuracy")
-    shift_ax.axhline(sampling_shift(64), color="gray", lw=0.8, ls=":")
+               title="Test accuracy (running statistics as training left them)")
+    title = f"Move per step on the probe batch ({window}-step mean"
+    if control in nets:
+        shift_ax.axhline(float(np.nanmean(distribution_shift(nets[control], where="minibatch")[0])), color="gray",
+                         lw=0.8, ls=":")
+        title += "; dotted: sampling alone"
     shift_ax.set_yscale("log")
-    shift_ax.set(xlabel="training step (SGD updates)", ylabel="|mean move| / std, per step (log)",
-                 title=f"How far each layer's input distribution moves per step ({window}-step mean)")
+    shift_ax.set(xlabel="training step (SGD updates)", ylabel="|mean move| / std, per step (log)", title=title + ")")
     last = 20
+    handles, names = [], []
     for offset, label in enumerate(unit_nets):
         if label not in nets:
             continue
@@ -102,11 +109,14 @@ def plot_noisy_bn(nets: Mapping[str, SeedRuns], unit_nets: tuple[str, ...] = ("n
         steps = np.arange(1, bands.shape[0] + 1)[-last:] + 0.27 * (offset - 1)
         low, mid, high = bands[-last:].T
         style = _net_style(label)
-        unit_ax.errorbar(steps, mid, yerr=[mid - low, high - mid], fmt="o", ms=3, lw=1.0, capsize=0,
-                         color=style["color"], mfc="white" if style["ls"] != "-" else style["color"])
+        handles.append(unit_ax.errorbar(steps, mid, yerr=[mid - low, high - mid], fmt="o", ms=3, lw=1.0, capsize=0,
+                                        color=style["color"], mfc="white" if style["ls"] != "-" else style["color"]))
+        names.append(label)
     unit_ax.set(xlabel="training step (SGD updates)", ylabel="input of unit 0, hidden layer 5",
                 title=f"One unit's input, last {last} steps (seed 0; dot: median, bar: 15-85th pct.)")
     legend_below(fig, ncol=6)
+    if handles:
+        unit_ax.legend(handles, names, fontsize=8, loc="upper left", frameon=False, ncol=len(handles))
     return fig
 
 
@@ -116,6 +126,7 @@ def plot_ics(nets: Mapping[str, SeedRuns], labels: tuple[str, ...] = ("no BN", "
     probed nets ``labels``. Left: ||G - G'|| / ||G|| at each probe, median over the weight layers 2..L+1, a line
     per seed. Middle: cos(G, G'), the same way. Right: ||G - G'|| / ||G|| per layer, median over the probes
     after initialization, a line per seed."""
+    later_steps = []
     fig, axes = figure(1, 3, 13.5, 4.2, left=0.06, right=0.99, bottom=0.26, top=0.88, wspace=0.3)
     rel_ax, cos_ax, layer_ax = axes[0]
     for label in labels:
@@ -127,6 +138,7 @@ def plot_ics(nets: Mapping[str, SeedRuns], labels: tuple[str, ...] = ("no BN", "
             rel_ax.plot(x, np.median(one[..., 1], axis=1), color=color, marker="o", ms=3, lw=1.3, label=name)
             cos_ax.plot(x, np.median(one[..., 2], axis=1), color=color, marker="o", ms=3, lw=1.3)
             later = one[x >= 1]
+            later_steps.extend(x[x >= 1])
             layer_ax.plot(np.arange(2, one.shape[1] + 2), np.median(later[..., 1], axis=0), color=color,
                           marker="o", ms=3, lw=1.3)
     rel_ax.set(xlabel="training step (SGD updates)", ylabel="||G - G'|| / ||G|| (median over layers)",
@@ -137,7 +149,8 @@ def plot_ics(nets: Mapping[str, SeedRuns], labels: tuple[str, ...] = ("no BN", "
                title="Direction kept (1: unchanged)")
     cos_ax.set_ylim(-1.0, 1.0)
     layer_ax.set(xlabel="weight layer (11 = output layer)", ylabel="||G - G'|| / ||G|| (median over probes)",
-                 title="Per layer, after initialization")
+                 title=(f"Per layer, median over updates {min(later_steps):.0f}-{max(later_steps):.0f}"
+                        if later_steps else "Per layer"))
     layer_ax.set_ylim(bottom=0)
     layer_ax.xaxis.set_major_locator(MaxNLocator(5, integer=True))
     legend_below(fig, ncol=2)
@@ -192,18 +205,20 @@ def plot_one_step(probes: Mapping[str, OneStepProbes], growth_label: tuple[str, 
     """Left: the loss after one SGD step from initialization over the loss before, against the learning rate
     (log-log), a line per setting through the seed median and a dot per seed (an overflow drawn at the top
     edge as a triangle). Colour by net (no BN red, BN blue), line style by depth (10 solid, 30 dashed); other
-    settings (init controls) gray. Right: for the two settings ``growth_label`` at ``growth_lr``, each hidden
+    settings (init controls) purple and olive, dash-dotted and dotted. Right: for the two settings ``growth_label`` at ``growth_lr``, each hidden
     layer's output RMS after the step over before (log), a line per seed."""
     fig, axes = figure(1, 2, 12.5, 4.4, left=0.07, right=0.99, bottom=0.25, top=0.88, wspace=0.25)
     ratio_ax, growth_ax = axes[0]
     finite = np.concatenate([p.ratio[np.isfinite(p.ratio)].ravel() for p in probes.values()] + [np.ones(1)])
     top = float(finite.max()) * 10
-    gray = iter(("#555555", "#999999", "#bbbbbb", "#777777"))
+    controls_style = iter((("tab:purple", "-."), ("tab:olive", ":"), ("tab:gray", "-."), ("black", ":")))
     for label, probe in probes.items():
         net = "BN" if label.startswith("BN") else "no BN" if label.startswith("no BN") else None
         controls = "init" in label
-        color = next(gray) if controls or net is None else NET_COLORS[net]
-        ls = "--" if "depth 30" in label else "-"
+        if controls or net is None:
+            color, ls = next(controls_style)
+        else:
+            color, ls = NET_COLORS[net], "--" if "depth 30" in label else "-"
         lrs = np.array(probe.lrs)
         shown = np.where(np.isfinite(probe.ratio), probe.ratio, top)
         ratio_ax.plot(lrs, np.median(shown, axis=1), color=color, ls=ls, lw=1.6, label=label)
@@ -243,8 +258,9 @@ def plot_collapse(relu: Mapping[str, Collapse], linear: Mapping[str, Collapse] |
     """Rank collapse at initialization (:func:`bnlab.lessons.why.collapse_by_depth`), a line per seed, one
     colour per normalization. Left: ReLU nets, mean cosine similarity between the test digits at each hidden
     layer (dotted: 1/pi, independent centred features after a ReLU). Middle: ReLU nets, effective rank of each
-    layer's representation (log). Right: the same for linear nets (``linear``), with sqrt(width) dotted, the
-    order Daneshmand et al. prove BN keeps."""
+    layer's representation (log). Right: the same for linear nets (``linear``), with sqrt(width) dotted (for
+    orientation only: Daneshmand et al.'s lower bound of that order is on their own rank measure, not on the
+    effective rank)."""
     panels = 3 if linear else 2
     fig, axes = figure(1, panels, 4.5 * panels, 4.3, left=0.06, right=0.99, bottom=0.26, top=0.88, wspace=0.28)
     sim_ax, rank_ax = axes[0][:2]
