@@ -436,9 +436,9 @@ def _start_script(tmp_path, mode):
 
 
 INTERRUPT_HANGS = pytest.mark.xfail(
-    strict=False, reason="known defect, open: in two of two full-suite runs on a loaded machine the interrupted "
-                         "script did not exit within 60 s (it passes alone, in every run so far); the exit and kill "
-                         "cases below still guard the no-orphans promise")
+    strict=False, reason="known defect, open: in every full-suite run so far (loaded or not) the interrupted "
+                         "script did not exit within 60 s, while it passes alone; the exit and kill cases below "
+                         "still guard the no-orphans promise")
 
 
 @pytest.mark.slow
