@@ -22,6 +22,7 @@ __all__ = [
     "hidden_activations",
     "hidden_layer_outputs",
     "named_weight_layers",
+    "nonlinearity_inputs",
     "weight_norms",
 ]
 
@@ -32,6 +33,21 @@ _MAX_VALUES_PER_EXAMPLE = 256  # wider layers (conv feature maps) are subsampled
 def hidden_activations(model: nn.Module) -> list[nn.Module]:
     """The nonlinearity module of each hidden layer of a :class:`~bnlab.models.Network` ([] for other models)."""
     return [block.activation for block in model.hidden_layers] if isinstance(model, Network) else []
+
+
+def nonlinearity_inputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """The input z (N, C) of each hidden layer's nonlinearity when ``model`` runs on x in its current mode (no
+    gradients), input side first. Pass a copy to leave a model's running statistics untouched."""
+    captured: list[torch.Tensor] = []
+    handles = [act.register_forward_pre_hook(lambda module, inputs: captured.append(inputs[0].detach()))
+               for act in hidden_activations(model)]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return captured
 
 
 def hidden_layer_outputs(model: Network, x: torch.Tensor, train_mode: bool) -> list[torch.Tensor]:

@@ -45,8 +45,8 @@ from bnlab.models import build_mlp
 from bnlab.recording import (
     PERCENTILE_LEVELS,
     gradient_norms,
-    hidden_activations,
     named_weight_layers,
+    nonlinearity_inputs,
 )
 from bnlab.train import TrainConfig, TrainResult
 
@@ -163,17 +163,7 @@ def hidden_inputs(model, x: torch.Tensor | None = None) -> list[torch.Tensor]:
     test digits) passes through a **copy** of ``model`` in training mode: each BN normalizes with the batch's
     own statistics, and the model's running statistics and mode stay untouched. Input side first."""
     x = mnist().x_test if x is None else x
-    probe = copy.deepcopy(model).train()
-    captured: list[torch.Tensor] = []
-    handles = [act.register_forward_pre_hook(lambda module, inputs: captured.append(inputs[0].detach()))
-               for act in hidden_activations(probe)]
-    try:
-        with torch.no_grad():
-            probe(x)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return captured
+    return nonlinearity_inputs(copy.deepcopy(model).train(), x)
 
 
 def saturated_fractions(model, x: torch.Tensor | None = None, threshold: float = SATURATION) -> np.ndarray:

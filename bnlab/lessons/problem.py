@@ -31,7 +31,7 @@ from torch import nn
 from bnlab._validation import check_index, check_int
 from bnlab.data import Dataset
 from bnlab.models import Network, build_model
-from bnlab.recording import PERCENTILE_LEVELS, hidden_activations
+from bnlab.recording import PERCENTILE_LEVELS, hidden_activations, nonlinearity_inputs
 from bnlab.train import TrainConfig, TrainResult, train
 
 __all__ = ["BatchNormMoments", "UnitRecord", "accuracy_at", "batchnorm_moments", "default_init_std",
@@ -57,20 +57,6 @@ def _check_network(model: nn.Module, x: torch.Tensor) -> None:
         raise ValueError(f"x must hold at least 2 examples (statistics over examples), got {x.shape[0]}")
 
 
-def _hidden_inputs(model: Network, x: torch.Tensor) -> list[torch.Tensor]:
-    """The input z (N, C) of each hidden layer's nonlinearity when ``model`` runs on x in its current mode."""
-    captured: list[torch.Tensor] = []
-    handles = [act.register_forward_pre_hook(lambda module, inputs: captured.append(inputs[0].detach()))
-               for act in hidden_activations(model)]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return captured
-
-
 def preactivation_spread(model: Network, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """How the inputs z of each hidden layer's nonlinearity spread, over examples and over units.
 
@@ -87,7 +73,7 @@ def preactivation_spread(model: Network, x: torch.Tensor) -> tuple[np.ndarray, n
     _check_network(model, x)
     was_training = model.training
     try:
-        captured = _hidden_inputs(model.eval(), x)
+        captured = nonlinearity_inputs(model.eval(), x)
     finally:
         model.train(was_training)
     within, between = [], []
@@ -261,7 +247,7 @@ def train_recording_units(model: Network, data: Dataset, *, unit_steps: Sequence
             return
         probe = build_model(model.spec, seed=0)
         probe.load_state_dict(model.state_dict())
-        captured = _hidden_inputs(probe.train(), inputs[0])
+        captured = nonlinearity_inputs(probe.train(), inputs[0])
         per_unit.append([_unit_percentiles(z) for z in captured])
         pooled.append([_pooled_percentiles(z) for z in captured])
         running.append([])
