@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import math
 import warnings
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -310,12 +311,18 @@ def probe_batch(seed: int, batch_size: int = 64) -> tuple[torch.Tensor, torch.Te
 
 def _probe_copy(model):
     """A copy of ``model`` in training mode without any hooks (the noise and the recorders stay on the
-    original), so probing changes nothing the run records or computes."""
-    probe = copy.deepcopy(model).train()
-    for module in probe.modules():
-        module._forward_pre_hooks.clear()
-        module._forward_hooks.clear()
-    return probe
+    original), so probing changes nothing the run records or computes. The hooks are set aside while the
+    model is copied: copying them would copy every tensor the recorders hold."""
+    modules = list(model.modules())
+    hooks = [(module._forward_pre_hooks, module._forward_hooks) for module in modules]
+    for module in modules:
+        module._forward_pre_hooks, module._forward_hooks = OrderedDict(), OrderedDict()
+    try:
+        probe = copy.deepcopy(model)
+    finally:
+        for module, (pre, post) in zip(modules, hooks):
+            module._forward_pre_hooks, module._forward_hooks = pre, post
+    return probe.train()
 
 
 def _gradients(model, x: torch.Tensor, y: torch.Tensor) -> tuple[float, list[torch.Tensor]]:
