@@ -44,10 +44,14 @@ pytestmark = [
 # Lectures 2 and 5 have instant explorers (gamma 1 -> 1.25; momentum one notch up) with an empty status line;
 # in 7 and 8 the target is a precomputed setting (depth 10 -> 20, normalization batch 8 -> 4); in 9 the
 # learning rate moves half a grid step (0.1 -> 0.133), which is not precomputed: the figure greys, and
-# Train live trains it in a background thread while the kernel stays responsive.
+# Train live trains it in a background thread while the kernel stays responsive (10 likewise, init std).
+# In 12 the test batch goes from 2 to 1 with polluted statistics, a setting the lecture invites: the status
+# quotes torch's error, no traceback. 13 runs its two gloo processes from the browser's kernel, and its
+# explorer goes from 2 to 4 processes of 32 digits.
 LECTURES = {"02_forward_pass": ("ArrowRight", ""), "05_inference": ("ArrowRight", ""),
             "07_depth": ("End", "from the cache"), "08_batch_size": ("ArrowLeft", "from the cache"),
-            "09_learning_rate": ("ArrowRight", "not precomputed"), "10_figure1": ("ArrowRight", "not precomputed")}
+            "09_learning_rate": ("ArrowRight", "not precomputed"), "10_figure1": ("ArrowRight", "not precomputed"),
+            "12_in_practice": ("ArrowLeft", "raises ValueError"), "13_distributed": ("ArrowRight", "batch of 128")}
 
 
 def _free_port() -> int:
