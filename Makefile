@@ -1,29 +1,65 @@
 # Two commands set everything up on a fresh machine:
-#   make lab    create .venv, install the course, open it in JupyterLab
-#   make test   same setup, then the whole test suite
-# Both are idempotent: the install step reruns only when pyproject.toml changes.
+#   make lab    create .venv, install the course for learners, open the lesson map in JupyterLab
+#   make test   the same setup plus the instructors' and test tools, then the whole test suite
+# and a few more:
+#   make site   the static site in build/site/ (index.html)
+#   make bench  speed figures as ratios measured in one run
+#   make lock   re-resolve constraints.txt from pyproject.toml (after changing its dependencies)
+#
+# Every install goes through the lock (pip -c constraints.txt). Each package set has its own stamp and is
+# reinstalled only when pyproject.toml or the lock changes; the sets only ever add packages, so `make lab`
+# after `make test` keeps the test tools and `make test` after `make lab` adds them.
+# Extra JupyterLab flags: make lab LAB_ARGS="--no-browser --port=8899"
 
-PYTHON ?= python3.11
-VENV   := .venv
-BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.bnlab-installed
+PYTHON     ?= python3.11
+VENV       := .venv
+BIN        := $(VENV)/bin
+LOCK       := constraints.txt
+INSTALL    := $(BIN)/python -m pip install --quiet -c $(LOCK)
+START_PAGE := notebooks/00_start_here.ipynb
+# JupyterLab's settings overrides for this environment (no news prompt, no update check), not the user's home
+OVERRIDES  := $(VENV)/share/jupyter/lab/settings/overrides.json
+LAB_ARGS   ?=
 
-.PHONY: lab test bench clean-venv
+.PHONY: lab test site bench lock clean-venv
 
-$(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
-	@touch $(STAMP)
 
-lab: $(STAMP)
-	$(BIN)/jupyter lab notebooks/
+# learners: the course and what the lectures and exercises need
+$(VENV)/.installed-lab: pyproject.toml $(LOCK) | $(BIN)/python
+	$(INSTALL) -e .
+	@touch $@
 
-test: $(STAMP)
+$(VENV)/.installed-site: pyproject.toml $(LOCK) | $(BIN)/python
+	$(INSTALL) -e '.[site]'
+	@touch $@
+
+# the test extra includes the learners' set and the site's, so their stamps are fresh too
+$(VENV)/.installed-test: pyproject.toml $(LOCK) | $(BIN)/python
+	$(INSTALL) -e '.[test]'
+	@touch $@ $(VENV)/.installed-lab $(VENV)/.installed-site
+
+$(OVERRIDES): jupyter/overrides.json | $(BIN)/python
+	@mkdir -p $(@D)
+	cp $< $@
+
+# root: the repository, so the file browser shows notebooks/ and exercises/; the lesson map opens first
+lab: $(VENV)/.installed-lab $(OVERRIDES)
+	$(BIN)/jupyter lab --ServerApp.root_dir=. $(START_PAGE) $(LAB_ARGS)
+
+test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest
 
-bench: $(STAMP)
+site: $(VENV)/.installed-site
+	$(BIN)/bnlab build site
+
+bench: $(VENV)/.installed-lab
 	for script in benchmarks/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+lock:
+	$(PYTHON) binder/lock.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,7 +1,8 @@
-"""The bnlab command line: hand out, grade and export the course's exercises.
+"""The bnlab command line: build the course's generated files; grade and export the exercises.
 
-    bnlab build-masters [--check]                     solutions/src/*.py -> solutions/*.ipynb
-    bnlab assign [--check]                            solutions/*.ipynb -> exercises/*.ipynb (student versions)
+    bnlab build lectures|masters|exercises|cache|site|all [...]
+                                                      regenerate what the course generates from its sources
+                                                      (bnlab build --help lists the targets and their options)
     bnlab grade PATH... --out DIR [--jobs N] [--timeout S] [--memory MB]
                                                       grade notebooks (or folders of them) into DIR
     bnlab gradescope-zip --out FILE                   build a Gradescope autograder zip
@@ -18,19 +19,11 @@ import sys
 import time
 from pathlib import Path
 
+from bnlab.build.cli import add_build_command, positive_int, solutions_dir
+
 __all__ = ["main"]
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def _positive_float(text: str) -> float:
@@ -41,12 +34,6 @@ def _positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
     return value
-
-
-def _solutions_dir(value: str | None) -> Path:
-    from bnlab.grading.notebooks import default_solutions_dir
-
-    return Path(value) if value else default_solutions_dir()
 
 
 def _expand(paths: list[str], parser: argparse.ArgumentParser) -> list[str]:
@@ -75,7 +62,7 @@ def _cmd_grade(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     from bnlab.grading.sandbox import Limits
 
     try:
-        masters = find_masters(_solutions_dir(args.solutions))
+        masters = find_masters(solutions_dir(args.solutions))
     except (FileNotFoundError, ValueError) as exc:
         parser.error(str(exc))
     limits = Limits(timeout=args.timeout, memory_mb=args.memory,
@@ -100,35 +87,10 @@ def _cmd_grade(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     return 0
 
 
-def _cmd_assign(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from bnlab.grading.assign import assign
-
-    solutions = _solutions_dir(args.solutions)
-    if not solutions.is_dir():
-        parser.error(f"no solutions folder {solutions}")
-    exercises = Path(args.exercises) if args.exercises else solutions.parent / "exercises"
-    changed = assign(solutions, exercises, check=args.check)
-    verb = "would change" if args.check else "wrote"
-    print(f"{verb} {len(changed)} exercise notebook(s)" + "".join(f"\n  {p}" for p in changed))
-    return 1 if args.check and changed else 0
-
-
-def _cmd_build_masters(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from bnlab.grading.authoring import build_masters
-
-    solutions = _solutions_dir(args.solutions)
-    if not (solutions / "src").is_dir():
-        parser.error(f"no master sources in {solutions / 'src'}")
-    changed = build_masters(solutions / "src", solutions, check=args.check)
-    verb = "would change" if args.check else "wrote"
-    print(f"{verb} {len(changed)} master notebook(s)" + "".join(f"\n  {p}" for p in changed))
-    return 1 if args.check and changed else 0
-
-
 def _cmd_gradescope_zip(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from bnlab.grading.gradescope import build_zip
 
-    solutions = _solutions_dir(args.solutions)
+    solutions = solutions_dir(args.solutions)
     if not any(solutions.glob("*.ipynb")):
         parser.error(f"no master notebooks in {solutions}")
     members = build_zip(REPO, solutions, Path(args.out))
@@ -152,28 +114,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bnlab", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
+    add_build_command(sub)
 
     grade = sub.add_parser("grade", help="grade submitted notebooks")
     grade.add_argument("paths", nargs="+", metavar="PATH", help="notebook files, or folders of them")
     grade.add_argument("--out", required=True, metavar="DIR", help="where grades.csv and feedback go")
-    grade.add_argument("--jobs", type=_positive_int, default=1, metavar="N", help="submissions graded at once")
+    grade.add_argument("--jobs", type=positive_int, default=1, metavar="N", help="submissions graded at once")
     grade.add_argument("--timeout", type=_positive_float, default=60.0, metavar="S",
                        help="seconds allowed per submission (default 60)")
-    grade.add_argument("--memory", type=_positive_int, default=1024, metavar="MB",
+    grade.add_argument("--memory", type=positive_int, default=1024, metavar="MB",
                        help="memory a submission may allocate (default 1024)")
     grade.add_argument("--solutions", metavar="DIR", help="folder of master notebooks (default: solutions/)")
     grade.set_defaults(run=_cmd_grade)
-
-    assign = sub.add_parser("assign", help="generate exercises/ from the masters in solutions/")
-    assign.add_argument("--solutions", metavar="DIR")
-    assign.add_argument("--exercises", metavar="DIR", help="default: exercises/ next to the solutions folder")
-    assign.add_argument("--check", action="store_true", help="only report (exit 1) if anything would change")
-    assign.set_defaults(run=_cmd_assign)
-
-    masters = sub.add_parser("build-masters", help="build solutions/*.ipynb from solutions/src/*.py")
-    masters.add_argument("--solutions", metavar="DIR")
-    masters.add_argument("--check", action="store_true", help="only report (exit 1) if anything would change")
-    masters.set_defaults(run=_cmd_build_masters)
 
     zip_cmd = sub.add_parser("gradescope-zip", help="build a Gradescope autograder zip")
     zip_cmd.add_argument("--out", required=True, metavar="FILE")

@@ -19,7 +19,7 @@ from bnlab.experiments import (
     weight_decay_sweep,
 )
 
-REBUILD = "rerun .venv/bin/python tools/build_experiment_cache.py"
+REBUILD = "rerun: bnlab build cache"
 
 
 @pytest.mark.parametrize("experiment", list(EXPERIMENTS))

@@ -1,4 +1,4 @@
-"""The bnlab command line: grade's outputs, clear errors for bad input, assign, and the Gradescope autograder."""
+"""The bnlab command line: grade's outputs, clear errors for bad input, and the Gradescope autograder."""
 
 import csv
 import json
@@ -89,12 +89,6 @@ def test_bad_command_lines_get_clear_errors(args, message, tmp_path):
     run = bnlab(*args)
     assert run.returncode == 2 and message in run.stderr
     assert not (ROOT / "x").exists()
-
-
-def test_assign_and_build_masters_report_nothing_to_do():
-    for command in ("assign", "build-masters"):
-        run = bnlab(command, "--check")
-        assert run.returncode == 0 and "would change 0" in run.stdout
 
 
 def test_the_gradescope_zip_grades_a_submission_laid_out_as_gradescope_does(tmp_path):

@@ -28,13 +28,13 @@ def test_the_four_exercises_the_lectures_link_to_exist():
 
 
 def test_masters_are_built_from_their_sources():
-    assert build_masters(SOLUTIONS / "src", SOLUTIONS, check=True) == [], "run: bnlab build-masters"
+    assert build_masters(SOLUTIONS / "src", SOLUTIONS, check=True) == [], "run: bnlab build masters"
 
 
 def test_regenerating_the_exercises_changes_nothing(tmp_path):
     from bnlab.grading.assign import assign
 
-    assert assign(SOLUTIONS, EXERCISES, check=True) == [], "exercises/ is stale or hand-edited: run bnlab assign"
+    assert assign(SOLUTIONS, EXERCISES, check=True) == [], "exercises/ is stale or hand-edited: run bnlab build exercises"
     assign(SOLUTIONS, tmp_path)
     for path in EXERCISES.glob("*.ipynb"):
         assert (tmp_path / path.name).read_bytes() == path.read_bytes()

@@ -194,7 +194,7 @@ def test_a_recomputed_grid_point_agrees_with_the_shipped_one():
     config, seed = Figure1Config(norm="batch", lr=0.5, init_std=0.1), 2
     shipped = {r["key"]: r["arrays"] for r in _cache.shipped_runs("figure1")}
     key = _cache.cache_key("figure1", config.run_params(seed))
-    assert key in shipped, "rerun .venv/bin/python tools/build_experiment_cache.py figure1"
+    assert key in shipped, "rerun: bnlab build cache figure1"
     fresh = config.run_seed(seed)
     assert set(fresh) == set(shipped[key])
     for name, value in fresh.items():

@@ -1,22 +1,23 @@
-"""Lecture notebooks: in step with their sources, executed, clean, and checkable by nbval."""
+"""Lecture notebooks (and the start page): in step with their sources, executed, clean, checkable by nbval."""
 
 import json
-import sys
 from pathlib import Path
 
 import nbformat
 import pytest
 
+from bnlab.build.notebooks import notebook_from_source
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-from notebooks import notebook_from_source  # noqa: E402
-
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))  # the start page (00_start_here) and the lectures
 SOURCES = sorted((ROOT / "notebooks" / "src").glob("*.py"))
+START_PAGE = ROOT / "notebooks" / "00_start_here.ipynb"
+LECTURES = [path for path in NOTEBOOKS if path != START_PAGE]
 
 
-def test_there_are_lectures():
-    assert NOTEBOOKS, "no lecture notebooks found"
+def test_there_are_lectures_and_a_start_page():
+    assert LECTURES, "no lecture notebooks found"
+    assert START_PAGE in NOTEBOOKS, f"no start page {START_PAGE.relative_to(ROOT)} (bnlab build lectures 00)"
 
 
 def test_every_source_has_its_notebook_and_back():
@@ -28,7 +29,7 @@ def test_notebook_cells_equal_its_source(path):
     stored = nbformat.read(path, as_version=4)
     built = notebook_from_source(ROOT / "notebooks" / "src" / f"{path.stem}.py")
     assert [(c.cell_type, c.source) for c in stored.cells] == [(c.cell_type, c.source) for c in built.cells], \
-        f"{path.name} is out of date: run .venv/bin/python tools/notebooks.py build {path.stem[:2]}"
+        f"{path.name} is out of date: run bnlab build lectures {path.stem[:2]}"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -36,7 +37,7 @@ def test_notebook_is_executed_clean_and_stateless(path):
     raw = json.loads(path.read_text())
     nb = nbformat.reads(path.read_text(), as_version=4)
     nbformat.validate(nb)
-    assert "widgets" not in raw["metadata"], "widget state is stored: strip it (tools/notebooks.py does)"
+    assert "widgets" not in raw["metadata"], "widget state is stored: strip it (bnlab build lectures does)"
     assert raw["metadata"]["kernelspec"]["name"] == "python3"
     code_cells = [c for c in nb.cells if c.cell_type == "code"]
     assert [c.execution_count for c in code_cells] == list(range(1, len(code_cells) + 1)), \
@@ -48,7 +49,7 @@ def test_notebook_is_executed_clean_and_stateless(path):
                 f"stored stderr output (a warning?): {output.text[:200]!r}"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", LECTURES, ids=lambda p: p.stem)
 def test_notebook_has_at_least_two_checked_cells_with_output(path):
     nb = nbformat.read(path, as_version=4)
     checked = [c for c in nb.cells if c.cell_type == "code" and "NBVAL_CHECK_OUTPUT" in c.source]
@@ -58,7 +59,7 @@ def test_notebook_has_at_least_two_checked_cells_with_output(path):
         assert not any("image/png" in o.get("data", {}) for o in cell.outputs), "checked cells must print text"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", LECTURES, ids=lambda p: p.stem)
 def test_notebook_reads_like_a_chapter(path):
     nb = nbformat.read(path, as_version=4)
     text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
@@ -107,7 +108,7 @@ def test_every_stored_source_listing_is_the_current_source(path):
         # (IPython's plain-text form of a Code object drops the source's final newline)
         assert text[header.end():].rstrip("\n") == inspect.getsource(obj).rstrip("\n"), \
             (f"{path.name} shows a stale listing of {header.group(2)}: rebuild it with "
-             f".venv/bin/python tools/notebooks.py build {path.stem[:2]}")
+             f"bnlab build lectures {path.stem[:2]}")
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

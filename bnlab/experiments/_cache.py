@@ -10,7 +10,7 @@ Lookup order, first hit wins:
 
 1. this process's memory;
 2. **shipped** results: ``bnlab/experiments/data/<experiment>.json.gz``, written by
-   ``tools/build_experiment_cache.py`` for every point of the default grids (a few hundred runs, well under a
+   ``bnlab build cache`` for every point of the default grids (a few hundred runs, well under a
    megabyte each), so a fresh clone answers every default slider position without training;
 3. the **user cache**: ``$BNLAB_CACHE_DIR`` or ``$XDG_CACHE_HOME/bnlab/experiments`` (default
    ``~/.cache/bnlab/experiments``), one ``.npz`` per run, written after every live run. Safe to delete at any

@@ -15,6 +15,7 @@ from typing import Any
 
 import nbformat
 
+from bnlab.build.notebooks import write_notebook
 from bnlab.grading.notebooks import (
     BEGIN_HIDDEN,
     BEGIN_SOLUTION,
@@ -88,14 +89,8 @@ def assign(solutions: Path, exercises: Path, *, check: bool = False) -> list[Pat
 
     Returns the files written, or with ``check=True`` the files that would change (nothing is written).
     """
-    changed = []
     if not check:
         exercises.mkdir(parents=True, exist_ok=True)
-    for master_path in sorted(solutions.glob("*.ipynb")):
-        target = exercises / master_path.name
-        text = nbformat.writes(student_version(nbformat.read(str(master_path), as_version=4))) + "\n"
-        if not target.exists() or target.read_text() != text:
-            changed.append(target)
-            if not check:
-                target.write_text(text)
-    return changed
+    return [exercises / master.name for master in sorted(solutions.glob("*.ipynb"))
+            if write_notebook(student_version(nbformat.read(str(master), as_version=4)), exercises / master.name,
+                              check=check)]

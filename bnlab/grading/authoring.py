@@ -1,16 +1,15 @@
 """Build the exercise masters (solutions/*.ipynb) from their percent-format sources (solutions/src/*.py).
 
-A source is a plain Python file cut into cells by marker lines:
+The sources use the percent format of :mod:`bnlab.build.notebooks`, plus three exercise markers:
 
-``# %% [markdown]``                     a markdown cell (every line commented with ``# ``)
-``# %%``                                an ordinary code cell
 ``# %% solution id=ex1_forward``        the learner's code, with ``### BEGIN SOLUTION`` / ``### END SOLUTION``
 ``# %% tests id=ex1_forward_tests points=2``  a locked, graded test cell (``checks.*`` calls)
 ``# %% locked id=ex1_setup``            a read-only code cell (imports, given data)
 
-The first markdown line ``# Exercise ...`` titles it; the file name (``ex1_forward``) is the exercise id that
-goes into ``metadata.bnlab.exercise``. Building is deterministic, so the masters can be checked against their
-sources in a test.
+This module adds only the exercise markup: nbgrader's cell metadata, the locks, and the exercise id (the file
+name, ``ex1_forward``) in ``metadata.bnlab.exercise``. The first markdown line ``# Exercise ...`` titles it.
+Building is deterministic, so the masters can be checked against their sources in a test
+(``bnlab build masters --check``).
 """
 
 from __future__ import annotations
@@ -20,9 +19,10 @@ from typing import Any
 
 import nbformat
 
-from bnlab.percent_format import new_course_notebook, parse_source
+from bnlab.build.notebooks import new_cell, new_course_notebook, parse_source, write_notebook
 
-__all__ = ["master_from_source", "build_masters"]
+__all__ = ["build_masters", "master_from_source"]
+
 
 def _nbgrader(role: str, attrs: dict[str, str]) -> dict[str, Any]:
     if "id" not in attrs:
@@ -40,17 +40,16 @@ def master_from_source(path: Path) -> Any:
     """The master notebook of one source file (no outputs)."""
     nb = new_course_notebook()
     nb.metadata["bnlab"] = {"exercise": path.stem}
-    for index, spec in enumerate(parse_source(path.read_text())):
-        if spec["type"] == "markdown":
-            cell = nbformat.v4.new_markdown_cell(spec["source"])
-        else:
-            cell = nbformat.v4.new_code_cell(spec["source"])
+    for index, spec in enumerate(parse_source(path.read_text(encoding="utf-8"), name=path.name)):
+        cell = new_cell(spec, spec["attrs"].get("id", f"{path.stem}-{index:02d}").replace("_", "-"))
         if spec["role"]:
-            cell.metadata["nbgrader"] = _nbgrader(spec["role"], spec["attrs"])
+            try:
+                cell.metadata["nbgrader"] = _nbgrader(spec["role"], spec["attrs"])
+            except ValueError as error:
+                raise ValueError(f"{path.name}, cell {index + 1}: {error}") from None
             if spec["role"] != "solution":
                 cell.metadata["editable"] = False
                 cell.metadata["deletable"] = False
-        cell["id"] = spec["attrs"].get("id", f"{path.stem}-{index:02d}").replace("_", "-")
         nb.cells.append(cell)
     nbformat.validate(nb)
     return nb
@@ -59,12 +58,5 @@ def master_from_source(path: Path) -> Any:
 def build_masters(sources: Path, masters: Path, *, check: bool = False) -> list[Path]:
     """Write ``masters/<name>.ipynb`` for every ``sources/<name>.py``; returns the paths written (or, with
     ``check=True``, the ones that would change, writing nothing)."""
-    changed = []
-    for source in sorted(sources.glob("*.py")):
-        target = masters / f"{source.stem}.ipynb"
-        text = nbformat.writes(master_from_source(source)) + "\n"
-        if not target.exists() or target.read_text() != text:
-            changed.append(target)
-            if not check:
-                target.write_text(text)
-    return changed
+    return [masters / f"{source.stem}.ipynb" for source in sorted(sources.glob("*.py"))
+            if write_notebook(master_from_source(source), masters / f"{source.stem}.ipynb", check=check)]

@@ -396,7 +396,7 @@ class Dashboard:
         """The widget, plus a PNG of the current figure and a text line for viewers without a kernel.
 
         JupyterLab with a running kernel renders the widget (highest priority); anything else falls back to
-        the PNG. ``tools/notebooks.py`` strips the widget view from stored notebooks, so they keep the figure.
+        the PNG. ``bnlab build lectures`` strips the widget view from stored notebooks, so they keep the figure.
         """
         bundle = dict(self.widget._repr_mimebundle_(**kwargs) or {})
         bundle["text/plain"] = (f"{self.title}: an interactive dashboard (run the notebook to use its controls; "

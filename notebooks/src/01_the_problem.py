@@ -14,7 +14,7 @@
 # **Prerequisites.** A multilayer perceptron, SGD and backpropagation; basic PyTorch. Nothing about batch norm.
 #
 # **How the course goes on.** Lectures 2–6 build batch norm from scratch; lectures 7–9 test its claims in
-# experiments you can rerun with sliders.
+# experiments you can rerun with sliders. The [lesson map](00_start_here.ipynb) lists every lecture and exercise.
 #
 # **How numbers are printed.** A checked line shows a value and, in brackets, the range it must fall in.
 
