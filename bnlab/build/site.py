@@ -15,12 +15,11 @@ Sphinx source folder, adjusts the copies, and runs Sphinx with myst-nb and sphin
 
 Every Sphinx warning (a broken link or cross-reference among them) fails the build, after all are shown.
 
-    python -m bnlab.build.site [--out DIR]
+    bnlab build site [--out DIR] [--quiet]     (the one entry point: bnlab/build/cli.py)
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import io
 import os
@@ -33,7 +32,7 @@ from typing import TextIO
 
 import nbformat
 
-__all__ = ["SiteBuildError", "add_dashboard_notes", "build_site", "course_pages", "main"]
+__all__ = ["SiteBuildError", "add_dashboard_notes", "build_site", "course_pages"]
 
 ROOT = Path(__file__).resolve().parents[2]
 START_PAGE = Path("notebooks/00_start_here.ipynb")
@@ -250,24 +249,3 @@ def _redirect_page(target: str) -> str:
             f'<link rel="canonical" href="{target}">\n</head>\n'
             f'<body><p>The course starts at <a href="{target}">the lesson map</a>.</p></body>\n</html>\n')
 
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m bnlab.build.site [--out DIR]``: build the site, print where its index is."""
-    parser = argparse.ArgumentParser(prog="python -m bnlab.build.site", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=None, metavar="DIR",
-                        help="output folder (default: build/site in the repository); replaced if it holds a "
-                             "previous site")
-    parser.add_argument("--quiet", action="store_true",
-                        help="hide Sphinx's output (its warnings still come with the error)")
-    args = parser.parse_args(argv)
-    try:
-        index = build_site(args.out, quiet=args.quiet)
-    except SiteBuildError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(f"site built: {index}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
