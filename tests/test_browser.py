@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,26 +18,12 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from _browser import NEEDS_BROWSER, expect, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
-ENABLE = ("as root: apt-get install chromium (Debian's package; .ci/run does it), then `make test` (which "
-          "installs playwright from the test extras)")
 TIMEOUT_MS = 120_000
 
-try:
-    from playwright.sync_api import expect, sync_playwright
-except ImportError:  # pragma: no cover - depends on the machine
-    sync_playwright = None
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(sync_playwright is None, reason=f"playwright is not installed; to run the browser tests: "
-                                                       f"{ENABLE}"),
-    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not found; to run the browser tests: {ENABLE}"),
-]
+pytestmark = NEEDS_BROWSER
 
 # notebook -> (the key pressed on its first dashboard's first slider, the status line expected afterwards).
 # Lectures 2 and 5 have instant explorers (gamma 1 -> 1.25; momentum one notch up) with an empty status line;
@@ -52,12 +37,6 @@ LECTURES = {"02_forward_pass": ("ArrowRight", ""), "05_inference": ("ArrowRight"
             "07_depth": ("End", "from the cache"), "08_batch_size": ("ArrowLeft", "from the cache"),
             "09_learning_rate": ("ArrowRight", "not precomputed"), "10_figure1": ("ArrowRight", "not precomputed"),
             "12_in_practice": ("ArrowLeft", "raises ValueError"), "13_distributed": ("ArrowRight", "batch of 128")}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +58,7 @@ def lab(tmp_path_factory):
                          ("apputils-extension/notification", {"fetchNews": "false", "checkForUpdates": False})):
         (settings / name).parent.mkdir(parents=True, exist_ok=True)
         (settings / f"{name}.jupyterlab-settings").write_text(json.dumps(values))
-    port, token = _free_port(), os.urandom(16).hex()
+    port, token = free_port(), os.urandom(16).hex()
     env = {**os.environ, "JUPYTER_CONFIG_DIR": str(base / "config"), "JUPYTER_RUNTIME_DIR": str(base / "runtime"),
            "IPYTHONDIR": str(base / "ipython"), "MPLBACKEND": "module://matplotlib_inline.backend_inline",
            "BNLAB_CACHE_DIR": str(base / "experiment-cache")}  # live runs start from an empty user cache
@@ -110,14 +89,6 @@ def lab(tmp_path_factory):
     except subprocess.TimeoutExpired:
         process.kill()
     log.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -27,34 +26,17 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from _browser import NEEDS_BROWSER, expect, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 START_PAGE = "notebooks/00_start_here.ipynb"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
-ENABLE = ("as root: apt-get install chromium (Debian's package; .ci/run does it), then `make test` (which "
-          "installs playwright from the test extras)")
 TIMEOUT_MS = 120_000
 NEWS = re.compile(r"\bnews\b", re.IGNORECASE)
 
-try:
-    from playwright.sync_api import expect, sync_playwright
-except ImportError:  # pragma: no cover - depends on the machine
-    sync_playwright = None
-
 pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(sync_playwright is None, reason=f"playwright is not installed; to run this test: {ENABLE}"),
-    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not found; to run this test: {ENABLE}"),
+    *NEEDS_BROWSER,
     pytest.mark.skipif(shutil.which("make") is None, reason="`make` is not installed; the test runs `make lab`"),
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _lab_would_install() -> bool:
@@ -95,7 +77,7 @@ def started_lab(tmp_path_factory):
     recorder = base / "browser"  # JupyterLab's "browser": writes down the address it is given
     recorder.write_text(f'#!/bin/sh\nprintf "%s" "$1" > "{opened}"\n')
     recorder.chmod(0o755)
-    port, token = _free_port(), os.urandom(16).hex()
+    port, token = free_port(), os.urandom(16).hex()
     lab_args = (f"--port={port} --ServerApp.port_retries=0 --ServerApp.ip=127.0.0.1 "
                 f"--IdentityProvider.token={token} --allow-root '--ServerApp.browser={recorder} %s'")
     log_path = base / "make-lab.log"
@@ -134,14 +116,6 @@ def _stop(process: subprocess.Popen) -> None:
             continue
         break
     process.wait()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 def _lesson_map_heading() -> str:

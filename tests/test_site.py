@@ -27,20 +27,11 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 import nbformat
 import pytest
+from _browser import NEEDS_BROWSER
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 SITE_ENABLE = "run `make site` once, or `pip install '.[site]'`"
-BROWSER_ENABLE = ("as root: apt-get install chromium (Debian's package; .ci/run does it), then `make test` (which "
-                  "installs playwright from the test extras)")
 TIMEOUT_MS = 60_000
-
-try:
-    from playwright.sync_api import sync_playwright
-except ImportError:  # pragma: no cover - depends on the machine
-    sync_playwright = None
 
 _MISSING = [name for module, name in (("sphinx", "sphinx"), ("myst_nb", "myst-nb"),
                                       ("sphinx_book_theme", "sphinx-book-theme"),
@@ -55,12 +46,7 @@ pytestmark = [
 
 def _browser_test(function):
     """Slow, and skipped with instructions where Chromium or Playwright is missing."""
-    marks = [pytest.mark.slow,
-             pytest.mark.skipif(sync_playwright is None,
-                                reason=f"playwright is not installed; to run the browser tests: {BROWSER_ENABLE}"),
-             pytest.mark.skipif(not CHROMIUM.exists(),
-                                reason=f"{CHROMIUM} not found; to run the browser tests: {BROWSER_ENABLE}")]
-    for mark in marks:
+    for mark in NEEDS_BROWSER:
         function = mark(function)
     return function
 
@@ -228,14 +214,6 @@ def test_build_without_the_lesson_map_says_what_is_missing(tmp_path):
 
 
 # -- in the browser -------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
 class _Traffic:
     """What a page did on the network and the console. Requests to another host are refused and recorded."""
 
