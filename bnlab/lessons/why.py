@@ -41,6 +41,7 @@ from bnlab.experiments._runs import check_seeds, final_accuracy, map_seeds, mnis
 from bnlab.experiments.depth import mean_cosine_similarity
 from bnlab.models import build_mlp
 from bnlab.nn import recompute_batchnorm_statistics
+from bnlab.recording import hidden_layer_outputs
 from bnlab.train import TrainConfig, evaluate, train
 
 __all__ = [
@@ -697,7 +698,7 @@ def one_step_probe(config: OneStepConfig) -> tuple[float, np.ndarray]:
         order = torch.randperm(data.num_train, generator=torch.Generator().manual_seed(config.seed))
         x, y = data.x_train[order[:config.batch_size]], data.y_train[order[:config.batch_size]]
         model.train()
-        before = _rms(_hidden_outputs(model, x))
+        before = _rms(hidden_layer_outputs(model, x, model.training))
         loss = F.cross_entropy(model(x), y)
         model.zero_grad()
         loss.backward()
@@ -705,31 +706,12 @@ def one_step_probe(config: OneStepConfig) -> tuple[float, np.ndarray]:
             for parameter in model.parameters():
                 parameter -= config.lr * parameter.grad
             after_loss = float(F.cross_entropy(model(x), y))
-        after = _rms(_hidden_outputs(model, x))
+        after = _rms(hidden_layer_outputs(model, x, model.training))
         ratio = after_loss / loss.item() if math.isfinite(after_loss) else math.inf
         with np.errstate(all="ignore"):
             return ratio, after / before
 
     return _with_one_thread(compute)
-
-
-def _hidden_outputs(model, x: torch.Tensor) -> list[torch.Tensor]:
-    """Each hidden block's output on ``x`` in the model's current mode, without changing the model (a BN
-    layer in training mode would update its running statistics: they are saved and put back)."""
-    buffers = {name: b.clone() for name, b in model.named_buffers()}
-    outputs: list[torch.Tensor] = []
-    hooks = [block.register_forward_hook(lambda module, args, out: outputs.append(out.detach()))
-             for block in model.hidden_layers]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for hook in hooks:
-            hook.remove()
-        with torch.no_grad():
-            for name, b in model.named_buffers():
-                b.copy_(buffers[name])
-    return outputs
 
 
 def initial_logit_rms(config: OneStepConfig) -> float:
