@@ -15,7 +15,9 @@ PYTHON     ?= python3.11
 VENV       := .venv
 BIN        := $(VENV)/bin
 LOCK       := constraints.txt
-INSTALL    := $(BIN)/python -m pip install --quiet -c $(LOCK)
+# PYTHONWARNINGS: setuptools warns on every editable install ("be careful with folders ... same name"), noise
+# a learner cannot act on
+INSTALL    := PYTHONWARNINGS=ignore::UserWarning $(BIN)/python -m pip install --quiet -c $(LOCK)
 START_PAGE := notebooks/00_start_here.ipynb
 # JupyterLab's settings overrides for this environment (no news prompt, no update check), not the user's home
 OVERRIDES  := $(VENV)/share/jupyter/lab/settings/overrides.json

@@ -173,6 +173,12 @@ def test_make_lab_opens_the_lesson_map_and_asks_nothing(started_lab, browser, tm
             timeout=TIMEOUT_MS, polling=250)
         page.wait_for_timeout(2_000)
 
+        # the kernel's language info is already stored, so starting it changes nothing: the map does not open
+        # as modified (closing it would then ask whether to save a file the learner never touched)
+        tab = page.locator("#jp-main-dock-panel .lm-TabBar-tab.lm-mod-current")
+        assert "jp-mod-dirty" not in (tab.get_attribute("class") or ""), (
+            f"{START_PAGE} opens marked as modified: its stored metadata differs from what the kernel reports")
+
         dialogs = page.locator(".jp-Dialog").all_inner_texts()
         assert not dialogs, f"JupyterLab asks something on start: {dialogs}"
         toasts = [text for text in page.locator(".Toastify__toast").all_inner_texts() if text.strip()]

@@ -49,6 +49,15 @@ def test_notebook_is_executed_clean_and_stateless(path):
                 f"stored stderr output (a warning?): {output.text[:200]!r}"
 
 
+def test_every_course_notebook_stores_the_same_kernel_language_info():
+    """The start page, written without a kernel, stores what the lectures' kernel stored when they ran: with
+    anything less JupyterLab marks the page modified as soon as its kernel starts (tests/test_lab_start.py)."""
+    infos = {path.name: nbformat.read(path, as_version=4).metadata.get("language_info") for path in NOTEBOOKS}
+    assert len({json.dumps(info, sort_keys=True) for info in infos.values()}) == 1, \
+        f"the notebooks store different language info: {infos}"
+    assert {"name", "version", "mimetype", "file_extension"} <= set(infos[START_PAGE.name])
+
+
 @pytest.mark.parametrize("path", LECTURES, ids=lambda p: p.stem)
 def test_notebook_has_at_least_two_checked_cells_with_output(path):
     nb = nbformat.read(path, as_version=4)

@@ -20,6 +20,7 @@ links made relative to ``notebooks/``: the map is written once, in the README.
 
 from __future__ import annotations
 
+import copy
 import posixpath
 import re
 import time
@@ -105,6 +106,14 @@ def new_course_notebook() -> nbformat.NotebookNode:
     return nb
 
 
+def kernel_language_info() -> dict[str, Any]:
+    """The language info the course's ``python3`` kernel (ipykernel on this Python) reports, as an executed
+    notebook stores it."""
+    from ipykernel.ipkernel import IPythonKernel
+
+    return copy.deepcopy(IPythonKernel.language_info)
+
+
 def new_cell(spec: dict[str, Any], cell_id: str) -> nbformat.NotebookNode:
     """A markdown or code cell (no outputs) from one :func:`parse_source` entry, with a stable id."""
     make = nbformat.v4.new_markdown_cell if spec["type"] == "markdown" else nbformat.v4.new_code_cell
@@ -188,7 +197,11 @@ def build_lecture(source: Path, *, root: Path = ROOT, timeout: int = 300) -> flo
     nb = notebook_from_source(source, root=root)
     folder = source.parent.parent
     seconds = 0.0
-    if any(cell.cell_type == "code" for cell in nb.cells):
+    if not any(cell.cell_type == "code" for cell in nb.cells):
+        # what a kernel would have stored: JupyterLab marks a notebook modified when the language info its
+        # kernel reports on start differs from the stored one, so a page nobody touched would ask to be saved
+        nb.metadata["language_info"] = kernel_language_info()
+    else:
         from nbclient import NotebookClient
         from nbclient.exceptions import CellExecutionError
 
