@@ -61,7 +61,7 @@ bench: $(VENV)/.installed-lab
 	for script in benchmarks/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 lock:
-	$(PYTHON) binder/lock.py
+	$(PYTHON) bnlab/build/lock.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -42,7 +42,7 @@ def test_every_target_parses_with_its_options(argv, expected):
 
 @pytest.mark.parametrize("argv, message", [
     (["build", "nope"], ("argument TARGET: invalid choice: 'nope' (choose from 'lectures', 'masters', 'exercises', "
-                         "'cache', 'site', 'all')")),
+                         "'cache', 'site', 'lock', 'all')")),
     (["build"], "the following arguments are required: TARGET"),
     (["build-masters"], "invalid choice: 'build-masters'"),
     (["assign"], "invalid choice: 'assign'"),

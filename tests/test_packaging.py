@@ -4,10 +4,11 @@ Binder, and the README's badge and site link agree with pyproject.toml's address
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -18,6 +19,8 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
+
+from bnlab.build import lock as lock_module
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
@@ -31,15 +34,6 @@ NOT_FOR_LEARNERS = {"nbgrader", "pytest", "hypothesis", "pyyaml", "playwright", 
                     "myst-nb", "sphinx-book-theme", "jupyter-server-mathjax"}
 
 
-def _load_lock_module():
-    """binder/lock.py, which writes the lock (and defines the hash its header records)."""
-    spec = importlib.util.spec_from_file_location("bnlab_lock", ROOT / "binder" / "lock.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-lock_module = _load_lock_module()
 
 
 def parse_requirement(text: str) -> tuple[str, str]:
@@ -51,7 +45,7 @@ def parse_requirement(text: str) -> tuple[str, str]:
     spec = (match.group(2) or "").replace(" ", "")
     if spec.startswith("=") and not spec.startswith("=="):  # conda's single '='
         spec = "=" + spec
-    return CONDA_TO_PYPI.get(name, name), spec
+    return CONDA_TO_PYPI.get(name, name), str(SpecifierSet(spec))  # as pyproject_requirements writes it
 
 
 def project_requirements(extras: list[str] | None = None) -> list[Requirement]:
@@ -243,7 +237,7 @@ def test_ci_runs_make_test():
 def test_the_top_level_layout_exists():
     for name in ["bnlab", "notebooks", "exercises", "solutions", "tests", "benchmarks", "environment.yml",
                  "pyproject.toml", "constraints.txt", "Makefile", "README.md", ".ci/run", "binder/requirements.txt",
-                 "binder/runtime.txt", "binder/postBuild", "binder/lock.py", "jupyter/overrides.json"]:
+                 "binder/runtime.txt", "binder/postBuild", "bnlab/build/lock.py", "jupyter/overrides.json"]:
         assert (ROOT / name).exists(), name
 
 
@@ -253,7 +247,7 @@ def test_pyproject_names_the_public_addresses(url_key):
     assert url.scheme == "https" and url.netloc and url.path.strip("/"), PROJECT["urls"][url_key]
 
 
-# -- binder/lock.py on reports made up here (no pip run) ---------------------------------------------------------
+# -- bnlab/build/lock.py on reports made up here (no pip run) -------------------------------------------------
 
 def _report(*packages: tuple[str, str], **environment: str) -> dict:
     return {"environment": {**lock_module.TARGET, **environment},
@@ -288,3 +282,23 @@ def test_the_locks_hash_follows_the_dependency_tables_only(tmp_path):
     assert lock_module.dependency_hash(edited) == digest  # not a dependency: the lock stays current
     edited.write_text(original.replace('"tqdm>=4.66"', '"tqdm>=4.67"', 1))
     assert lock_module.dependency_hash(edited) != digest  # a dependency: `make lock`
+
+
+def test_make_lock_runs_the_lock_writer_with_the_standard_library_alone():
+    """``make lock`` runs bnlab/build/lock.py with the system's Python, before any environment exists: it must
+    start without site-packages (``-S``) or the project on the path (``-I``)."""
+    assert "\t$(PYTHON) bnlab/build/lock.py" in (ROOT / "Makefile").read_text().splitlines()
+    started = subprocess.run([sys.executable, "-I", "-S", str(ROOT / "bnlab" / "build" / "lock.py"), "--help"],
+                             capture_output=True, text=True, check=False)
+    assert started.returncode == 0, started.stderr
+    assert "--pyproject FILE" in started.stdout
+
+
+def test_bnlab_build_lock_says_what_it_expected_and_writes_nothing(tmp_path, capsys):
+    from bnlab.__main__ import main
+
+    output = tmp_path / "constraints.txt"
+    assert main(["build", "lock", "--pyproject", str(tmp_path / "missing.toml"), "--output", str(output)]) == 1
+    assert f"no pyproject.toml at {tmp_path / 'missing.toml'}: expected the course's project file" in \
+        capsys.readouterr().err
+    assert not output.exists()

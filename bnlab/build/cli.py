@@ -6,10 +6,13 @@
     bnlab build cache [EXPERIMENT...] [--workers N]
                                           bnlab/experiments/data/*.json.gz (the experiments' shipped runs)
     bnlab build site [--out DIR]          the static site, default build/site/ (needs the site extra)
+    bnlab build lock                      constraints.txt, the lock every install uses, from pyproject.toml
     bnlab build all                       masters, exercises, then lectures: every generated file kept in git
 
-``all`` leaves out ``cache`` (minutes of training, needed only when an experiment changes what it measures) and
-``site`` (an output folder outside git, with its own packages: ``make site``). ``--check`` writes nothing and
+``all`` leaves out ``cache`` (minutes of training, needed only when an experiment changes what it measures),
+``site`` (an output folder outside git, with its own packages: ``make site``) and ``lock`` (a fresh resolution
+from the package index, after a change of pyproject.toml's dependencies; ``make lock`` runs it without an
+environment). ``--check`` writes nothing and
 exits 1 if anything would change.
 """
 
@@ -114,6 +117,12 @@ def _site(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+def _lock(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from bnlab.build.lock import write_lock
+
+    return write_lock(args)
+
+
 def _all(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     steps = (("masters", _masters, {"solutions": None, "check": False}),
              ("exercises", _exercises, {"solutions": None, "exercises": None, "check": False}),
@@ -176,6 +185,12 @@ def add_build_command(sub: argparse._SubParsersAction) -> None:
                       help="output folder (default: build/site); replaced if it holds a previous site")
     site.add_argument("--quiet", action="store_true", help="show only Sphinx's warnings, not its progress")
     _runs(_site, site)
+
+    lock = targets.add_parser("lock", help="re-resolve constraints.txt from pyproject.toml (uses the package index)")
+    from bnlab.build.lock import add_arguments
+
+    add_arguments(lock)
+    _runs(_lock, lock)
 
     everything = targets.add_parser("all", help="masters, exercises, then lectures (not cache, not site)")
     _runs(_all, everything)
