@@ -60,8 +60,12 @@ site: $(VENV)/.installed-site
 bench: $(VENV)/.installed-lab
 	for script in benchmarks/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
+# The lock must install on every Python 3.11 a course machine has, down to Debian 12's 3.11.2 (some packages'
+# newest releases need 3.11.5): pip picks what the interpreter it resolves with can run, so resolve with the
+# oldest, e.g. make lock LOCK_PYTHON=/usr/bin/python3.11 (tests/test_packaging.py checks every pin).
+LOCK_PYTHON ?= $(PYTHON)
 lock:
-	$(PYTHON) bnlab/build/lock.py
+	$(PYTHON) bnlab/build/lock.py --python $(LOCK_PYTHON)
 
 clean-venv:
 	rm -rf $(VENV)

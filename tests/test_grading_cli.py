@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -91,16 +92,24 @@ def test_bad_command_lines_get_clear_errors(args, message, tmp_path):
     assert not (ROOT / "x").exists()
 
 
-def test_the_gradescope_zip_grades_a_submission_laid_out_as_gradescope_does(tmp_path):
+def unpacked_autograder(tmp_path: Path) -> Path:
+    """``bnlab gradescope-zip`` unpacked as Gradescope does (into ROOT/source); returns ROOT, with an empty
+    ROOT/submission."""
     zip_path = tmp_path / "autograder.zip"
     run = bnlab("gradescope-zip", "--out", str(zip_path))
     assert run.returncode == 0, run.stderr
     root = tmp_path / "autograder"
     with zipfile.ZipFile(zip_path) as archive:
         names = archive.namelist()
-        assert {"setup.sh", "run_autograder", "bnlab/grading/grade.py", "solutions/ex2_backward.ipynb"} <= set(names)
+        assert {"setup.sh", "run_autograder", "bnlab/grading/grade.py", "solutions/ex2_backward.ipynb",
+                "constraints.txt", "pyproject.toml"} <= set(names)
         archive.extractall(root / "source")
     (root / "submission").mkdir()
+    return root
+
+
+def test_the_gradescope_zip_grades_a_submission_laid_out_as_gradescope_does(tmp_path):
+    root = unpacked_autograder(tmp_path)
     constant_statistics = ("def batchnorm_backward_fused(dout, cache):\n"
                            "    xc, std, inv, xhat, g, axes, m = cache\n"
                            "    return dout * g * inv, (dout * xhat).sum(axis=axes), dout.sum(axis=axes)\n")
@@ -117,6 +126,41 @@ def test_the_gradescope_zip_grades_a_submission_laid_out_as_gradescope_does(tmp_
     assert tests["ex2_fused_tests"]["status"] == "failed" and tests["ex2_backward_tests"]["status"] == "passed"
     assert "treated as constants" in tests["ex2_fused_tests"]["output"]
     assert all(t["visibility"] == "visible" for t in results["tests"])
+
+
+@pytest.mark.skipif(not (shutil.which("python3.11", path=os.defpath) and shutil.which("bwrap")),
+                    reason="the Gradescope setup would install Python 3.11 and bubblewrap with apt-get, which a test "
+                           "never runs: install Debian's python3.11 and bubblewrap to run it")
+def test_the_gradescope_setup_installs_the_course_at_the_locks_versions_and_grades_with_it(tmp_path):
+    """setup.sh as Gradescope runs it (a fresh Python 3.11 environment in ROOT/venv, the course installed from
+    the zip through its lock), then run_autograder with that environment's python: a full-marks submission gets
+    every point."""
+    root = unpacked_autograder(tmp_path)
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "BNLAB_PYTHON")}
+    env.update(BNLAB_AUTOGRADER_ROOT=str(root), PATH=os.defpath,  # the system's python3.11, not this venv's
+               BNLAB_TORCH_INDEX="")  # the package index the suite installed from already has the CPU build
+    setup = subprocess.run(["bash", str(root / "source" / "setup.sh")], capture_output=True, text=True,
+                           timeout=900, env=env, cwd=tmp_path)
+    assert setup.returncode == 0, setup.stdout[-3000:] + setup.stderr[-3000:]
+
+    python = root / "venv" / "bin" / "python"
+    lock = dict(line.split("==") for line in (ROOT / "constraints.txt").read_text().splitlines()
+                if line and not line.startswith("#"))
+    report = subprocess.run([str(python), "-c", "import importlib.metadata as m, json, sys; "
+                             "print(json.dumps({n: m.version(n) for n in sys.argv[1:]}))",
+                             "numpy", "torch", "nbformat", "matplotlib"],
+                            capture_output=True, text=True, check=True, env=env)
+    installed = {name: version.split("+")[0] for name, version in json.loads(report.stdout).items()}
+    assert installed == {name: lock[name] for name in installed}, "setup.sh did not install the lock's versions"
+
+    write(solved("ex1_forward"), root / "submission", "ex1.ipynb")
+    done = subprocess.run(["bash", str(root / "source" / "run_autograder")], capture_output=True, text=True,
+                          timeout=300, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((root / "results" / "results.json").read_text())
+    assert results["tests"] and all(t["status"] == "passed" for t in results["tests"]), results
+    assert results["score"] == sum(t["max_score"] for t in results["tests"])
 
 
 def test_gradescope_run_without_a_notebook_says_what_to_upload(tmp_path):

@@ -5,8 +5,10 @@ submission copies the student's files into ``/autograder/submission``, runs ``/a
 reads ``/autograder/results/results.json``. Our ``run_autograder`` calls ``python3 -m bnlab gradescope-run``,
 which grades every notebook it finds in the submission folder with the masters in ``source/solutions``.
 
-``BNLAB_AUTOGRADER_ROOT`` (default ``/autograder``) and ``BNLAB_PYTHON`` (default ``python3``) let a test run
-the same script on a temporary folder laid out the Gradescope way.
+``setup.sh`` makes a Python 3.11 virtual environment in ``/autograder/venv`` and installs the course there at the
+lock's versions (``constraints.txt`` travels in the zip), so Gradescope grades with the packages learners used.
+``BNLAB_AUTOGRADER_ROOT`` (default ``/autograder``) and ``BNLAB_PYTHON`` (default: that environment's python)
+let a test run the same scripts on a temporary folder laid out the Gradescope way.
 """
 
 from __future__ import annotations
@@ -23,17 +25,38 @@ from bnlab.grading.sandbox import Limits
 __all__ = ["SETUP_SH", "RUN_AUTOGRADER", "build_zip", "run"]
 
 SETUP_SH = """#!/usr/bin/env bash
-# Gradescope image setup: install the course package (with the CPU build of torch) from this zip.
+# Gradescope image setup: Python 3.11 (the course's), a virtual environment in $ROOT/venv, and in it the course
+# at the versions of the lock every classroom install uses (constraints.txt), with torch's CPU build.
 set -euo pipefail
-apt-get update -qq && apt-get install -y -qq python3 python3-pip python3-venv >/dev/null
-python3 -m pip install --quiet --extra-index-url https://download.pytorch.org/whl/cpu /autograder/source
+ROOT="${BNLAB_AUTOGRADER_ROOT:-/autograder}"
+if ! command -v python3.11 >/dev/null || ! command -v bwrap >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # bubblewrap: each submission's code runs in a sandbox where the container allows one
+    apt-get install -y -qq bubblewrap >/dev/null || echo "setup.sh: no bubblewrap; submissions run unsandboxed"
+    if ! command -v python3.11 >/dev/null; then  # Gradescope's Ubuntu images ship another Python
+        apt-get install -y -qq python3.11 python3.11-venv >/dev/null 2>&1 || {
+            apt-get install -y -qq software-properties-common >/dev/null
+            add-apt-repository -y ppa:deadsnakes/ppa >/dev/null
+            apt-get update -qq
+            apt-get install -y -qq python3.11 python3.11-venv >/dev/null
+        }
+    fi
+fi
+python3.11 -m venv "$ROOT/venv"
+"$ROOT/venv/bin/python" -m pip install --quiet --upgrade pip
+# torch's CPU build comes from PyTorch's index (PyPI's torch 2.13.0 is the CUDA build); BNLAB_TORCH_INDEX=""
+# leaves it out where the package index in use already has the CPU build
+TORCH_INDEX="${BNLAB_TORCH_INDEX-https://download.pytorch.org/whl/cpu}"
+"$ROOT/venv/bin/python" -m pip install --quiet -c "$ROOT/source/constraints.txt" \\
+    ${TORCH_INDEX:+--extra-index-url "$TORCH_INDEX"} "$ROOT/source"
 """
 
 RUN_AUTOGRADER = """#!/usr/bin/env bash
 # Grade the notebook(s) in $ROOT/submission and write $ROOT/results/results.json.
 set -euo pipefail
 ROOT="${BNLAB_AUTOGRADER_ROOT:-/autograder}"
-PYTHON="${BNLAB_PYTHON:-python3}"
+PYTHON="${BNLAB_PYTHON:-$ROOT/venv/bin/python}"
 export PYTHONPATH="$ROOT/source${PYTHONPATH:+:$PYTHONPATH}"
 mkdir -p "$ROOT/results"
 exec "$PYTHON" -m bnlab gradescope-run --root "$ROOT"
@@ -41,7 +64,8 @@ exec "$PYTHON" -m bnlab gradescope-run --root "$ROOT"
 
 
 def build_zip(repo: Path, solutions: Path, target: Path) -> list[str]:
-    """Write the autograder zip: setup.sh, run_autograder, the bnlab package, pyproject.toml and the masters.
+    """Write the autograder zip: setup.sh, run_autograder, the bnlab package, pyproject.toml, the lock and the
+    masters.
 
     Returns the archive's member names.
     """
@@ -49,7 +73,7 @@ def build_zip(repo: Path, solutions: Path, target: Path) -> list[str]:
     for path in sorted((repo / "bnlab").rglob("*")):
         if path.is_file() and "__pycache__" not in path.parts and path.suffix in (".py", ".json", ".txt", ".mplstyle"):
             members[str(path.relative_to(repo))] = path
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "constraints.txt"):
         if (repo / name).exists():
             members[name] = repo / name
     for master in sorted(solutions.glob("*.ipynb")):
