@@ -18,6 +18,9 @@ LOCK       := constraints.txt
 # PYTHONWARNINGS: setuptools warns on every editable install ("be careful with folders ... same name"), noise
 # a learner cannot act on
 INSTALL    := PYTHONWARNINGS=ignore::UserWarning $(BIN)/python -m pip install --quiet -c $(LOCK)
+TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
+# reads pip's installation report on stdin; succeeds if it picked a CPU build of torch (version 2.13.0+cpu)
+CPU_BUILD_PICKED := $(BIN)/python -c 'import json, sys; sys.exit(not any(item["metadata"]["version"].endswith("+cpu") for item in json.load(sys.stdin)["install"]))'
 START_PAGE := notebooks/00_start_here.ipynb
 # JupyterLab's settings overrides for this environment (no news prompt, no update check), not the user's home
 OVERRIDES  := $(VENV)/share/jupyter/lab/settings/overrides.json
@@ -29,17 +32,29 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# torch first, and its CPU build: PyPI's torch 2.13.0 is the CUDA build (gigabytes of nvidia packages). Where the
+# indexes pip already uses offer the CPU build (the course machines, CI) pip takes it from them; elsewhere it
+# also looks in PyTorch's CPU index. The dry run asks pip which build it would pick.
+$(VENV)/.installed-torch: $(LOCK) | $(BIN)/python
+	@if $(INSTALL) --dry-run --no-deps --ignore-installed --report - torch 2>/dev/null | $(CPU_BUILD_PICKED); then \
+	    $(INSTALL) torch; \
+	else \
+	    echo "torch: the CPU build comes from $(TORCH_CPU_INDEX)"; \
+	    $(INSTALL) --extra-index-url $(TORCH_CPU_INDEX) torch; \
+	fi
+	@touch $@
+
 # learners: the course and what the lectures and exercises need
-$(VENV)/.installed-lab: pyproject.toml $(LOCK) | $(BIN)/python
+$(VENV)/.installed-lab: pyproject.toml $(LOCK) $(VENV)/.installed-torch
 	$(INSTALL) -e .
 	@touch $@
 
-$(VENV)/.installed-site: pyproject.toml $(LOCK) | $(BIN)/python
+$(VENV)/.installed-site: pyproject.toml $(LOCK) $(VENV)/.installed-torch
 	$(INSTALL) -e '.[site]'
 	@touch $@
 
 # the test extra includes the learners' set and the site's, so their stamps are fresh too
-$(VENV)/.installed-test: pyproject.toml $(LOCK) | $(BIN)/python
+$(VENV)/.installed-test: pyproject.toml $(LOCK) $(VENV)/.installed-torch
 	$(INSTALL) -e '.[test]'
 	@touch $@ $(VENV)/.installed-lab $(VENV)/.installed-site
 

@@ -184,8 +184,11 @@ def test_every_install_in_the_makefile_goes_through_the_lock():
     recipes = re.findall(r"^\t(.*)$", makefile, re.MULTILINE)
     # the one pip call outside $(INSTALL) is pip's own upgrade in a new venv
     assert [line for line in recipes if "pip install" in line and "--upgrade pip" not in line] == []
-    installed = sorted(line.split("$(INSTALL)", 1)[1].strip() for line in recipes if "$(INSTALL)" in line)
-    assert installed == ["-e '.[site]'", "-e '.[test]'", "-e ."]
+    installed = sorted(re.sub(r"[;\\\s]+$", "", line.split("$(INSTALL)", 1)[1].strip())
+                       for line in recipes if "$(INSTALL)" in line and "--dry-run" not in line)
+    assert installed == ["--extra-index-url $(TORCH_CPU_INDEX) torch", "-e '.[site]'", "-e '.[test]'", "-e .",
+                         "torch"]
+    assert f"TORCH_CPU_INDEX := {TORCH_CPU_INDEX}" in makefile.splitlines()
     assert re.search(r"^lock:", makefile, re.MULTILINE)
 
 
@@ -272,7 +275,8 @@ def test_ci_runs_make_test():
 
 def test_the_top_level_layout_exists():
     for name in ["bnlab", "notebooks", "exercises", "solutions", "tests", "benchmarks", "environment.yml",
-                 "pyproject.toml", "constraints.txt", "Makefile", "README.md", ".ci/run", "binder/requirements.txt",
+                 "pyproject.toml", "constraints.txt", "Makefile", "README.md", "LICENSE", ".ci/run",
+                 "binder/requirements.txt",
                  "binder/runtime.txt", "binder/postBuild", "bnlab/build/lock.py", "jupyter/overrides.json"]:
         assert (ROOT / name).exists(), name
 
@@ -338,3 +342,14 @@ def test_bnlab_build_lock_says_what_it_expected_and_writes_nothing(tmp_path, cap
     assert f"no pyproject.toml at {tmp_path / 'missing.toml'}: expected the course's project file" in \
         capsys.readouterr().err
     assert not output.exists()
+
+
+@pytest.mark.parametrize(("version", "picked"), [("2.13.0+cpu", True), ("2.13.0", False)])
+def test_the_makefile_tells_torchs_cpu_build_from_pips_report(version, picked):
+    """``make`` asks pip (a dry run) which torch it would install and adds PyTorch's CPU index only when pip
+    would not pick a CPU build: PyPI's plain 2.13.0 is the CUDA build."""
+    program = re.search(r"^CPU_BUILD_PICKED := \$\(BIN\)/python -c '(.*)'$", (ROOT / "Makefile").read_text(),
+                        re.MULTILINE).group(1)
+    report = json.dumps({"install": [{"metadata": {"name": "torch", "version": version}}]})
+    done = subprocess.run([sys.executable, "-c", program], input=report, text=True, check=False)
+    assert (done.returncode == 0) is picked
