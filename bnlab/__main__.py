@@ -1,11 +1,11 @@
 """The bnlab command line: build the course's generated files; grade and export the exercises.
 
-    bnlab build lectures|masters|exercises|cache|site|all [...]
+    bnlab build lectures|masters|exercises|cache|site|lock|all [...]
                                                       regenerate what the course generates from its sources
                                                       (bnlab build --help lists the targets and their options)
     bnlab grade PATH... --out DIR [--jobs N] [--timeout S] [--memory MB]
                                                       grade notebooks (or folders of them) into DIR
-    bnlab gradescope-zip --out FILE                   build a Gradescope autograder zip
+    bnlab gradescope-zip EXERCISE --out FILE          build the Gradescope autograder zip of one exercise
     bnlab gradescope-run [--root DIR]                 what the zip's run_autograder calls
 
 Also available as ``python -m bnlab``.
@@ -91,10 +91,14 @@ def _cmd_gradescope_zip(args: argparse.Namespace, parser: argparse.ArgumentParse
     from bnlab.grading.gradescope import build_zip
 
     solutions = solutions_dir(args.solutions)
-    if not any(solutions.glob("*.ipynb")):
-        parser.error(f"no master notebooks in {solutions}")
-    members = build_zip(REPO, solutions, Path(args.out))
-    print(f"wrote {args.out} ({len(members)} files): upload it as the assignment's autograder on Gradescope")
+    master = solutions / f"{args.exercise}.ipynb"
+    if not master.is_file():
+        known = (", ".join(sorted(p.stem for p in solutions.glob("*.ipynb")))
+                 or f"none: no master notebooks in {solutions}")
+        parser.error(f"unknown exercise {args.exercise!r}: expected one of {known}")
+    members = build_zip(REPO, master, Path(args.out))
+    print(f"wrote {args.out} ({len(members)} files): upload it as the autograder of the {args.exercise} assignment "
+          f"on Gradescope")
     return 0
 
 
@@ -127,7 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--solutions", metavar="DIR", help="folder of master notebooks (default: solutions/)")
     grade.set_defaults(run=_cmd_grade)
 
-    zip_cmd = sub.add_parser("gradescope-zip", help="build a Gradescope autograder zip")
+    zip_cmd = sub.add_parser("gradescope-zip", help="build the Gradescope autograder zip of one exercise")
+    zip_cmd.add_argument("exercise", metavar="EXERCISE",
+                         help="the exercise the assignment grades, e.g. ex2_backward (one zip per assignment)")
     zip_cmd.add_argument("--out", required=True, metavar="FILE")
     zip_cmd.add_argument("--solutions", metavar="DIR")
     zip_cmd.set_defaults(run=_cmd_gradescope_zip)

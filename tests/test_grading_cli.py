@@ -92,40 +92,81 @@ def test_bad_command_lines_get_clear_errors(args, message, tmp_path):
     assert not (ROOT / "x").exists()
 
 
-def unpacked_autograder(tmp_path: Path) -> Path:
-    """``bnlab gradescope-zip`` unpacked as Gradescope does (into ROOT/source); returns ROOT, with an empty
-    ROOT/submission."""
+def unpacked_autograder(tmp_path: Path, exercise: str) -> Path:
+    """``bnlab gradescope-zip EXERCISE`` unpacked as Gradescope does (into ROOT/source); returns ROOT, with an
+    empty ROOT/submission."""
     zip_path = tmp_path / "autograder.zip"
-    run = bnlab("gradescope-zip", "--out", str(zip_path))
+    run = bnlab("gradescope-zip", exercise, "--out", str(zip_path))
     assert run.returncode == 0, run.stderr
     root = tmp_path / "autograder"
     with zipfile.ZipFile(zip_path) as archive:
         names = archive.namelist()
-        assert {"setup.sh", "run_autograder", "bnlab/grading/grade.py", "solutions/ex2_backward.ipynb",
-                "constraints.txt", "pyproject.toml"} <= set(names)
+        assert {"setup.sh", "run_autograder", "bnlab/grading/grade.py", "constraints.txt",
+                "pyproject.toml"} <= set(names)
+        assert [name for name in names if name.startswith("solutions/")] == [f"solutions/{exercise}.ipynb"]
         archive.extractall(root / "source")
     (root / "submission").mkdir()
     return root
 
 
+def run_autograder(root: Path, tmp_path: Path, env: dict[str, str] | None = None) -> dict:
+    """The zip's run_autograder on ROOT, with this Python unless ``env`` (the whole environment) is given;
+    returns results.json."""
+    env = env or {**os.environ, "BNLAB_PYTHON": sys.executable}
+    done = subprocess.run(["bash", str(root / "source" / "run_autograder")], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path, env={**env, "BNLAB_AUTOGRADER_ROOT": str(root)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads((root / "results" / "results.json").read_text())
+
+
 def test_the_gradescope_zip_grades_a_submission_laid_out_as_gradescope_does(tmp_path):
-    root = unpacked_autograder(tmp_path)
+    root = unpacked_autograder(tmp_path, "ex2_backward")
     constant_statistics = ("def batchnorm_backward_fused(dout, cache):\n"
                            "    xc, std, inv, xhat, g, axes, m = cache\n"
                            "    return dout * g * inv, (dout * xhat).sum(axis=axes), dout.sum(axis=axes)\n")
     partial = solved("ex2_backward", replace={"ex2_fused": constant_statistics})
     write(partial, root / "submission", "my work.ipynb")
-    script = root / "source" / "run_autograder"
-    done = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "BNLAB_AUTOGRADER_ROOT": str(root), "BNLAB_PYTHON": sys.executable},
-                          cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    results = json.loads((root / "results" / "results.json").read_text())
+    results = run_autograder(root, tmp_path)
     tests = {t["name"]: t for t in results["tests"]}
     assert results["score"] == 8  # the fused backward's two test cells (3 points) fail
     assert tests["ex2_fused_tests"]["status"] == "failed" and tests["ex2_backward_tests"]["status"] == "passed"
     assert "treated as constants" in tests["ex2_fused_tests"]["output"]
-    assert all(t["visibility"] == "visible" for t in results["tests"])
+    # a hidden check's result, with its inputs, shows once the grades are published; the others at once
+    visibility = {name: test["visibility"] for name, test in tests.items()}
+    assert {name for name, seen in visibility.items() if seen == "after_published"} == {
+        "ex2_backward_hidden", "ex2_fused_hidden", "ex2_q3_tests"}  # the multiple-choice answer is hidden too
+    assert set(visibility.values()) == {"visible", "after_published"}
+
+
+@pytest.mark.parametrize("uploads", [["a.ipynb", "b.ipynb"], ["a.ipynb", "copies/a.ipynb"]])
+def test_the_gradescope_autograder_grades_exactly_one_notebook(tmp_path, uploads):
+    """Two copies of full marks must not earn double, nor two versions with different answers the best of
+    both: a submission with several notebooks scores 0 and says what to upload."""
+    root = unpacked_autograder(tmp_path, "ex1_forward")
+    for name in uploads:
+        (root / "submission" / name).parent.mkdir(parents=True, exist_ok=True)
+        write(solved("ex1_forward"), (root / "submission" / name).parent, Path(name).name)
+    results = run_autograder(root, tmp_path)
+    assert results["score"] == 0 and results["tests"] == []
+    assert results["output"] == (f"Your submission has 2 notebooks ({', '.join(sorted(uploads))}): upload exactly "
+                                 f"one notebook, your ex1_forward exercise. Nothing was graded.")
+
+
+def test_the_gradescope_autograder_grades_only_its_own_exercise(tmp_path):
+    """An exercise-1 notebook (10 points when right) uploaded to the exercise-2 assignment earns nothing."""
+    root = unpacked_autograder(tmp_path, "ex2_backward")
+    write(solved("ex1_forward"), root / "submission", "ex1.ipynb")
+    results = run_autograder(root, tmp_path)
+    assert results["score"] == 0
+    assert "names exercise 'ex1_forward', which is not one of the known exercises (ex2_backward)" in \
+        results["output"]
+
+
+def test_gradescope_zip_names_the_exercises_it_knows(tmp_path):
+    run = bnlab("gradescope-zip", "ex9_nope", "--out", str(tmp_path / "a.zip"))
+    assert run.returncode == 2
+    assert "unknown exercise 'ex9_nope': expected one of ex1_forward, ex2_backward" in run.stderr
+    assert not (tmp_path / "a.zip").exists()
 
 
 @pytest.mark.skipif(not (shutil.which("python3.11", path=os.defpath) and shutil.which("bwrap")),
@@ -135,7 +176,7 @@ def test_the_gradescope_setup_installs_the_course_at_the_locks_versions_and_grad
     """setup.sh as Gradescope runs it (a fresh Python 3.11 environment in ROOT/venv, the course installed from
     the zip through its lock), then run_autograder with that environment's python: a full-marks submission gets
     every point."""
-    root = unpacked_autograder(tmp_path)
+    root = unpacked_autograder(tmp_path, "ex1_forward")
     env = {key: value for key, value in os.environ.items()
            if key not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "BNLAB_PYTHON")}
     env.update(BNLAB_AUTOGRADER_ROOT=str(root), PATH=os.defpath,  # the system's python3.11, not this venv's
@@ -155,10 +196,7 @@ def test_the_gradescope_setup_installs_the_course_at_the_locks_versions_and_grad
     assert installed == {name: lock[name] for name in installed}, "setup.sh did not install the lock's versions"
 
     write(solved("ex1_forward"), root / "submission", "ex1.ipynb")
-    done = subprocess.run(["bash", str(root / "source" / "run_autograder")], capture_output=True, text=True,
-                          timeout=300, env=env, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
-    results = json.loads((root / "results" / "results.json").read_text())
+    results = run_autograder(root, tmp_path, env)  # no BNLAB_PYTHON: the script's default, ROOT/venv
     assert results["tests"] and all(t["status"] == "passed" for t in results["tests"]), results
     assert results["score"] == sum(t["max_score"] for t in results["tests"])
 
@@ -170,7 +208,8 @@ def test_gradescope_run_without_a_notebook_says_what_to_upload(tmp_path):
     run = bnlab("gradescope-run", "--root", str(tmp_path))
     assert run.returncode == 0, run.stderr
     results = json.loads((tmp_path / "results" / "results.json").read_text())
-    assert results["score"] == 0 and "No .ipynb file" in results["output"]
+    assert results["score"] == 0 and "Your submission has no .ipynb file: upload exactly one notebook" in \
+        results["output"]
 
 
 def test_hostile_exercise_names_cannot_break_the_csv_or_the_terminal(tmp_path):

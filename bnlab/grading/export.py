@@ -48,7 +48,8 @@ def feedback_text(result: SubmissionResult) -> str:
 
 
 def gradescope_results(result: SubmissionResult, visibility: str = "visible") -> dict[str, Any]:
-    """Gradescope's results.json for one submission."""
+    """Gradescope's results.json for one submission. A hidden check's result (its inputs included) shows only
+    once the instructor publishes the grades ("after_published"); every other test is ``visibility``."""
     return {
         "score": _number(result.score),
         "output": "\n".join([f"{result.exercise or 'unknown exercise'}: {result.status}"] + result.notes),
@@ -56,7 +57,7 @@ def gradescope_results(result: SubmissionResult, visibility: str = "visible") ->
         "stdout_visibility": "hidden",
         "tests": [{"name": test.name, "score": _number(test.score), "max_score": _number(test.max_score),
                    "status": "passed" if test.status == "passed" else "failed", "output": test.feedback,
-                   "visibility": visibility} for test in result.tests],
+                   "visibility": "after_published" if test.hidden else visibility} for test in result.tests],
     }
 
 

@@ -1,9 +1,9 @@
-"""A Gradescope autograder for the bnlab exercises: the zip, and what runs inside it.
+"""A Gradescope autograder for one bnlab exercise: the zip, and what runs inside it.
 
 Gradescope unpacks the zip into ``/autograder/source``, runs ``setup.sh`` once to build the image, then for each
 submission copies the student's files into ``/autograder/submission``, runs ``/autograder/run_autograder`` and
-reads ``/autograder/results/results.json``. Our ``run_autograder`` calls ``python3 -m bnlab gradescope-run``,
-which grades every notebook it finds in the submission folder with the masters in ``source/solutions``.
+reads ``/autograder/results/results.json``. Our ``run_autograder`` runs ``bnlab gradescope-run``, which grades
+the one notebook in the submission folder with the exercise's master in ``source/solutions``.
 
 ``setup.sh`` makes a Python 3.11 virtual environment in ``/autograder/venv`` and installs the course there at the
 lock's versions (``constraints.txt`` travels in the zip), so Gradescope grades with the packages learners used.
@@ -63,9 +63,9 @@ exec "$PYTHON" -m bnlab gradescope-run --root "$ROOT"
 """
 
 
-def build_zip(repo: Path, solutions: Path, target: Path) -> list[str]:
-    """Write the autograder zip: setup.sh, run_autograder, the bnlab package, pyproject.toml, the lock and the
-    masters.
+def build_zip(repo: Path, master: Path, target: Path) -> list[str]:
+    """Write the autograder zip of one exercise: setup.sh, run_autograder, the bnlab package, pyproject.toml,
+    the lock and that exercise's ``master`` notebook (its only master, so the assignment grades nothing else).
 
     Returns the archive's member names.
     """
@@ -76,8 +76,7 @@ def build_zip(repo: Path, solutions: Path, target: Path) -> list[str]:
     for name in ("pyproject.toml", "README.md", "constraints.txt"):
         if (repo / name).exists():
             members[name] = repo / name
-    for master in sorted(solutions.glob("*.ipynb")):
-        members[f"solutions/{master.name}"] = master
+    members[f"solutions/{master.name}"] = master
     target.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
         for name, content in members.items():
@@ -89,23 +88,25 @@ def build_zip(repo: Path, solutions: Path, target: Path) -> list[str]:
 
 
 def run(root: Path, limits: Limits = Limits()) -> dict:
-    """Grade ``root/submission/**/*.ipynb`` with ``root/source/solutions``; write ``root/results/results.json``."""
+    """Grade the one notebook in ``root/submission`` (any depth) with the master in ``root/source/solutions``;
+    write ``root/results/results.json``.
+
+    Exactly one notebook is graded: a submission with none or several scores 0 and says what to upload
+    (several copies of the work, say with different answers, must not earn more than one).
+    """
     submission = root / "submission"
-    notebooks = sorted(str(p) for p in submission.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+    notebooks = sorted(p for p in submission.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
     masters = find_masters(root / "source" / "solutions")
-    if not notebooks:
-        results = {"score": 0, "output": "No .ipynb file found in your submission: upload your exercise notebook.",
-                   "tests": []}
+    wanted = " or ".join(sorted(masters))
+    if len(notebooks) != 1:
+        found = ("no .ipynb file" if not notebooks else
+                 f"{len(notebooks)} notebooks ({', '.join(p.relative_to(submission).as_posix() for p in notebooks)})")
+        results = {"score": 0, "tests": [],
+                   "output": f"Your submission has {found}: upload exactly one notebook, your {wanted} exercise. "
+                             f"Nothing was graded."}
     else:
-        graded: list[SubmissionResult] = grade_many(notebooks, masters, limits)
-        parts = [gradescope_results(r) for r in graded]
-        if len(parts) == 1:
-            results = parts[0]
-        else:
-            results = {"score": sum(p["score"] for p in parts),
-                       "output": "\n".join(f"{Path(r.submission).name}: {p['output']}" for r, p in zip(graded, parts)),
-                       "tests": [dict(t, name=f"{Path(r.submission).name}: {t['name']}")
-                                 for r, p in zip(graded, parts) for t in p["tests"]]}
+        graded: SubmissionResult = grade_many([str(notebooks[0])], masters, limits)[0]
+        results = gradescope_results(graded)
     out = root / "results" / "results.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
