@@ -192,5 +192,5 @@ def add_build_command(sub: argparse._SubParsersAction) -> None:
     add_arguments(lock)
     _runs(_lock, lock)
 
-    everything = targets.add_parser("all", help="masters, exercises, then lectures (not cache, not site)")
+    everything = targets.add_parser("all", help="masters, exercises, then lectures (not cache, site or lock)")
     _runs(_all, everything)

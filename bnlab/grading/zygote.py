@@ -1,7 +1,7 @@
 """The process that lives inside a bubblewrap sandbox and forks one child per submission.
 
 Started by :class:`bnlab.grading.sandbox.Sandbox` as ``bwrap ... python -I -m bnlab.grading.zygote [--torch]``:
-it imports numpy (with ``--torch`` also torch: only the PyTorch exercise's zygote has torch in memory) and the
+it imports numpy (with ``--torch`` also torch: only the zygotes of exercises whose checks use torch have it) and the
 child module once (so a submission starts in milliseconds, not the 1.5 s a fresh sandboxed ``import torch``
 takes), makes itself non-dumpable (no submission may open its pipes through /proc), then serves requests on
 stdin/stdout:
