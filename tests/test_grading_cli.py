@@ -162,6 +162,24 @@ def test_the_gradescope_autograder_grades_only_its_own_exercise(tmp_path):
         results["output"]
 
 
+@pytest.mark.parametrize("link", ["notebook", "folder"])
+def test_the_gradescope_autograder_grades_no_link(tmp_path, link):
+    """A link uploaded in place of the notebook (an unpacked zip can hold one) to the master, which holds the
+    solutions, earns nothing; so does a notebook reached through a linked folder."""
+    root = unpacked_autograder(tmp_path, "ex1_forward")
+    master = root / "source" / "solutions" / "ex1_forward.ipynb"
+    if link == "notebook":
+        (root / "submission" / "mine.ipynb").symlink_to(master)
+    else:
+        (root / "submission" / "work").symlink_to(master.parent, target_is_directory=True)
+    results = run_autograder(root, tmp_path)
+    assert results["score"] == 0 and results["tests"] == []
+    if link == "notebook":
+        assert results["output"].startswith("mine.ipynb is a link, not a notebook file")
+    else:  # not followed at all, or refused
+        assert "Nothing was graded" in results["output"]
+
+
 def test_gradescope_zip_names_the_exercises_it_knows(tmp_path):
     run = bnlab("gradescope-zip", "ex9_nope", "--out", str(tmp_path / "a.zip"))
     assert run.returncode == 2

@@ -98,7 +98,13 @@ def run(root: Path, limits: Limits = Limits()) -> dict:
     notebooks = sorted(p for p in submission.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
     masters = find_masters(root / "source" / "solutions")
     wanted = " or ".join(sorted(masters))
-    if len(notebooks) != 1:
+    # a link (an uploaded zip can carry one) could point at the master with its solutions
+    links = [p for p in notebooks if p.is_symlink() or not p.resolve().is_relative_to(submission.resolve())]
+    if links:
+        results = {"score": 0, "tests": [],
+                   "output": f"{links[0].relative_to(submission).as_posix()} is a link, not a notebook file: "
+                             f"upload your {wanted} notebook itself. Nothing was graded."}
+    elif len(notebooks) != 1:
         found = ("no .ipynb file" if not notebooks else
                  f"{len(notebooks)} notebooks ({', '.join(p.relative_to(submission).as_posix() for p in notebooks)})")
         results = {"score": 0, "tests": [],
