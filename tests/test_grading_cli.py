@@ -9,6 +9,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import nbformat
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "grading_fixtures"))
@@ -165,7 +166,7 @@ def test_the_gradescope_autograder_grades_only_its_own_exercise(tmp_path):
 @pytest.mark.parametrize("link", ["notebook", "folder"])
 def test_the_gradescope_autograder_grades_no_link(tmp_path, link):
     """A link uploaded in place of the notebook (an unpacked zip can hold one) to the master, which holds the
-    solutions, earns nothing; so does a notebook reached through a linked folder."""
+    solutions, earns nothing; a linked folder is not searched."""
     root = unpacked_autograder(tmp_path, "ex1_forward")
     master = root / "source" / "solutions" / "ex1_forward.ipynb"
     if link == "notebook":
@@ -174,10 +175,61 @@ def test_the_gradescope_autograder_grades_no_link(tmp_path, link):
         (root / "submission" / "work").symlink_to(master.parent, target_is_directory=True)
     results = run_autograder(root, tmp_path)
     assert results["score"] == 0 and results["tests"] == []
-    if link == "notebook":
-        assert results["output"].startswith("mine.ipynb is a link, not a notebook file")
-    else:  # not followed at all, or refused
-        assert "Nothing was graded" in results["output"]
+    assert ("a symbolic link, not a notebook file" if link == "notebook" else "has no .ipynb file") in \
+        results["output"]
+
+
+def test_the_gradescope_autograder_skips_a_macs_zip_leftovers(tmp_path):
+    """A zip made on a Mac carries __MACOSX/._name.ipynb beside the notebook: not a second notebook."""
+    root = unpacked_autograder(tmp_path, "ex1_forward")
+    write(solved("ex1_forward"), root / "submission", "ex1_forward.ipynb")
+    (root / "submission" / "__MACOSX").mkdir()
+    (root / "submission" / "__MACOSX" / "._ex1_forward.ipynb").write_bytes(b"\x00\x05\x16\x07 resource fork")
+    (root / "submission" / "._ex1_forward.ipynb").write_bytes(b"\x00\x05\x16\x07")
+    results = run_autograder(root, tmp_path)
+    assert results["score"] == 10, results["output"]
+
+
+def test_the_gradescope_autograder_always_leaves_a_results_file(tmp_path, monkeypatch):
+    """A file name that is not UTF-8, folders nested past Python's recursion limit (about 990 deep: searching
+    them raises RecursionError), a grader that fails: results.json is written, valid, and says what went
+    wrong."""
+    from bnlab.grading import gradescope
+
+    root = unpacked_autograder(tmp_path, "ex1_forward")
+    write(solved("ex1_forward"), root / "submission", "ex1_forward.ipynb")
+    (root / "submission" / os.fsdecode(b"copy\xff.ipynb")).write_text("{}")
+    results = run_autograder(root, tmp_path)
+    assert results["score"] == 0 and "2 notebooks" in results["output"]
+    (root / "submission" / os.fsdecode(b"copy\xff.ipynb")).unlink()
+
+    def too_deep(self, pattern):  # what searching ~1000 nested folders does (a real tree that deep would also
+        raise RecursionError("maximum recursion depth exceeded")  # break pytest's own clean-up of tmp_path)
+        yield
+
+    search = Path.rglob
+    monkeypatch.setattr(Path, "rglob", too_deep)
+    assert "nest too deep" in gradescope.run(root)["output"]
+    monkeypatch.setattr(Path, "rglob", search)
+    monkeypatch.setattr(gradescope, "grade_many", lambda *args, **kwargs: 1 / 0)
+    results = gradescope.run(root)
+    assert results["score"] == 0 and results["output"].startswith("The autograder failed (ZeroDivisionError")
+    assert json.loads((root / "results" / "results.json").read_text()) == results
+
+
+def test_the_gradescope_autograder_hides_the_zips_own_files_from_the_submission(tmp_path):
+    """The course's reference code travels in the zip (source/bnlab): a cell that reads it, to exec it as its
+    own, is refused, as it is for the master."""
+    root = unpacked_autograder(tmp_path, "ex1_forward")
+    master = nbformat.read(ROOT / "solutions" / "ex1_forward.ipynb", as_version=4)
+    solution = next(c.source for c in master.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "ex1_forward")
+    reference = root / "source" / "bnlab" / "functional.py"
+    assert reference.is_file()
+    write(solved("ex1_forward", replace={"ex1_forward": f"open({str(reference)!r}).read()\n" + solution}),
+          root / "submission", "ex1_forward.ipynb")
+    results = run_autograder(root, tmp_path)
+    tests = {t["name"]: t for t in results["tests"]}
+    assert tests["ex1_forward_tests"]["status"] == "failed" and results["score"] < 10, results
 
 
 def test_gradescope_zip_names_the_exercises_it_knows(tmp_path):

@@ -477,6 +477,13 @@ def attacks(tmp_path_factory):
         "reads_through_dir_fd": ["import os\nroot = os.open('/', os.O_RDONLY)",
                                  "import os\nhere = os.open('.', os.O_RDONLY)\n"
                                  "os.open('../../../../../proc/1/fd/1', os.O_WRONLY, dir_fd=here)"],
+        # a link whose target the check would resolve from the wrong folder: relative to the link's own folder
+        # (not the working one), opened through a folder descriptor; and a hard link to the master
+        "links_past_the_check": ["import os\nos.makedirs('a/' * 30)\nos.symlink('a/' * 30, 'x')\nos.makedirs('d/x')\n"
+                                 f"os.symlink('x/' + '../' * 30 + {str(MASTERS_DIR)[1:]!r} + '/ex1_forward.ipynb', "
+                                 "'d/w')\nfolder = os.open('d', os.O_RDONLY)\n"
+                                 "print(os.read(os.open('w', os.O_RDONLY, dir_fd=folder), 9))",
+                                 f"import os\nos.link({str(MASTERS_DIR / 'ex1_forward.ipynb')!r}, 'master.ipynb')"],
     }
     paths = {name: write(solved("ex1_forward", append=cells), directory, f"{name}.ipynb")
              for name, cells in attacks.items()}
@@ -498,6 +505,17 @@ def test_a_submission_cannot_read_the_masters(attacks):
     results, *_ = attacks
     errors = _cell_errors(results["reads_master"])
     assert "PermissionError: opening" in errors or "FileNotFoundError" in errors, errors
+
+
+def test_a_submission_cannot_make_links(attacks):
+    """A link's target is resolved from the link's folder or a folder descriptor the audit event does not
+    show, so no path check of it holds: making links is refused outright (a grader's reviewer got the master's
+    text this way before)."""
+    results, *_ = attacks
+    errors = _cell_errors(results["links_past_the_check"])
+    assert "os.symlink is not allowed while grading" in errors and "os.link is not allowed while grading" in errors, \
+        errors
+    assert results["links_past_the_check"].score == results["innocent0"].score  # the cells after still ran
 
 
 @needs_sandbox

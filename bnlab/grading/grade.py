@@ -272,10 +272,10 @@ def _grade_submission(path: str, masters: dict[str, Master], limits: Limits,
                           named or "")
         master = masters[exercise]
         plan, checks = build_plan(master, nb, limits)
-        plan["protected"] = hidden_paths([path], masters)  # files the child may not open
+        hidden = hidden if hidden is not None else hidden_paths([path], masters)
+        plan["protected"] = hidden  # files the child may not open
         run, sandbox_note = None, None
         if sandboxed():
-            hidden = hidden if hidden is not None else hidden_paths([path], masters)
             try:
                 sandbox = sandbox_for_this_thread(hidden, torch=master.needs_torch)
                 run = sandbox.run(plan, f"work-{uuid.uuid4().hex}", limits)
@@ -308,11 +308,12 @@ def _pasted_course_code(nb: Any) -> list[str]:
 
 
 def grade_many(paths: list[str], masters: dict[str, Master] | None = None, limits: Limits = Limits(),
-               jobs: int = 1) -> list[SubmissionResult]:
-    """Grade every path, ``jobs`` submissions at a time; results in the order of ``paths``."""
+               jobs: int = 1, also_hidden: tuple[str, ...] = ()) -> list[SubmissionResult]:
+    """Grade every path, ``jobs`` submissions at a time; results in the order of ``paths``. The folders
+    ``also_hidden`` are kept from the submissions, as the masters' are (see :func:`hidden_paths`)."""
     masters = masters if masters is not None else find_masters()
     _import_judges()
-    hidden = hidden_paths(paths, masters)
+    hidden = hidden_paths(paths, masters, also_hidden)
     if jobs <= 1 or len(paths) <= 1:
         return [grade_submission(p, masters, limits, hidden) for p in paths]  # grade_submission never raises
     with ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -349,12 +350,14 @@ def sandboxed() -> bool:
     return isolation_problem() is None
 
 
-def hidden_paths(paths: list[str], masters: dict[str, Master]) -> tuple[str, ...]:
-    """The folders a submission must not see: every master's, and every graded submission's (also under /tmp:
-    a course that lives there is bound back into the sandbox's own /tmp). A folder that holds the Python
-    installation or bnlab itself cannot be hidden (the sandbox runs from it), nor /tmp itself."""
+def hidden_paths(paths: list[str], masters: dict[str, Master], extra: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The folders a submission must not see: every master's, every graded submission's and the folders
+    ``extra`` (also under /tmp: a course that lives there is bound back into the sandbox's own /tmp). A folder
+    that holds the Python installation or bnlab itself cannot be hidden (the sandbox runs from it), nor /tmp
+    itself."""
     needed = [Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(), Path(__file__).resolve().parents[2]]
     folders = {Path(m.path).resolve().parent for m in masters.values()}
+    folders |= {Path(folder).resolve() for folder in extra if Path(folder).is_dir()}
     folders |= {Path(p).resolve().parent for p in paths if Path(p).exists()}
     keep = []
     for folder in sorted(folders):

@@ -7,6 +7,7 @@ the one notebook in the submission folder with the exercise's master in ``source
 
 ``setup.sh`` makes a Python 3.11 virtual environment in ``/autograder/venv`` and installs the course there at the
 lock's versions (``constraints.txt`` travels in the zip), so Gradescope grades with the packages learners used.
+The grader runs from that installed copy, never from ``source/``, which the submission's code cannot see.
 ``BNLAB_AUTOGRADER_ROOT`` (default ``/autograder``) and ``BNLAB_PYTHON`` (default: that environment's python)
 let a test run the same scripts on a temporary folder laid out the Gradescope way.
 """
@@ -18,7 +19,7 @@ import zipfile
 from pathlib import Path
 
 from bnlab.grading.export import gradescope_results
-from bnlab.grading.grade import SubmissionResult, grade_many
+from bnlab.grading.grade import SubmissionResult, grade_many, isolation_problem, safe_text, sandboxed
 from bnlab.grading.notebooks import find_masters
 from bnlab.grading.sandbox import Limits
 
@@ -57,7 +58,6 @@ RUN_AUTOGRADER = """#!/usr/bin/env bash
 set -euo pipefail
 ROOT="${BNLAB_AUTOGRADER_ROOT:-/autograder}"
 PYTHON="${BNLAB_PYTHON:-$ROOT/venv/bin/python}"
-export PYTHONPATH="$ROOT/source${PYTHONPATH:+:$PYTHONPATH}"
 mkdir -p "$ROOT/results"
 exec "$PYTHON" -m bnlab gradescope-run --root "$ROOT"
 """
@@ -89,31 +89,49 @@ def build_zip(repo: Path, master: Path, target: Path) -> list[str]:
 
 def run(root: Path, limits: Limits = Limits()) -> dict:
     """Grade the one notebook in ``root/submission`` (any depth) with the master in ``root/source/solutions``;
-    write ``root/results/results.json``.
+    write ``root/results/results.json`` (always, even when the grader itself fails: Gradescope shows nothing
+    without it).
 
     Exactly one notebook is graded: a submission with none or several scores 0 and says what to upload
-    (several copies of the work, say with different answers, must not earn more than one).
+    (several copies of the work, say with different answers, must not earn more than one). A Mac's zip
+    leftovers (``__MACOSX/``, ``._name``) and notebook checkpoints are not notebooks. The submission's code
+    sees neither ``root/source`` (the master, the course's reference code) nor ``root/results``.
     """
-    submission = root / "submission"
-    notebooks = sorted(p for p in submission.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
-    masters = find_masters(root / "source" / "solutions")
-    wanted = " or ".join(sorted(masters))
-    # a link (an uploaded zip can carry one) could point at the master with its solutions
-    links = [p for p in notebooks if p.is_symlink() or not p.resolve().is_relative_to(submission.resolve())]
-    if links:
+    try:
+        results = _grade_the_submission(root, limits)
+    except Exception as error:  # noqa: BLE001 -- the learner gets a results.json whatever failed
         results = {"score": 0, "tests": [],
-                   "output": f"{links[0].relative_to(submission).as_posix()} is a link, not a notebook file: "
-                             f"upload your {wanted} notebook itself. Nothing was graded."}
-    elif len(notebooks) != 1:
-        found = ("no .ipynb file" if not notebooks else
-                 f"{len(notebooks)} notebooks ({', '.join(p.relative_to(submission).as_posix() for p in notebooks)})")
-        results = {"score": 0, "tests": [],
-                   "output": f"Your submission has {found}: upload exactly one notebook, your {wanted} exercise. "
-                             f"Nothing was graded."}
-    else:
-        graded: SubmissionResult = grade_many([str(notebooks[0])], masters, limits)[0]
-        results = gradescope_results(graded)
+                   "output": f"The autograder failed ({type(error).__name__}: {safe_text(str(error))[:300]}); "
+                             f"nothing was graded. Tell your instructor."}
     out = root / "results" / "results.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
+    # ASCII: a file name with a lone surrogate (bytes that are not UTF-8) cannot break the write
+    out.write_text(json.dumps(results, indent=1, ensure_ascii=True) + "\n", encoding="ascii")
+    return results
+
+
+def _is_upload_debris(path: Path) -> bool:
+    return bool({"__MACOSX", ".ipynb_checkpoints"} & set(path.parts)) or path.name.startswith("._")
+
+
+def _grade_the_submission(root: Path, limits: Limits) -> dict:
+    submission = root / "submission"
+    masters = find_masters(root / "source" / "solutions")
+    wanted = " or ".join(sorted(masters))
+    try:
+        notebooks = sorted(p for p in submission.rglob("*.ipynb") if not _is_upload_debris(p.relative_to(submission)))
+    except RecursionError:
+        return {"score": 0, "tests": [], "output": "Your submission's folders nest too deep to search: upload "
+                                                    f"your {wanted} notebook on its own. Nothing was graded."}
+    if len(notebooks) != 1:
+        names = ", ".join(safe_text(p.relative_to(submission).as_posix()) for p in notebooks)
+        found = "no .ipynb file" if not notebooks else f"{len(notebooks)} notebooks ({names})"
+        return {"score": 0, "tests": [],
+                "output": f"Your submission has {found}: upload exactly one notebook, your {wanted} exercise. "
+                          f"Nothing was graded."}
+    graded: SubmissionResult = grade_many([str(notebooks[0])], masters, limits,
+                                          also_hidden=(str(root / "source"), str(root / "results")))[0]
+    results = gradescope_results(graded)
+    if not sandboxed():  # the instructor should know the isolation the grading had
+        results["output"] += f"\nGraded without the bubblewrap sandbox: {isolation_problem()}"
     return results
