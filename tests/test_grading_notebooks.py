@@ -18,7 +18,7 @@ MASTERS = sorted(SOLUTIONS.glob("*.ipynb"))
 EXPECTED = ["ex1_forward", "ex2_backward", "ex3_numpy_layer", "ex4_torch_layer", "ex5_practice"]
 
 
-def test_the_four_exercises_the_lectures_link_to_exist():
+def test_the_exercises_the_lectures_link_to_exist():
     assert [p.stem for p in MASTERS] == EXPECTED
     assert sorted(p.stem for p in EXERCISES.glob("*.ipynb")) == EXPECTED
     for lecture in (ROOT / "notebooks" / "src").glob("*.py"):
