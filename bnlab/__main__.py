@@ -37,14 +37,20 @@ def _positive_float(text: str) -> float:
 
 
 def _expand(paths: list[str], parser: argparse.ArgumentParser) -> list[str]:
-    """Files as given; folders become their *.ipynb files (sorted). Nonexistent paths are a usage error."""
+    """Files as given; folders become the *.ipynb files anywhere inside them (sorted; Jupyter's checkpoints and
+    a Mac zip's leftovers left out). Nonexistent paths are a usage error."""
+    from bnlab.grading.notebooks import submitted_notebooks
+
     out: list[str] = []
     for given in paths:
         path = Path(given)
         if path.is_dir():
-            found = sorted(str(p) for p in path.glob("*.ipynb"))
+            try:
+                found = [str(p) for p in submitted_notebooks(path)]
+            except RecursionError:
+                parser.error(f"folder {given} nests too deep to search: give its notebooks' folders instead")
             if not found:
-                parser.error(f"no .ipynb files in folder {given}")
+                parser.error(f"no .ipynb files in folder {given} or its subfolders")
             out += found
         elif path.exists():
             out.append(given)
@@ -73,7 +79,8 @@ def _cmd_grade(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     if isolation_problem():
         print(isolation_problem(), file=sys.stderr)
     start = time.perf_counter()
-    results = grade_many(paths, masters, limits, jobs=args.jobs)
+    given_folders = tuple(given for given in args.paths if Path(given).is_dir())  # and every folder inside
+    results = grade_many(paths, masters, limits, jobs=args.jobs, also_hidden=given_folders)
     write_results(results, Path(args.out))
     for result in results:
         print(f"{result.score:g}/{result.max_score:g}  {result.status:9s}  {result.exercise or '-':16s}  "

@@ -79,13 +79,60 @@ def test_grade_writes_per_submission_feedback_and_gradescope_results(graded):
     assert broken["score"] == 0 and "not a readable Jupyter notebook" in broken["output"]
 
 
+@pytest.mark.parametrize("isolation", ["bubblewrap", "audit hook only"])
+def test_grade_finds_a_class_laid_out_one_folder_per_student(tmp_path, isolation):
+    """nbgrader's submitted/STUDENT/ASSIGNMENT/ or an LMS download: one folder given, every student found; Jupyter's
+    checkpoints and a Mac zip's leftovers are not submissions; and the folder given is hidden from each of them
+    (a roster at its top, in no student's folder, cannot be read). Bubblewrap hides all of /tmp anyway; without
+    it (no bwrap on PATH) the audit hook refuses the roster only because the folder given is protected."""
+    if isolation == "bubblewrap" and not shutil.which("bwrap"):
+        pytest.skip("bubblewrap is not installed: apt-get install bubblewrap to run this case")
+    env = {"PATH": str(Path(sys.executable).parent)} if isolation == "audit hook only" else None
+    submitted = tmp_path / "submitted"
+    for folder in ("alice/ps1/.ipynb_checkpoints", "bob/ps1", "carol", "__MACOSX/bob/ps1"):
+        (submitted / folder).mkdir(parents=True)
+    roster = submitted / "roster.txt"
+    roster.write_text("alice bob carol")
+    master = nbformat.read(ROOT / "solutions" / "ex1_forward.ipynb", as_version=4)
+    solution = next(c.source for c in master.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "ex1_forward")
+    alice = write(solved("ex1_forward"), submitted / "alice" / "ps1", "ex1_forward.ipynb")
+    bob = write(solved("ex1_forward", replace={"ex1_forward": wrong.WRONG_FORWARD["eps_outside_sqrt"]}),
+                submitted / "bob" / "ps1", "ex1_forward.ipynb")
+    carol = write(solved("ex1_forward", replace={"ex1_forward": f"open({str(roster)!r}).read()\n" + solution}),
+                  submitted / "carol", "ex1_forward.ipynb")
+    write(solved("ex1_forward"), submitted / "alice" / "ps1" / ".ipynb_checkpoints", "ex1_forward-checkpoint.ipynb")
+    write(solved("ex1_forward"), submitted / "__MACOSX" / "bob" / "ps1", "._ex1_forward.ipynb")
+    run = bnlab("grade", str(submitted), "--out", str(tmp_path / "out"), "--jobs", "2", "--timeout", "30", env=env)
+    assert run.returncode == 0, run.stderr
+    assert ("WARNING: bubblewrap" in run.stderr) == (isolation == "audit hook only")
+    rows = list(csv.DictReader(open(tmp_path / "out" / "grades.csv")))
+    assert [r["submission"] for r in rows] == [alice, bob, carol]
+    scores = [float(r["score"]) for r in rows]
+    assert scores[0] == float(rows[0]["max_score"]) and scores[1] < scores[0] and scores[2] < scores[0], rows
+
+
+def test_only_the_outermost_of_nested_hidden_folders_is_listed(tmp_path):
+    """Bubblewrap mounts an empty folder over each hidden one: a folder inside another would be mounted into the
+    empty one, so only the outer is listed (hiding it hides the inner)."""
+    from bnlab.grading.grade import hidden_paths
+    from bnlab.grading.notebooks import find_masters
+
+    inner = tmp_path / "class" / "alice"
+    inner.mkdir(parents=True)
+    (inner / "ex1_forward.ipynb").write_text("{}")
+    masters = find_masters(ROOT / "solutions")
+    hidden = hidden_paths([str(inner / "ex1_forward.ipynb")], masters, extra=(str(tmp_path / "class"),))
+    assert str((tmp_path / "class").resolve()) in hidden and str(inner.resolve()) not in hidden
+    assert not any(Path(a) in Path(b).parents for a in hidden for b in hidden)
+
+
 @pytest.mark.parametrize("args, message", [
     (["grade", "nowhere.ipynb", "--out", "x"], "no such file or folder: nowhere.ipynb"),
     (["grade", "solutions", "--out", "x", "--jobs", "0"], "--jobs: must be at least 1"),
     (["grade", "solutions", "--out", "x", "--jobs", "many"], "--jobs: must be a positive whole number"),
     (["grade", "solutions", "--out", "x", "--timeout", "-3"], "--timeout: must be positive"),
     (["grade", "solutions"], "--out"),
-    (["grade", "tests/grading_fixtures", "--out", "x"], "no .ipynb files in folder"),
+    (["grade", "tests/grading_fixtures", "--out", "x"], "no .ipynb files in folder tests/grading_fixtures or its"),
 ])
 def test_bad_command_lines_get_clear_errors(args, message, tmp_path):
     run = bnlab(*args)

@@ -354,14 +354,11 @@ def hidden_paths(paths: list[str], masters: dict[str, Master], extra: tuple[str,
     """The folders a submission must not see: every master's, every graded submission's and the folders
     ``extra`` (also under /tmp: a course that lives there is bound back into the sandbox's own /tmp). A folder
     that holds the Python installation or bnlab itself cannot be hidden (the sandbox runs from it), nor /tmp
-    itself."""
+    itself. Only the outermost of nested folders is listed (hiding it hides what it holds)."""
     needed = [Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(), Path(__file__).resolve().parents[2]]
     folders = {Path(m.path).resolve().parent for m in masters.values()}
     folders |= {Path(folder).resolve() for folder in extra if Path(folder).is_dir()}
     folders |= {Path(p).resolve().parent for p in paths if Path(p).exists()}
-    keep = []
-    for folder in sorted(folders):
-        if folder == Path("/tmp") or any(folder == need or folder in need.parents for need in needed):
-            continue
-        keep.append(str(folder))
-    return tuple(keep)
+    keep = [folder for folder in folders
+            if folder != Path("/tmp") and not any(folder == need or folder in need.parents for need in needed)]
+    return tuple(sorted(str(folder) for folder in keep if not any(outer in folder.parents for outer in keep)))

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bnlab.grading.export import gradescope_results
 from bnlab.grading.grade import SubmissionResult, grade_many, isolation_problem, safe_text, sandboxed
-from bnlab.grading.notebooks import find_masters
+from bnlab.grading.notebooks import find_masters, submitted_notebooks
 from bnlab.grading.sandbox import Limits
 
 __all__ = ["SETUP_SH", "RUN_AUTOGRADER", "build_zip", "run"]
@@ -110,16 +110,12 @@ def run(root: Path, limits: Limits = Limits()) -> dict:
     return results
 
 
-def _is_upload_debris(path: Path) -> bool:
-    return bool({"__MACOSX", ".ipynb_checkpoints"} & set(path.parts)) or path.name.startswith("._")
-
-
 def _grade_the_submission(root: Path, limits: Limits) -> dict:
     submission = root / "submission"
     masters = find_masters(root / "source" / "solutions")
     wanted = " or ".join(sorted(masters))
     try:
-        notebooks = sorted(p for p in submission.rglob("*.ipynb") if not _is_upload_debris(p.relative_to(submission)))
+        notebooks = submitted_notebooks(submission)
     except RecursionError:
         return {"score": 0, "tests": [], "output": "Your submission's folders nest too deep to search: upload "
                                                     f"your {wanted} notebook on its own. Nothing was graded."}

@@ -29,9 +29,9 @@ from typing import Any
 import nbformat
 
 __all__ = ["strip_cell_source", "NBGRADER_KEYS", "TestCall", "TestCell", "Master", "cell_role", "exercise_of",
-           "grade_id_of",
-           "parse_test_calls", "validate_nbgrader_metadata", "load_master", "find_masters",
-           "default_solutions_dir", "BEGIN_SOLUTION", "END_SOLUTION", "BEGIN_HIDDEN", "END_HIDDEN"]
+           "grade_id_of", "parse_test_calls", "validate_nbgrader_metadata", "load_master", "find_masters",
+           "default_solutions_dir", "submitted_notebooks",
+           "BEGIN_SOLUTION", "END_SOLUTION", "BEGIN_HIDDEN", "END_HIDDEN"]
 
 BEGIN_SOLUTION, END_SOLUTION = "### BEGIN SOLUTION", "### END SOLUTION"
 BEGIN_HIDDEN, END_HIDDEN = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
@@ -265,3 +265,18 @@ def find_masters(directory: Path | None = None) -> dict[str, Master]:
         raise FileNotFoundError(f"no solutions directory {directory} (set BNLAB_SOLUTIONS or pass --solutions)")
     stamp = tuple((p.name, p.stat().st_mtime) for p in sorted(directory.glob("*.ipynb")))
     return _find_masters(str(directory.resolve()), stamp)
+
+
+def _is_upload_debris(relative: Path) -> bool:
+    """Jupyter's autosaved copies and a Mac zip's resource forks: files nobody submitted on purpose."""
+    return bool({"__MACOSX", ".ipynb_checkpoints"} & set(relative.parts)) or relative.name.startswith("._")
+
+
+def submitted_notebooks(folder: Path) -> list[Path]:
+    """Every ``*.ipynb`` under ``folder`` at any depth (symlinked folders not followed), sorted, leaving out
+    ``.ipynb_checkpoints`` and a Mac zip's ``__MACOSX`` and ``._*`` leftovers. A layout of one folder per
+    student (nbgrader's ``submitted/STUDENT/ASSIGNMENT/``, an LMS download) is found whole.
+
+    Raises RecursionError where folders nest deeper than Python can walk."""
+    folder = Path(folder)
+    return sorted(p for p in folder.rglob("*.ipynb") if not _is_upload_debris(p.relative_to(folder)))
