@@ -14,21 +14,25 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def solved(exercise: str, replace: dict[str, str] | None = None, append: list[str] | None = None,
-           edit_tests: dict[str, str | None] | None = None, metadata_exercise: str | None = "same"):
+           edit_tests: dict[str, str | None] | None = None, metadata_exercise: str | None = "same",
+           prepend: dict[str, str] | None = None):
     """The master of ``exercise`` as a learner would submit it, solved with the master's code.
 
-    ``replace`` maps a solution cell's grade_id to the learner's source for it; ``append`` adds code cells at
-    the end; ``edit_tests`` maps a test cell's grade_id to new source (None deletes the cell);
+    ``replace`` maps a solution cell's grade_id to the learner's source for it; ``prepend`` maps one to lines
+    run before the master's solution in that cell; ``append`` adds code cells at the end; ``edit_tests`` maps a
+    test cell's grade_id to new source (None deletes the cell);
     ``metadata_exercise`` overrides (or with None removes) ``metadata.bnlab.exercise``.
     """
     nb = copy.deepcopy(nbformat.read(ROOT / "solutions" / f"{exercise}.ipynb", as_version=4))
-    replace, edit_tests = replace or {}, edit_tests or {}
+    replace, prepend, edit_tests = replace or {}, prepend or {}, edit_tests or {}
     cells = []
     for cell in nb.cells:
         gid, role = grade_id_of(cell), cell_role(cell)
         if role == "solution":
             cell.source = replace.get(gid, "\n".join(line for line in cell.source.splitlines()
                                                     if line.strip() not in (BEGIN_SOLUTION, END_SOLUTION)))
+            if gid in prepend:
+                cell.source = prepend[gid] + "\n" + cell.source
         elif role == "tests":
             if gid in edit_tests and edit_tests[gid] is None:
                 continue
