@@ -36,15 +36,18 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _expand(paths: list[str], parser: argparse.ArgumentParser) -> list[str]:
-    """Files as given; folders become the *.ipynb files anywhere inside them (sorted; Jupyter's checkpoints and
-    a Mac zip's leftovers left out). Nonexistent paths are a usage error."""
+def _expand(paths: list[str], parser: argparse.ArgumentParser) -> tuple[list[str], tuple[str, ...]]:
+    """(the notebooks to grade, the folders given). Files as given; folders become the *.ipynb files anywhere
+    inside them (sorted; Jupyter's checkpoints and a Mac zip's leftovers left out). Nonexistent paths are a
+    usage error."""
     from bnlab.grading.notebooks import submitted_notebooks
 
     out: list[str] = []
+    folders: list[str] = []
     for given in paths:
         path = Path(given)
         if path.is_dir():
+            folders.append(given)
             try:
                 found = [str(p) for p in submitted_notebooks(path)]
             except RecursionError:
@@ -56,11 +59,11 @@ def _expand(paths: list[str], parser: argparse.ArgumentParser) -> list[str]:
             out.append(given)
         else:
             parser.error(f"no such file or folder: {given}")
-    return out
+    return out, tuple(folders)
 
 
 def _cmd_grade(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    paths = _expand(args.paths, parser)  # before the (slow) imports: bad input fails at once
+    paths, folders = _expand(args.paths, parser)  # before the (slow) imports: bad input fails at once
 
     from bnlab.grading.export import write_results
     from bnlab.grading.grade import grade_many
@@ -79,8 +82,7 @@ def _cmd_grade(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     if isolation_problem():
         print(isolation_problem(), file=sys.stderr)
     start = time.perf_counter()
-    given_folders = tuple(given for given in args.paths if Path(given).is_dir())  # and every folder inside
-    results = grade_many(paths, masters, limits, jobs=args.jobs, also_hidden=given_folders)
+    results = grade_many(paths, masters, limits, jobs=args.jobs, also_hidden=folders)  # hides what they hold
     write_results(results, Path(args.out))
     for result in results:
         print(f"{result.score:g}/{result.max_score:g}  {result.status:9s}  {result.exercise or '-':16s}  "
