@@ -38,8 +38,6 @@ NOT_FOR_LEARNERS = {"nbgrader", "pytest", "hypothesis", "pyyaml", "playwright", 
                     "myst-nb", "sphinx-book-theme", "jupyter-server-mathjax"}
 
 
-
-
 def parse_requirement(text: str) -> tuple[str, str]:
     """'torch==2.13.0' -> ('torch', '==2.13.0'); 'numpy>=1.26' -> ('numpy', '>=1.26'); conda's 'python=3.11'
     -> ('python', '==3.11'); names canonical."""
@@ -276,8 +274,8 @@ def test_ci_runs_make_test():
 def test_the_top_level_layout_exists():
     for name in ["bnlab", "notebooks", "exercises", "solutions", "tests", "benchmarks", "environment.yml",
                  "pyproject.toml", "constraints.txt", "Makefile", "README.md", "LICENSE", ".ci/run",
-                 "binder/requirements.txt",
-                 "binder/runtime.txt", "binder/postBuild", "bnlab/build/lock.py", "jupyter/overrides.json"]:
+                 "binder/requirements.txt", "binder/runtime.txt", "binder/postBuild", "bnlab/build/lock.py",
+                 "jupyter/overrides.json"]:
         assert (ROOT / name).exists(), name
 
 
